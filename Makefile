@@ -1,0 +1,79 @@
+# ringkv — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+SOURCES := client/src node/src
+PYTEST_ARGS ?=
+RUN_NODES ?= 3
+RUN_PORT ?= 7100
+RUN_DIR ?= .ringkv
+
+##@ General
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
+	  /^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
+	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+$(STAMP): client/pyproject.toml node/pyproject.toml requirements-dev.txt $(wildcard e2e/requirements.txt) scripts/bootstrap.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv and install ringkv, ringkv-node and the dev tools
+
+.PHONY: run
+run: $(STAMP) ## Start a local cluster (3 nodes on 127.0.0.1:7100-7102, data in ./.ringkv)
+	$(VENV)/bin/ringkv local up --nodes $(RUN_NODES) --port $(RUN_PORT) --data-dir $(RUN_DIR)
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format the code (ruff format, ruff check --fix)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: lint
+lint: $(STAMP) ## ruff check + format check, mypy --strict, import-linter contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy $(SOURCES)
+	$(VENV)/bin/lint-imports
+
+##@ Testing
+
+.PHONY: test
+test: lint test-unit test-integration ## Lint, unit and integration tests (what CI runs)
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## Unit tests of pure logic (fast)
+	$(PY) -m pytest -m "not cluster and not k8s_api and not kind" $(PYTEST_ARGS)
+
+.PHONY: test-integration
+test-integration: $(STAMP) ## Tests against real node processes on 127.0.0.1
+	$(PY) -m pytest -m "cluster" $(PYTEST_ARGS)
+
+.PHONY: check
+check: test ## The whole gate: everything `make test` runs
+
+##@ Benchmarks
+
+.PHONY: bench
+bench: bench-node ## All benchmarks
+
+.PHONY: bench-node
+bench-node: $(STAMP) ## One node vs redis-server (appendfsync always) with wrk / redis-benchmark
+	bash bench/node_single.sh
+
+##@ Housekeeping
+
+.PHONY: clean
+clean: ## Remove the virtualenv and caches (keeps ./.ringkv data)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

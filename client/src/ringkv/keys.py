@@ -1,0 +1,65 @@
+"""Keys and size limits: the rules every part of ringkv checks the same way.
+
+The node enforces these limits on every request and the client checks them
+before sending, so a bad key is refused with the same message wherever it is
+caught. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_LIMITS", "InvalidKeyError", "Limits", "encode_key"]
+
+
+class InvalidKeyError(ValueError):
+    """The key is empty, too long, not UTF-8, or holds a forbidden character."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits of DESIGN §3; every one is configurable on the node."""
+
+    max_key_bytes: int = 1024
+    max_value_bytes: int = 4 * 1024 * 1024
+    max_batch_ops: int = 1000
+    max_batch_bytes: int = 16 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_key_bytes", "max_value_bytes", "max_batch_ops", "max_batch_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def encode_key(key: str | bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """Return the key's UTF-8 bytes, or raise InvalidKeyError saying why not.
+
+    A key is 1..max_key_bytes bytes of UTF-8 without NUL or other C0 control
+    characters (they break listings, logs and URLs, and no user means them).
+    """
+    if isinstance(key, bytes):
+        raw = key
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidKeyError(f"key is not valid UTF-8 (byte {exc.start})") from None
+    elif isinstance(key, str):
+        text = key
+        try:
+            raw = key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidKeyError("key is not valid UTF-8 (lone surrogate)") from None
+    else:
+        raise InvalidKeyError(f"key must be str or bytes, not {type(key).__name__}")
+    if not raw:
+        raise InvalidKeyError("key is empty")
+    if len(raw) > limits.max_key_bytes:
+        raise InvalidKeyError(
+            f"key is {len(raw)} bytes; the limit is {limits.max_key_bytes} bytes of UTF-8"
+        )
+    if not text.isprintable() and any(ord(c) < 0x20 or c == "\x7f" for c in text):
+        raise InvalidKeyError("key holds a control character")
+    return raw

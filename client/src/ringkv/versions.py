@@ -1,0 +1,83 @@
+"""Versions: hybrid logical clock timestamps with the writer's id as tie-break.
+
+Every stored value carries a `Version`. The newest version wins (last writer
+wins): compare the 64-bit HLC timestamp first, then the writer's member id.
+The timestamp is `physical_ms << 16 | logical`, so it sorts like wall-clock
+time while staying monotonic on one node even if the wall clock steps back.
+
+The clock is injected (`HLC(clock_ms)`) so the logic is testable without time.
+On the wire a version is `"<timestamp>@<member id>"` (header `X-Ringkv-Version`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["HLC", "LOGICAL_BITS", "Version", "parse_version"]
+
+LOGICAL_BITS = 16
+_LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
+_MAX_TS = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Version:
+    """A totally ordered version: HLC timestamp, then writer id."""
+
+    ts: int
+    node: str
+
+    @property
+    def physical_ms(self) -> int:
+        return self.ts >> LOGICAL_BITS
+
+    def __str__(self) -> str:
+        return f"{self.ts}@{self.node}"
+
+
+def parse_version(text: str) -> Version:
+    """Parse `"<ts>@<node>"`; raise ValueError with a clear message otherwise."""
+    ts_text, sep, node = text.partition("@")
+    if not sep or not node or not ts_text.isdigit():
+        raise ValueError(f"version {text!r} is not of the form <timestamp>@<member id>")
+    ts = int(ts_text)
+    if ts > _MAX_TS:
+        raise ValueError(f"version timestamp {ts} does not fit in 64 bits")
+    return Version(ts, node)
+
+
+class HLC:
+    """A hybrid logical clock (Kulkarni et al.), safe to call from several threads.
+
+    `now()` stamps a local event; `observe(ts)` folds in a timestamp seen from
+    a peer so later local stamps sort after it. `floor` restores the highest
+    timestamp persisted before a restart.
+    """
+
+    def __init__(self, clock_ms: Callable[[], int], floor: int = 0) -> None:
+        self._clock_ms = clock_ms
+        self._last = floor
+        self._lock = threading.Lock()
+
+    @property
+    def last(self) -> int:
+        return self._last
+
+    def now(self) -> int:
+        physical = self._clock_ms() << LOGICAL_BITS
+        with self._lock:
+            self._last = physical if physical > self._last else self._last + 1
+            return self._last
+
+    def observe(self, ts: int) -> int:
+        """Fold in a remote timestamp; return the new local time (after both)."""
+        physical = self._clock_ms() << LOGICAL_BITS
+        with self._lock:
+            self._last = max(physical, ts + 1, self._last + 1)
+            return self._last
+
+    @staticmethod
+    def logical(ts: int) -> int:
+        return ts & _LOGICAL_MASK

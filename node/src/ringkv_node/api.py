@@ -1,0 +1,271 @@
+"""HTTP API v1 handlers: parse, call the KV layer, answer. Nothing else.
+
+Every refusal is an `ApiError` turned into JSON by `error_middleware`, which
+also checks the token and records metrics, so handlers stay a few lines each.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ringkv_node import protocol
+from ringkv_node.errors import ApiError
+from ringkv_node.groupcommit import ClosedError
+from ringkv_node.protocol import key_or_error
+from ringkv_node.records import is_live
+from ringkv_node.state import KV_KEY, METRICS_KEY, NODE_KEY, SETTINGS_KEY
+from ringkv_node.storage import StorageError, StorageFullError
+
+__all__ = ["error_middleware", "routes"]
+
+log = logging.getLogger("ringkv.node")
+
+VERSION_HEADER = "X-Ringkv-Version"
+EPOCH_HEADER = "X-Ringkv-Epoch"
+OCTETS = "application/octet-stream"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(doc, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def error_response(err: ApiError) -> web.Response:
+    return json_response(err.body(), err.status)
+
+
+_HTTP_CODES = {
+    404: ("not_found", "no such route: {method} {path}"),
+    405: ("method_not_allowed", "method {method} is not allowed on {path}"),
+    413: ("too_large", "request body is too large"),
+}
+
+
+def _from_http_exception(exc: web.HTTPException, request: web.Request) -> ApiError:
+    code, template = _HTTP_CODES.get(exc.status, ("bad_request", exc.reason))
+    message = template.format(method=request.method, path=request.path)
+    if exc.status == 413:
+        message = exc.text or message
+    return ApiError(exc.status, code, message)
+
+
+def _auth_scope(path: str) -> str:
+    if path.startswith(("/admin/", "/internal/")):
+        return "always"
+    if path.startswith("/v1/"):
+        return "data"
+    return "open"
+
+
+def _check_auth(request: web.Request, token: str | None) -> None:
+    scope = _auth_scope(request.path)
+    if scope == "open" or (scope == "data" and token is None):
+        return
+    if token is None:
+        raise ApiError(403, "forbidden", "admin and internal routes need the node to have --token")
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise ApiError(401, "unauthorized", "missing Authorization: Bearer <token>")
+    if not hmac.compare_digest(header[7:].encode(), token.encode()):
+        raise ApiError(403, "forbidden", "wrong token")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    app = request.app
+    resp: web.StreamResponse
+    try:
+        _check_auth(request, app[SETTINGS_KEY].token)
+        resp = await handler(request)
+    except ApiError as exc:
+        resp = error_response(exc)
+    except web.HTTPException as exc:
+        resp = error_response(_from_http_exception(exc, request))
+    except StorageFullError as exc:
+        resp = error_response(ApiError(507, "storage_full", str(exc)))
+    except (StorageError, ClosedError) as exc:
+        resp = error_response(ApiError(503, "unavailable", str(exc)))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        resp = error_response(ApiError(500, "internal", "internal error; see the node's log"))
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    app[METRICS_KEY].observe_request(
+        route, request.method, resp.status, time.perf_counter() - started
+    )
+    return resp
+
+
+# -- data routes --------------------------------------------------------------
+
+
+async def get_key(request: web.Request) -> web.StreamResponse:
+    kv = request.app[KV_KEY]
+    key = key_or_error(request.match_info["key"], kv_limits(request))
+    protocol.parse_consistency(request.query.get("consistency"))
+    rec = kv.get(key)
+    if rec is None:
+        return error_response(ApiError.not_found())
+    return web.Response(
+        body=rec.value, content_type=OCTETS, headers={VERSION_HEADER: str(rec.version)}
+    )
+
+
+async def put_key(request: web.Request) -> web.StreamResponse:
+    kv = request.app[KV_KEY]
+    limits = kv_limits(request)
+    key = key_or_error(request.match_info["key"], limits)
+    query = request.query
+    protocol.parse_consistency(query.get("consistency"))
+    ttl = protocol.parse_ttl(query.get("ttl"))
+    length = request.content_length
+    if length is not None and length > limits.max_value_bytes:
+        raise ApiError.too_large(
+            f"value is {length} bytes; the limit is {limits.max_value_bytes}"
+        )
+    body = await request.read()
+    if len(body) > limits.max_value_bytes:
+        raise ApiError.too_large(
+            f"value is {len(body)} bytes; the limit is {limits.max_value_bytes}"
+        )
+    applied = await kv.put(key, body, ttl)
+    headers = {VERSION_HEADER: str(applied.record.version)}
+    prev = applied.previous
+    if is_live(prev, kv.clock_ms()):
+        assert prev is not None
+        return web.Response(body=prev.value, status=200, content_type=OCTETS, headers=headers)
+    return web.Response(status=201, headers=headers)
+
+
+async def delete_key(request: web.Request) -> web.StreamResponse:
+    kv = request.app[KV_KEY]
+    key = key_or_error(request.match_info["key"], kv_limits(request))
+    protocol.parse_consistency(request.query.get("consistency"))
+    applied = await kv.delete(key)
+    prev = applied.previous
+    if not is_live(prev, kv.clock_ms()):
+        return error_response(ApiError.not_found())
+    assert prev is not None
+    return web.Response(
+        body=prev.value,
+        content_type=OCTETS,
+        headers={VERSION_HEADER: str(applied.record.version)},
+    )
+
+
+async def list_keys(request: web.Request) -> web.StreamResponse:
+    kv = request.app[KV_KEY]
+    limits = kv_limits(request)
+    query = request.query
+    prefix_text = query.get("prefix", "")
+    prefix = key_or_error(prefix_text, limits) if prefix_text else b""
+    after_text = query.get("start_after")
+    start_after = key_or_error(after_text, limits) if after_text else None
+    limit = protocol.parse_limit(query.get("limit"))
+    keys, nxt = kv.list_keys(prefix, start_after, limit)
+    return json_response(
+        {"keys": [k.decode() for k in keys], "next": None if nxt is None else nxt.decode()}
+    )
+
+
+async def batch(request: web.Request) -> web.StreamResponse:
+    kv = request.app[KV_KEY]
+    limits = kv_limits(request)
+    length = request.content_length
+    if length is not None and length > limits.max_batch_bytes:
+        raise ApiError.too_large(
+            f"batch body is {length} bytes; the limit is {limits.max_batch_bytes}"
+        )
+    body = await request.read()
+    binary = request.content_type == protocol.MSGPACK
+    req = protocol.parse_batch(body, request.content_type, limits, request.query)
+    node = request.app[NODE_KEY]
+    if req.atomic:
+        node.check_single_partition([op.key for op in req.ops])
+    results = await kv.batch(req.ops, atomic=req.atomic)
+    now = kv.clock_ms()
+    out: list[dict[str, Any]] = []
+    for op, applied in zip(req.ops, results, strict=True):
+        prev = applied.previous
+        live = is_live(prev, now)
+        item: dict[str, Any] = {"version": str(applied.record.version)}
+        if op.op == "put":
+            item["status"] = 200 if live else 201
+        else:
+            item["status"] = 200 if live else 404
+        if live:
+            assert prev is not None
+            item["previous"] = prev.value if binary else protocol.b64(prev.value)
+        else:
+            item["previous"] = None
+        out.append(item)
+    doc = {"results": out, "atomic": req.atomic}
+    if binary:
+        return web.Response(body=protocol.encode_body(doc, True), content_type=protocol.MSGPACK)
+    return json_response(doc)
+
+
+# -- node routes --------------------------------------------------------------
+
+
+async def status(request: web.Request) -> web.StreamResponse:
+    return json_response(request.app[NODE_KEY].status())
+
+
+async def ring(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    resp = json_response(node.ring.to_dict())
+    resp.headers[EPOCH_HEADER] = str(node.ring.epoch)
+    return resp
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    reasons = request.app[NODE_KEY].not_ready_reasons()
+    if reasons:
+        return json_response({"ready": False, "reasons": reasons}, 503)
+    return json_response({"ready": True})
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    node.refresh_gauges()
+    return web.Response(
+        body=request.app[METRICS_KEY].render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+def kv_limits(request: web.Request) -> Any:
+    return request.app[SETTINGS_KEY].limits
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/v1/kv/{key:.+}", get_key, allow_head=False),
+        web.put("/v1/kv/{key:.+}", put_key),
+        web.delete("/v1/kv/{key:.+}", delete_key),
+        web.get("/v1/keys", list_keys, allow_head=False),
+        web.post("/v1/batch", batch),
+        web.get("/v1/ring", ring, allow_head=False),
+        web.get("/v1/status", status, allow_head=False),
+        web.get("/healthz", healthz),
+        web.get("/readyz", readyz),
+        web.get("/metrics", metrics, allow_head=False),
+    ]

@@ -1,0 +1,112 @@
+"""The aiohttp application factory: wiring, and what opens and closes with it.
+
+`create_app(settings)` builds the app; `cleanup_ctx` opens storage and the
+ring on start-up and closes them in reverse order on shutdown, after aiohttp
+has drained in-flight requests (STYLE §5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from ringkv_node.api import error_middleware, routes
+from ringkv_node.kv import KV
+from ringkv_node.metrics import Metrics
+from ringkv_node.node import Node
+from ringkv_node.settings import Settings
+from ringkv_node.state import KV_KEY, METRICS_KEY, NODE_KEY, SETTINGS_KEY
+from ringkv_node.storage import Storage
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("ringkv.node")
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def create_app(settings: Settings, *, clock_ms: Callable[[], int] = wall_clock_ms) -> web.Application:
+    limits = settings.limits
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=max(limits.max_value_bytes, limits.max_batch_bytes) + 1024,
+        handler_args={"max_field_size": 16384},
+    )
+    app[SETTINGS_KEY] = settings
+    app[METRICS_KEY] = Metrics()
+    app.add_routes(routes())
+
+    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+        metrics = app[METRICS_KEY]
+        storage = await asyncio.to_thread(
+            Storage,
+            os.path.join(settings.data_dir, "lmdb"),
+            map_size=settings.map_size,
+            fsync=settings.durability == "fsync",
+            on_batch=metrics.observe_batch,
+        )
+        kv = KV(
+            storage,
+            settings.node_id,
+            clock_ms=clock_ms,
+            tombstone_grace_ms=int(settings.tombstone_grace_s * 1000),
+        )
+        node = Node(settings, kv, metrics)
+        app[KV_KEY] = kv
+        app[NODE_KEY] = node
+        await node.load_ring()
+        node.ready = True
+        log.info(
+            "node %s ready: %s, ring epoch %d, %s durability",
+            settings.node_id,
+            settings.advertise_url,
+            node.ring.epoch,
+            settings.durability,
+        )
+        try:
+            yield
+        finally:
+            node.ready = False
+            await asyncio.to_thread(storage.close)
+            log.info("storage closed")
+
+    async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(_sweep(app, settings.sweep_interval_s), name="sweeper")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    app.cleanup_ctx.append(storage_ctx)
+    app.cleanup_ctx.append(sweeper_ctx)
+
+    async def on_shutdown(app: web.Application) -> None:
+        if NODE_KEY in app:
+            app[NODE_KEY].draining = True
+
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+async def _sweep(app: web.Application, interval_s: float) -> None:
+    """Purge expired keys and old tombstones, a bounded chunk at a time."""
+    kv = app[KV_KEY]
+    metrics = app[METRICS_KEY]
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            for _ in range(100):
+                purged = await kv.purge(limit=1000)
+                metrics.purged.inc(purged)
+                if purged < 1000:
+                    break
+        except Exception:
+            log.exception("purge failed; will retry")

@@ -1,0 +1,159 @@
+"""Key-value semantics of one replica on top of storage: LWW, TTL, tombstones.
+
+The HTTP layer calls this; it calls `Storage`. Every write is a `Record`
+applied last-writer-wins, so the same function serves a local write, a
+replicated one and a repair. The clock is injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ringkv.versions import HLC, Version
+from ringkv_node.protocol import BatchOp
+from ringkv_node.records import Record, is_live
+from ringkv_node.storage import Storage, WriteTxn
+
+__all__ = ["Applied", "KV"]
+
+# Bounds the synchronous work one listing does on the event loop.
+_MAX_SCANNED_PER_LIST = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Outcome of applying one record: what was there, and whether it was written."""
+
+    previous: Record | None
+    applied: bool
+    record: Record
+
+
+def _apply_in(wt: WriteTxn, key: bytes, rec: Record, now_ms: int) -> Applied:
+    prev = wt.get(key)
+    if prev is not None and not rec.newer_than(prev):
+        return Applied(prev, False, rec)
+    if rec.tombstone and (prev is None or prev.tombstone):
+        return Applied(prev, False, rec)  # nothing to delete here
+    wt.put(key, rec, prev)
+    return Applied(prev, True, rec)
+
+
+class KV:
+    def __init__(
+        self,
+        storage: Storage,
+        node_id: str,
+        *,
+        clock_ms: Callable[[], int],
+        tombstone_grace_ms: int,
+    ) -> None:
+        self.storage = storage
+        self.node_id = node_id
+        self.clock_ms = clock_ms
+        self.hlc = HLC(clock_ms, floor=storage.hlc_floor())
+        self.tombstone_grace_ms = tombstone_grace_ms
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, key: bytes) -> Record | None:
+        """The live record for `key`, or None (absent, deleted or expired)."""
+        rec = self.storage.get(key)
+        return rec if is_live(rec, self.clock_ms()) else None
+
+    def list_keys(
+        self, prefix: bytes, start_after: bytes | None, limit: int
+    ) -> tuple[list[bytes], bytes | None]:
+        """Live keys in order from the cursor; the next cursor, or None at the end."""
+        if start_after is not None and start_after >= prefix:
+            start, inclusive = start_after, False
+        else:
+            start, inclusive = prefix, True
+        now = self.clock_ms()
+        keys: list[bytes] = []
+        scanned = 0
+        while True:
+            chunk = self.storage.scan(start, inclusive=inclusive, limit=min(1000, limit + 1))
+            for key, rec in chunk:
+                if not key.startswith(prefix):
+                    return keys, None
+                scanned += 1
+                if is_live(rec, now):
+                    if len(keys) == limit:
+                        return keys, keys[-1]
+                    keys.append(key)
+                if scanned >= _MAX_SCANNED_PER_LIST:
+                    # Many dead entries: hand back a cursor rather than block the loop.
+                    return keys, key
+            if len(chunk) < min(1000, limit + 1):
+                return keys, None
+            start, inclusive = chunk[-1][0], False
+
+    # -- writes --------------------------------------------------------------
+
+    def stamp(self, value: bytes, ttl_s: int | None, *, tombstone: bool = False) -> Record:
+        ts = self.hlc.now()
+        expires = 0 if ttl_s is None else (ts >> 16) + ttl_s * 1000
+        return Record(Version(ts, self.node_id), value, tombstone, expires)
+
+    async def apply(self, key: bytes, rec: Record) -> Applied:
+        """Store `rec` if it is newer than what is there (durable on return)."""
+        self.hlc.observe(rec.version.ts)
+        now = self.clock_ms()
+        applied: Applied = await self.storage.write(lambda wt: _apply_in(wt, key, rec, now))
+        return applied
+
+    async def put(self, key: bytes, value: bytes, ttl_s: int | None = None) -> Applied:
+        return await self.apply(key, self.stamp(value, ttl_s))
+
+    async def delete(self, key: bytes) -> Applied:
+        return await self.apply(key, self.stamp(b"", None, tombstone=True))
+
+    async def batch(self, ops: Sequence[BatchOp], *, atomic: bool) -> list[Applied]:
+        """Apply many ops; `atomic` puts them in one transaction (all or none)."""
+        stamped = [
+            (op.key, self.stamp(op.value, op.ttl_s, tombstone=op.op == "delete")) for op in ops
+        ]
+        now = self.clock_ms()
+        if atomic:
+            result: list[Applied] = await self.storage.write(
+                lambda wt: [_apply_in(wt, k, r, now) for k, r in stamped]
+            )
+            return result
+        # Not atomic: each op is its own write, but they still share commits.
+        return list(
+            await asyncio.gather(*(self.storage.write(_bind(k, r, now)) for k, r in stamped))
+        )
+
+    async def purge(self, limit: int = 1000) -> int:
+        """Drop expired keys and tombstones past their grace period; return how many."""
+        now = self.clock_ms()
+        grace = self.tombstone_grace_ms
+        purged: int = await self.storage.write(lambda wt: _purge_in(wt, now, grace, limit))
+        return purged
+
+
+def _bind(key: bytes, rec: Record, now: int) -> Callable[[WriteTxn], Applied]:
+    return lambda wt: _apply_in(wt, key, rec, now)
+
+
+def _purge_in(wt: WriteTxn, now_ms: int, grace_ms: int, limit: int) -> int:
+    purged = 0
+    for stamp, key in wt.due("expiry", now_ms, limit):
+        rec = wt.get(key)
+        if rec is not None and rec.expires_ms == stamp and not is_live(rec, now_ms):
+            wt.remove(key, rec)
+            purged += 1
+        else:
+            wt.drop_index("expiry", stamp, key)
+    # Tombstone index stamps are HLC timestamps: compare in the same units.
+    for stamp, key in wt.due("tombs", (now_ms - grace_ms) << 16, limit):
+        rec = wt.get(key)
+        if rec is not None and rec.tombstone and rec.version.ts == stamp:
+            wt.remove(key, rec)
+            purged += 1
+        else:
+            wt.drop_index("tombs", stamp, key)
+    return purged

@@ -1,0 +1,249 @@
+"""Node settings from flags and environment variables (DESIGN §3a).
+
+Every flag has a `RINGKV_*` variable (the StatefulSet sets variables; people
+type flags); a flag wins over its variable. Parsing is pure: argv and the
+environment come in, a validated `Settings` comes out, and anything wrong is a
+`SettingsError` whose message names the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from ringkv.keys import Limits
+
+__all__ = ["Peer", "Settings", "SettingsError", "parse_duration", "parse_settings", "parse_size"]
+
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    id: str
+    url: str
+    zone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    node_id: str
+    host: str
+    port: int
+    advertise_url: str
+    data_dir: str
+    peers: tuple[Peer, ...]
+    replication_factor: int
+    partitions: int
+    token: str | None = None
+    zone: str = ""
+    durability: str = "fsync"  # or "async"
+    map_size: int = 4 << 30
+    limits: Limits = field(default_factory=Limits)
+    tombstone_grace_s: float = 86400.0
+    sweep_interval_s: float = 10.0
+    shutdown_timeout_s: float = 10.0
+    log_level: str = "info"
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def parse_size(text: str) -> int:
+    """`"4Gi"`, `"512MiB"`, `"1g"` or plain bytes (powers of 1024)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size (like 512Mi, 4Gi or a number of bytes)")
+    unit = (m.group(2) or "").lower()[:1]
+    return int(m.group(1)) * _SIZE_UNITS[unit]
+
+
+def parse_duration(text: str) -> float:
+    """`"24h"`, `"10s"`, `"500ms"` or plain seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (like 500ms, 10s, 5m, 24h)")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2) or ""]
+
+
+def _parse_peers(text: str) -> tuple[Peer, ...]:
+    peers: list[Peer] = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        ident, sep, url = item.partition("=")
+        if not sep or not ident or not url.startswith(("http://", "https://")):
+            raise ValueError(f"peer {item!r} is not of the form id=http://host:port")
+        zone = ""
+        if "@" in ident:
+            ident, zone = ident.split("@", 1)
+        peers.append(Peer(ident, url.rstrip("/"), zone))
+    ids = [p.id for p in peers]
+    if len(set(ids)) != len(ids):
+        raise ValueError("peer ids must be unique")
+    return tuple(peers)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ringkv-node",
+        description="A ringkv storage node. Every flag may also be given as RINGKV_<FLAG>.",
+    )
+    add = p.add_argument
+    add("--id", dest="id", help="member id (pod name under Kubernetes) [RINGKV_NODE_ID]")
+    add("--listen", help="host:port to listen on (default 0.0.0.0:8080) [RINGKV_LISTEN]")
+    add("--advertise-url", help="URL peers use to reach this node [RINGKV_ADVERTISE_URL]")
+    add("--data-dir", help="LMDB and hints live here (default ./data) [RINGKV_DATA_DIR]")
+    add("--peers", help="initial members: id=url,id=url,... (id@zone=url sets a zone)")
+    add("--replication-factor", help="N for the first ring (default min(3, members))")
+    add("--partitions", help="Q for the first ring, a power of two (default 256)")
+    add("--token", help="cluster token for Authorization: Bearer [RINGKV_TOKEN]")
+    add("--zone", help="this node's zone [RINGKV_ZONE]")
+    add("--durability", help="fsync (default) or async [RINGKV_DURABILITY]")
+    add("--map-size", help="LMDB map size, e.g. 4Gi (default) [RINGKV_MAP_SIZE]")
+    add("--max-key-bytes", help="default 1024 [RINGKV_MAX_KEY_BYTES]")
+    add("--max-value-bytes", help="default 4Mi [RINGKV_MAX_VALUE_BYTES]")
+    add("--max-batch-ops", help="default 1000 [RINGKV_MAX_BATCH_OPS]")
+    add("--max-batch-bytes", help="default 16Mi [RINGKV_MAX_BATCH_BYTES]")
+    add("--tombstone-grace", help="keep tombstones this long (default 24h)")
+    add("--sweep-interval", help="purge expired keys/tombstones this often (default 10s)")
+    add("--shutdown-timeout", help="drain in-flight requests this long on SIGTERM (default 10s)")
+    add("--log-level", help="debug, info (default), warning, error [RINGKV_LOG_LEVEL]")
+    return p
+
+
+_ENV = {
+    "id": "RINGKV_NODE_ID",
+    "listen": "RINGKV_LISTEN",
+    "advertise_url": "RINGKV_ADVERTISE_URL",
+    "data_dir": "RINGKV_DATA_DIR",
+    "peers": "RINGKV_PEERS",
+    "replication_factor": "RINGKV_REPLICATION_FACTOR",
+    "partitions": "RINGKV_PARTITIONS",
+    "token": "RINGKV_TOKEN",
+    "zone": "RINGKV_ZONE",
+    "durability": "RINGKV_DURABILITY",
+    "map_size": "RINGKV_MAP_SIZE",
+    "max_key_bytes": "RINGKV_MAX_KEY_BYTES",
+    "max_value_bytes": "RINGKV_MAX_VALUE_BYTES",
+    "max_batch_ops": "RINGKV_MAX_BATCH_OPS",
+    "max_batch_bytes": "RINGKV_MAX_BATCH_BYTES",
+    "tombstone_grace": "RINGKV_TOMBSTONE_GRACE",
+    "sweep_interval": "RINGKV_SWEEP_INTERVAL",
+    "shutdown_timeout": "RINGKV_SHUTDOWN_TIMEOUT",
+    "log_level": "RINGKV_LOG_LEVEL",
+}
+
+
+def usage() -> str:
+    return _parser().format_help()
+
+
+def parse_settings(
+    argv: Sequence[str], environ: Mapping[str, str], *, hostname: str = "localhost"
+) -> Settings:
+    """Build Settings from argv (without the program name) and the environment."""
+    try:
+        ns = _parser().parse_args(list(argv))
+    except SystemExit as exc:  # argparse already printed why
+        raise SettingsError("invalid command line") from exc
+    raw: dict[str, str | None] = {}
+    for name, var in _ENV.items():
+        value = getattr(ns, name)
+        raw[name] = value if value is not None else environ.get(var)
+
+    def get(name: str, default: str) -> str:
+        value = raw[name]
+        return default if value is None or value == "" else value
+
+    def conv(name: str, default: str, fn: Callable[[str], T]) -> T:
+        text = get(name, default)
+        try:
+            return fn(text)
+        except ValueError as exc:
+            flag = "--" + name.replace("_", "-")
+            raise SettingsError(f"{flag} ({_ENV[name]}): {exc}") from None
+
+    listen = get("listen", "0.0.0.0:8080")
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise SettingsError(f"--listen: {listen!r} is not host:port")
+    port = int(port_text)
+    host = host.strip("[]") or "0.0.0.0"
+
+    node_id = get("id", hostname)
+    if not _ID.match(node_id):
+        raise SettingsError(f"--id: {node_id!r} must be 1-63 of [A-Za-z0-9._-]")
+    zone = get("zone", "")
+    adv_host = hostname if host in ("0.0.0.0", "::") else host
+    advertise_url = get("advertise_url", f"http://{adv_host}:{port}").rstrip("/")
+
+    peers = conv("peers", "", _parse_peers)
+    if not peers:
+        peers = (Peer(node_id, advertise_url, zone),)
+    if node_id not in {p.id for p in peers}:
+        raise SettingsError(f"--peers: this node's id {node_id!r} is not among the peers")
+
+    partitions = conv("partitions", "256", int)
+    if partitions < 1 or partitions > 65536 or partitions & (partitions - 1):
+        raise SettingsError("--partitions must be a power of two from 1 to 65536")
+    rf = conv("replication_factor", str(min(3, len(peers))), int)
+    if not 1 <= rf <= len(peers):
+        raise SettingsError(
+            f"--replication-factor must be between 1 and the number of peers ({len(peers)})"
+        )
+
+    durability = get("durability", "fsync")
+    if durability not in ("fsync", "async"):
+        raise SettingsError("--durability must be fsync or async")
+    log_level = get("log_level", "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise SettingsError("--log-level must be debug, info, warning or error")
+
+    def size(name: str, default: str) -> int:
+        value = conv(name, default, parse_size)
+        if value < 1:
+            raise SettingsError(f"--{name.replace('_', '-')} must be positive")
+        return value
+
+    def duration(name: str, default: str) -> float:
+        return conv(name, default, parse_duration)
+
+    limits = Limits(
+        max_key_bytes=size("max_key_bytes", "1024"),
+        max_value_bytes=size("max_value_bytes", "4Mi"),
+        max_batch_ops=size("max_batch_ops", "1000"),
+        max_batch_bytes=size("max_batch_bytes", "16Mi"),
+    )
+    map_size = size("map_size", "4Gi")
+    if map_size < 1 << 20:
+        raise SettingsError("--map-size must be at least 1Mi")
+    return Settings(
+        node_id=node_id,
+        host=host,
+        port=port,
+        advertise_url=advertise_url,
+        data_dir=get("data_dir", "./data"),
+        peers=peers,
+        replication_factor=rf,
+        partitions=partitions,
+        token=get("token", "") or None,
+        zone=zone,
+        durability=durability,
+        map_size=map_size,
+        limits=limits,
+        tombstone_grace_s=duration("tombstone_grace", "24h"),
+        sweep_interval_s=max(0.05, duration("sweep_interval", "10s")),
+        shutdown_timeout_s=duration("shutdown_timeout", "10s"),
+        log_level=log_level,
+    )

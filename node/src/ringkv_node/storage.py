@@ -1,0 +1,279 @@
+"""LMDB storage: the one module that imports `lmdb`.
+
+Rules kept here (py-lmdb docs on threads and transactions):
+- one writer thread owns every write transaction (`GroupCommitter`), so
+  concurrent writes share one transaction and one fsync;
+- reads run on the caller's thread in short transactions that are always
+  closed by a `with` block before anything else happens (a transaction left
+  referenced by an exception keeps an LMDB reader slot; under load that ends
+  in MDB_READERS_FULL);
+- the map size is a setting, and a full map is a `StorageFullError` for the
+  writes of that batch (HTTP 507), never a crash.
+
+Sub-databases: `data` (key -> packed Record), `meta` (HLC high-water mark and
+node state), `expiry` (expires_ms:u64 + key, TTL index) and `tombs`
+(ts:u64 + key, tombstone index) so purges never scan the data.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import lmdb
+
+from ringkv_node import records
+from ringkv_node.groupcommit import GroupCommitter, Outcome
+from ringkv_node.records import Record
+
+__all__ = [
+    "OpRefused",
+    "Storage",
+    "StorageError",
+    "StorageFullError",
+    "StorageStats",
+    "WriteTxn",
+]
+
+_U64 = struct.Struct(">Q")
+_HLC_KEY = b"hlc"
+
+
+class StorageError(RuntimeError):
+    """The storage engine failed; the writes of the batch were not applied."""
+
+
+class StorageFullError(StorageError):
+    """The LMDB map is full (raise --map-size); the write was not applied."""
+
+
+class OpRefused(Exception):
+    """An operation declined to write; raised before it touched the transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStats:
+    entries: int
+    map_size: int
+    used_bytes: int
+    readers_used: int
+    max_readers: int
+
+
+class WriteTxn:
+    """What a write operation may do inside the shared transaction."""
+
+    __slots__ = ("_dbs", "_txn", "max_ts")
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+        self.max_ts = 0
+
+    def get(self, key: bytes) -> Record | None:
+        raw = self._txn.get(key, db=self._dbs["data"])
+        return None if raw is None else records.decode(raw)
+
+    def put(self, key: bytes, rec: Record, prev: Record | None) -> None:
+        """Store `rec` for `key`, replacing `prev` (as read in this transaction)."""
+        self._unindex(key, prev)
+        self._txn.put(key, records.encode(rec), db=self._dbs["data"])
+        if rec.expires_ms:
+            self._txn.put(_U64.pack(rec.expires_ms) + key, b"", db=self._dbs["expiry"])
+        if rec.tombstone:
+            self._txn.put(_U64.pack(rec.version.ts) + key, b"", db=self._dbs["tombs"])
+        if rec.version.ts > self.max_ts:
+            self.max_ts = rec.version.ts
+
+    def remove(self, key: bytes, prev: Record) -> None:
+        """Forget `key` entirely (purge): no tombstone is left."""
+        self._unindex(key, prev)
+        self._txn.delete(key, db=self._dbs["data"])
+
+    def _unindex(self, key: bytes, prev: Record | None) -> None:
+        if prev is None:
+            return
+        if prev.expires_ms:
+            self._txn.delete(_U64.pack(prev.expires_ms) + key, db=self._dbs["expiry"])
+        if prev.tombstone:
+            self._txn.delete(_U64.pack(prev.version.ts) + key, db=self._dbs["tombs"])
+
+    def put_meta(self, name: bytes, value: bytes) -> None:
+        self._txn.put(name, value, db=self._dbs["meta"])
+
+    def due(self, index: str, upto: int, limit: int) -> list[tuple[int, bytes]]:
+        """Index entries (`expiry` or `tombs`) with a stamp <= upto, oldest first."""
+        out: list[tuple[int, bytes]] = []
+        with self._txn.cursor(db=self._dbs[index]) as cur:
+            for ikey in cur.iternext(keys=True, values=False):
+                stamp = _U64.unpack_from(ikey)[0]
+                if stamp > upto or len(out) >= limit:
+                    break
+                out.append((stamp, bytes(ikey[8:])))
+        return out
+
+    def drop_index(self, index: str, stamp: int, key: bytes) -> None:
+        self._txn.delete(_U64.pack(stamp) + key, db=self._dbs[index])
+
+
+WriteOp = Callable[[WriteTxn], Any]
+
+
+class Storage:
+    """An LMDB environment with group-committed writes and direct reads."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        map_size: int,
+        fsync: bool = True,
+        max_readers: int = 1024,
+        max_batch: int = 1024,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        self._env = lmdb.open(
+            path,
+            map_size=map_size,
+            max_dbs=8,
+            max_readers=max_readers,
+            sync=fsync,
+            metasync=fsync,
+            readahead=False,
+            meminit=False,
+        )
+        self._dbs = {
+            name: self._env.open_db(name.encode())
+            for name in ("data", "meta", "expiry", "tombs")
+        }
+        self._data = self._dbs["data"]
+        self._committer: GroupCommitter[WriteOp] = GroupCommitter(
+            self._run_batch, max_batch=max_batch, on_batch=on_batch
+        )
+        self.closed = False
+
+    # -- writes ---------------------------------------------------------------
+
+    async def write(self, op: WriteOp) -> Any:
+        """Apply `op` in the next group-committed transaction; durable on return."""
+        return await self._committer.submit(op)
+
+    def _run_batch(self, ops: list[WriteOp]) -> list[Outcome]:
+        try:
+            return self._apply(ops)
+        except (lmdb.MapFullError, _OpCrashed):
+            pass
+        except lmdb.Error as exc:
+            return [Outcome(error=StorageError(f"storage error: {exc}"))] * len(ops)
+        # A batch failed as a whole: apply each operation alone so that only
+        # the ones that cannot succeed fail.
+        return [self._run_alone(op) for op in ops]
+
+    def _run_alone(self, op: WriteOp) -> Outcome:
+        try:
+            return self._apply([op])[0]
+        except lmdb.MapFullError:
+            return Outcome(error=StorageFullError(_full_message(self._env)))
+        except _OpCrashed as exc:
+            return Outcome(error=exc.__cause__ or exc)
+        except lmdb.Error as exc:
+            return Outcome(error=StorageError(f"storage error: {exc}"))
+
+    def _apply(self, ops: list[WriteOp]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        with self._env.begin(write=True) as txn:
+            wt = WriteTxn(txn, self._dbs)
+            for op in ops:
+                try:
+                    outcomes.append(Outcome(value=op(wt)))
+                except OpRefused as exc:
+                    outcomes.append(Outcome(error=exc))
+                except lmdb.Error:
+                    raise
+                except Exception as exc:  # a bug in one op must not commit half of it
+                    raise _OpCrashed() from exc
+            if wt.max_ts:
+                old = txn.get(_HLC_KEY, db=self._dbs["meta"])
+                if old is None or _U64.unpack(old)[0] < wt.max_ts:
+                    txn.put(_HLC_KEY, _U64.pack(wt.max_ts), db=self._dbs["meta"])
+        return outcomes
+
+    # -- reads (caller's thread; transactions closed before returning) -------
+
+    def get(self, key: bytes) -> Record | None:
+        with self._env.begin(db=self._data) as txn:
+            raw = txn.get(key)
+        return None if raw is None else records.decode(raw)
+
+    def scan(self, start: bytes, *, inclusive: bool, limit: int) -> list[tuple[bytes, Record]]:
+        """Up to `limit` records in key order from `start`."""
+        out: list[tuple[bytes, Record]] = []
+        with self._env.begin(db=self._data) as txn, txn.cursor() as cur:
+            if not cur.set_range(start):
+                return out
+            for key, raw in cur.iternext():
+                if not inclusive and key == start:
+                    continue
+                out.append((bytes(key), records.decode(raw)))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def iter_all(self, batch: int = 1000) -> Iterator[tuple[bytes, Record]]:
+        """Every record in key order, read in short transactions of `batch` keys."""
+        start, inclusive = b"", True
+        while True:
+            chunk = self.scan(start, inclusive=inclusive, limit=batch)
+            yield from chunk
+            if len(chunk) < batch:
+                return
+            start, inclusive = chunk[-1][0], False
+
+    def hlc_floor(self) -> int:
+        with self._env.begin(db=self._dbs["meta"]) as txn:
+            raw = txn.get(_HLC_KEY)
+        return 0 if raw is None else int(_U64.unpack(raw)[0])
+
+    def get_meta(self, name: bytes) -> bytes | None:
+        with self._env.begin(db=self._dbs["meta"]) as txn:
+            return txn.get(name)
+
+    def stats(self) -> StorageStats:
+        info = self._env.info()
+        stat = self._env.stat()
+        with self._env.begin(db=self._data) as txn:
+            entries = txn.stat(self._data)["entries"]
+        return StorageStats(
+            entries=entries,
+            map_size=info["map_size"],
+            used_bytes=(info["last_pgno"] + 1) * stat["psize"],
+            readers_used=info["num_readers"],
+            max_readers=info["max_readers"],
+        )
+
+    def sync(self) -> None:
+        self._env.sync(True)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._committer.close()
+        self._env.sync(True)
+        self._env.close()
+
+
+class _OpCrashed(Exception):
+    """An operation raised something unexpected; its batch is retried op by op."""
+
+
+def _full_message(env: lmdb.Environment) -> str:
+    return (
+        f"storage is full: the LMDB map size is {env.info()['map_size']} bytes; "
+        "raise --map-size (RINGKV_MAP_SIZE) and restart the node"
+    )
