@@ -10,8 +10,9 @@ import aiohttp
 import msgpack
 import pytest
 
-from nodeproc import NodeProcess
 from ringkv.versions import parse_version
+
+from nodeproc import NodeProcess
 
 pytestmark = pytest.mark.cluster
 

@@ -45,7 +45,9 @@ async def test_data_routes_refuse_without_token(
             assert (await r.json())["error"] == code
 
 
-async def test_token_lets_data_through(token_node: NodeProcess, http: aiohttp.ClientSession) -> None:
+async def test_token_lets_data_through(
+    token_node: NodeProcess, http: aiohttp.ClientSession
+) -> None:
     async with http.put(f"{token_node.url}/v1/kv/a", data=b"1", headers=GOOD) as r:
         assert r.status == 201
     async with http.get(f"{token_node.url}/v1/kv/a", headers=GOOD) as r:

@@ -124,7 +124,9 @@ class LocalCluster:
             for node in self.nodes:
                 if not wait_ready(node.url, ready_timeout_s):
                     log_path = os.path.join(node.data_dir, "node.log")
-                    print(f"ringkv: {node.id} did not become ready; see {log_path}", file=sys.stderr)
+                    print(
+                        f"ringkv: {node.id} did not become ready; see {log_path}", file=sys.stderr
+                    )
                     return 1
             mode = "independent single-replica nodes" if self.independent else "one cluster"
             print(f"ringkv local cluster up ({len(self.nodes)} nodes, {mode}):", flush=True)

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
@@ -114,7 +115,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def get_key(request: web.Request) -> web.StreamResponse:
     kv = request.app[KV_KEY]
-    key = key_or_error(request.match_info["key"], kv_limits(request))
+    key = path_key(request)
     protocol.parse_consistency(request.query.get("consistency"))
     rec = kv.get(key)
     if rec is None:
@@ -127,15 +128,13 @@ async def get_key(request: web.Request) -> web.StreamResponse:
 async def put_key(request: web.Request) -> web.StreamResponse:
     kv = request.app[KV_KEY]
     limits = kv_limits(request)
-    key = key_or_error(request.match_info["key"], limits)
+    key = path_key(request)
     query = request.query
     protocol.parse_consistency(query.get("consistency"))
     ttl = protocol.parse_ttl(query.get("ttl"))
     length = request.content_length
     if length is not None and length > limits.max_value_bytes:
-        raise ApiError.too_large(
-            f"value is {length} bytes; the limit is {limits.max_value_bytes}"
-        )
+        raise ApiError.too_large(f"value is {length} bytes; the limit is {limits.max_value_bytes}")
     body = await request.read()
     if len(body) > limits.max_value_bytes:
         raise ApiError.too_large(
@@ -152,7 +151,7 @@ async def put_key(request: web.Request) -> web.StreamResponse:
 
 async def delete_key(request: web.Request) -> web.StreamResponse:
     kv = request.app[KV_KEY]
-    key = key_or_error(request.match_info["key"], kv_limits(request))
+    key = path_key(request)
     protocol.parse_consistency(request.query.get("consistency"))
     applied = await kv.delete(key)
     prev = applied.previous
@@ -252,15 +251,28 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     )
 
 
+_KV_PREFIX = "/v1/kv/"
+
+
+def path_key(request: web.Request) -> bytes:
+    """The key from the raw path, percent-decoded to bytes and validated.
+
+    aiohttp's decoded `match_info` keeps invalid UTF-8 escapes such as `%FF` as
+    literal text; a key must be refused, not silently renamed.
+    """
+    raw = request.raw_path.partition("?")[0]
+    return key_or_error(unquote_to_bytes(raw[len(_KV_PREFIX) :]), kv_limits(request))
+
+
 def kv_limits(request: web.Request) -> Any:
     return request.app[SETTINGS_KEY].limits
 
 
 def routes() -> list[web.RouteDef]:
     return [
-        web.get("/v1/kv/{key:.+}", get_key, allow_head=False),
-        web.put("/v1/kv/{key:.+}", put_key),
-        web.delete("/v1/kv/{key:.+}", delete_key),
+        web.get("/v1/kv/{key:[\\s\\S]+}", get_key, allow_head=False),
+        web.put("/v1/kv/{key:[\\s\\S]+}", put_key),
+        web.delete("/v1/kv/{key:[\\s\\S]+}", delete_key),
         web.get("/v1/keys", list_keys, allow_head=False),
         web.post("/v1/batch", batch),
         web.get("/v1/ring", ring, allow_head=False),

@@ -33,7 +33,9 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def create_app(settings: Settings, *, clock_ms: Callable[[], int] = wall_clock_ms) -> web.Application:
+def create_app(
+    settings: Settings, *, clock_ms: Callable[[], int] = wall_clock_ms
+) -> web.Application:
     limits = settings.limits
     app = web.Application(
         middlewares=[error_middleware],

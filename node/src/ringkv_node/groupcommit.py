@@ -14,6 +14,7 @@ with a plain function in its place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -124,7 +125,6 @@ class GroupCommitter(Generic[Op]):
             its.append(item)
             outs.append(outcome)
         for loop, (its, outs) in by_loop.items():
-            try:
+            # A closed loop (RuntimeError) has nobody waiting any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, its, outs)
-            except RuntimeError:  # that loop is closed: nobody is waiting any more
-                pass

@@ -16,7 +16,7 @@ from ringkv_node.protocol import BatchOp
 from ringkv_node.records import Record, is_live
 from ringkv_node.storage import Storage, WriteTxn
 
-__all__ = ["Applied", "KV"]
+__all__ = ["KV", "Applied"]
 
 # Bounds the synchronous work one listing does on the event loop.
 _MAX_SCANNED_PER_LIST = 50_000

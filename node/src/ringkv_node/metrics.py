@@ -45,7 +45,9 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.keys = Gauge("ringkv_storage_entries", "Records in LMDB (live + tombstones)", registry=r)
+        self.keys = Gauge(
+            "ringkv_storage_entries", "Records in LMDB (live + tombstones)", registry=r
+        )
         self.storage_used = Gauge("ringkv_storage_used_bytes", "LMDB pages in use", registry=r)
         self.storage_map = Gauge("ringkv_storage_map_bytes", "LMDB map size", registry=r)
         self.purged = Counter(

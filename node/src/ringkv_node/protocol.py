@@ -118,10 +118,7 @@ def parse_batch(
     binary = content_type == MSGPACK
     doc: Any
     try:
-        if binary:
-            doc = msgpack.unpackb(body, raw=False, strict_map_key=True)
-        else:
-            doc = json.loads(body)
+        doc = msgpack.unpackb(body, raw=False, strict_map_key=True) if binary else json.loads(body)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         kind = "msgpack" if binary else "JSON"
         raise ApiError.bad_request(f"batch body is not valid {kind}: {exc}") from None

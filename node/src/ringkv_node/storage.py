@@ -21,7 +21,7 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import lmdb
 
@@ -30,7 +30,7 @@ from ringkv_node.groupcommit import GroupCommitter, Outcome
 from ringkv_node.records import Record
 
 __all__ = [
-    "OpRefused",
+    "OpRefusedError",
     "Storage",
     "StorageError",
     "StorageFullError",
@@ -50,7 +50,7 @@ class StorageFullError(StorageError):
     """The LMDB map is full (raise --map-size); the write was not applied."""
 
 
-class OpRefused(Exception):
+class OpRefusedError(Exception):
     """An operation declined to write; raised before it touched the transaction."""
 
 
@@ -74,7 +74,8 @@ class WriteTxn:
         self.max_ts = 0
 
     def get(self, key: bytes) -> Record | None:
-        raw = self._txn.get(key, db=self._dbs["data"])
+        # buffers=False (the default): lmdb hands out bytes, never memoryviews
+        raw = cast("bytes | None", self._txn.get(key, db=self._dbs["data"]))
         return None if raw is None else records.decode(raw)
 
     def put(self, key: bytes, rec: Record, prev: Record | None) -> None:
@@ -148,8 +149,7 @@ class Storage:
             meminit=False,
         )
         self._dbs = {
-            name: self._env.open_db(name.encode())
-            for name in ("data", "meta", "expiry", "tombs")
+            name: self._env.open_db(name.encode()) for name in ("data", "meta", "expiry", "tombs")
         }
         self._data = self._dbs["data"]
         self._committer: GroupCommitter[WriteOp] = GroupCommitter(
@@ -166,7 +166,7 @@ class Storage:
     def _run_batch(self, ops: list[WriteOp]) -> list[Outcome]:
         try:
             return self._apply(ops)
-        except (lmdb.MapFullError, _OpCrashed):
+        except (lmdb.MapFullError, _OpCrashedError):
             pass
         except lmdb.Error as exc:
             return [Outcome(error=StorageError(f"storage error: {exc}"))] * len(ops)
@@ -179,7 +179,7 @@ class Storage:
             return self._apply([op])[0]
         except lmdb.MapFullError:
             return Outcome(error=StorageFullError(_full_message(self._env)))
-        except _OpCrashed as exc:
+        except _OpCrashedError as exc:
             return Outcome(error=exc.__cause__ or exc)
         except lmdb.Error as exc:
             return Outcome(error=StorageError(f"storage error: {exc}"))
@@ -191,12 +191,12 @@ class Storage:
             for op in ops:
                 try:
                     outcomes.append(Outcome(value=op(wt)))
-                except OpRefused as exc:
+                except OpRefusedError as exc:
                     outcomes.append(Outcome(error=exc))
                 except lmdb.Error:
                     raise
                 except Exception as exc:  # a bug in one op must not commit half of it
-                    raise _OpCrashed() from exc
+                    raise _OpCrashedError() from exc
             if wt.max_ts:
                 old = txn.get(_HLC_KEY, db=self._dbs["meta"])
                 if old is None or _U64.unpack(old)[0] < wt.max_ts:
@@ -268,7 +268,7 @@ class Storage:
         self._env.close()
 
 
-class _OpCrashed(Exception):
+class _OpCrashedError(Exception):
     """An operation raised something unexpected; its batch is retried op by op."""
 
 

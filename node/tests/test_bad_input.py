@@ -1,0 +1,261 @@
+"""Every malformed request gets a 4xx JSON error, and the node stays ready."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+from collections.abc import Iterator
+
+import aiohttp
+import msgpack
+import pytest
+
+from nodeproc import NodeProcess
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """One node for the whole table: a refusal must not disturb the next request."""
+    proc = NodeProcess("n1", tmp_path_factory.mktemp("bad-input"))
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+B64 = base64.b64encode(b"v").decode()
+BIG_KEY = "k" * 1025
+MSGPACK = {"Content-Type": "application/msgpack"}
+
+
+def batch(*ops: object, **extra: object) -> bytes:
+    return json.dumps({"ops": list(ops), **extra}).encode()
+
+
+# (id, method, path, body, headers, status, error code)
+CASES: list[tuple[str, str, str, bytes, dict[str, str], int, str]] = [
+    ("unknown route", "GET", "/v2/kv/a", b"", {}, 404, "not_found"),
+    ("root", "GET", "/", b"", {}, 404, "not_found"),
+    ("kv without key", "GET", "/v1/kv/", b"", {}, 404, "not_found"),
+    ("POST on kv", "POST", "/v1/kv/a", b"x", {}, 405, "method_not_allowed"),
+    ("PATCH on kv", "PATCH", "/v1/kv/a", b"x", {}, 405, "method_not_allowed"),
+    ("GET on batch", "GET", "/v1/batch", b"", {}, 405, "method_not_allowed"),
+    ("PUT on keys", "PUT", "/v1/keys", b"", {}, 405, "method_not_allowed"),
+    ("DELETE on status", "DELETE", "/v1/status", b"", {}, 405, "method_not_allowed"),
+    ("key too long", "PUT", f"/v1/kv/{BIG_KEY}", b"x", {}, 413, "key_too_large"),
+    ("GET key too long", "GET", f"/v1/kv/{BIG_KEY}", b"", {}, 413, "key_too_large"),
+    ("key with NUL", "PUT", "/v1/kv/a%00b", b"x", {}, 400, "invalid_key"),
+    ("key with newline", "PUT", "/v1/kv/a%0Ab", b"x", {}, 400, "invalid_key"),
+    ("key not UTF-8", "PUT", "/v1/kv/%FF%FE", b"x", {}, 400, "invalid_key"),
+    ("value too large", "PUT", "/v1/kv/big", b"x" * (4 * 1024 * 1024 + 1), {}, 413, "too_large"),
+    ("bad consistency", "PUT", "/v1/kv/a?consistency=most", b"x", {}, 400, "bad_request"),
+    ("GET bad consistency", "GET", "/v1/kv/a?consistency=", b"", {}, 400, "bad_request"),
+    ("ttl zero", "PUT", "/v1/kv/a?ttl=0", b"x", {}, 400, "bad_request"),
+    ("ttl negative", "PUT", "/v1/kv/a?ttl=-5", b"x", {}, 400, "bad_request"),
+    ("ttl text", "PUT", "/v1/kv/a?ttl=soon", b"x", {}, 400, "bad_request"),
+    ("ttl float", "PUT", "/v1/kv/a?ttl=1.5", b"x", {}, 400, "bad_request"),
+    ("ttl huge", "PUT", "/v1/kv/a?ttl=99999999999999", b"x", {}, 400, "bad_request"),
+    ("limit zero", "GET", "/v1/keys?limit=0", b"", {}, 400, "bad_request"),
+    ("limit text", "GET", "/v1/keys?limit=ten", b"", {}, 400, "bad_request"),
+    ("limit too big", "GET", "/v1/keys?limit=10001", b"", {}, 400, "bad_request"),
+    ("prefix too long", "GET", f"/v1/keys?prefix={BIG_KEY}", b"", {}, 413, "key_too_large"),
+    ("cursor with NUL", "GET", "/v1/keys?start_after=a%00", b"", {}, 400, "invalid_key"),
+    ("batch not JSON", "POST", "/v1/batch", b"{nope", {}, 400, "bad_request"),
+    ("batch empty body", "POST", "/v1/batch", b"", {}, 400, "bad_request"),
+    ("batch is a list", "POST", "/v1/batch", b"[]", {}, 400, "bad_request"),
+    ("batch ops not list", "POST", "/v1/batch", b'{"ops": 3}', {}, 400, "bad_request"),
+    ("batch no ops", "POST", "/v1/batch", batch(), {}, 400, "bad_request"),
+    (
+        "batch bad op",
+        "POST",
+        "/v1/batch",
+        batch({"op": "incr", "key": "a"}),
+        {},
+        400,
+        "bad_request",
+    ),
+    ("batch op not object", "POST", "/v1/batch", batch("put"), {}, 400, "bad_request"),
+    (
+        "batch missing key",
+        "POST",
+        "/v1/batch",
+        batch({"op": "put", "value": B64}),
+        {},
+        400,
+        "invalid_key",
+    ),
+    (
+        "batch empty key",
+        "POST",
+        "/v1/batch",
+        batch({"op": "put", "key": "", "value": B64}),
+        {},
+        400,
+        "invalid_key",
+    ),
+    (
+        "batch key too long",
+        "POST",
+        "/v1/batch",
+        batch({"op": "put", "key": BIG_KEY, "value": B64}),
+        {},
+        400,
+        "invalid_key",
+    ),
+    (
+        "batch bad base64",
+        "POST",
+        "/v1/batch",
+        batch({"op": "put", "key": "a", "value": "***"}),
+        {},
+        400,
+        "bad_request",
+    ),
+    (
+        "batch value missing",
+        "POST",
+        "/v1/batch",
+        batch({"op": "put", "key": "a"}),
+        {},
+        400,
+        "bad_request",
+    ),
+    (
+        "batch bad ttl",
+        "POST",
+        "/v1/batch",
+        batch({"op": "put", "key": "a", "value": B64, "ttl": -1}),
+        {},
+        400,
+        "bad_request",
+    ),
+    (
+        "batch bad atomic",
+        "POST",
+        "/v1/batch",
+        batch({"op": "delete", "key": "a"}, atomic="maybe"),
+        {},
+        400,
+        "bad_request",
+    ),
+    (
+        "batch bad consistency",
+        "POST",
+        "/v1/batch",
+        batch({"op": "delete", "key": "a"}, consistency=2),
+        {},
+        400,
+        "bad_request",
+    ),
+    (
+        "batch too many ops",
+        "POST",
+        "/v1/batch",
+        batch(*[{"op": "delete", "key": f"k{i}"} for i in range(1001)]),
+        {},
+        413,
+        "too_large",
+    ),
+    (
+        "batch too many bytes",
+        "POST",
+        "/v1/batch",
+        b" " * (16 * 1024 * 1024 + 1),
+        {},
+        413,
+        "too_large",
+    ),
+    ("msgpack garbage", "POST", "/v1/batch", b"\xc1\xc1\xc1", MSGPACK, 400, "bad_request"),
+    (
+        "msgpack value not bytes",
+        "POST",
+        "/v1/batch",
+        msgpack.packb({"ops": [{"op": "put", "key": "a", "value": 5}]}),
+        MSGPACK,
+        400,
+        "bad_request",
+    ),
+    (
+        "msgpack int map keys",
+        "POST",
+        "/v1/batch",
+        msgpack.packb({1: 2}),
+        MSGPACK,
+        400,
+        "bad_request",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "code"),
+    [pytest.param(*case[1:], id=case[0]) for case in CASES],
+)
+async def test_bad_request_gets_json_error(
+    node: NodeProcess,
+    http: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    code: str,
+) -> None:
+    data = io.BytesIO(body) if len(body) > 1 << 20 else body
+    async with http.request(
+        method, node.url + path, data=data, headers=headers, skip_auto_headers=["Content-Type"]
+    ) as r:
+        text = await r.text()
+        assert r.status == status, text
+        assert r.content_type == "application/json", text
+        doc = json.loads(text)
+    assert doc["error"] == code
+    assert doc["message"]
+    assert "Traceback" not in text
+    async with http.get(node.url + "/readyz") as r:
+        assert r.status == 200
+    assert "Traceback" not in node.log()
+
+
+async def test_garbage_on_the_socket_does_not_hurt(
+    node: NodeProcess, http: aiohttp.ClientSession
+) -> None:
+    for garbage in [
+        b"\x00\x01\x02\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"PUT /v1/kv/a HTTP/1.1\r\n",
+    ]:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+        writer.write(garbage)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    # a client that sends half a body and vanishes
+    _reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    writer.write(b"PUT /v1/kv/half HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    async with http.get(node.url + "/readyz") as r:
+        assert r.status == 200
+    async with http.get(node.url + "/v1/kv/half") as r:
+        assert r.status == 404  # the truncated write was not applied
+
+
+async def test_many_missing_reads_do_not_leak_reader_slots(
+    node: NodeProcess, http: aiohttp.ClientSession
+) -> None:
+    """The MDB_READERS_FULL trap: 404s after reads must not pin reader slots."""
+
+    async def miss(i: int) -> int:
+        async with http.get(f"{node.url}/v1/kv/missing-{i}") as r:
+            return r.status
+
+    for _ in range(10):
+        assert set(await asyncio.gather(*(miss(i) for i in range(300)))) == {404}
+    async with http.get(node.url + "/v1/status") as r:
+        storage = (await r.json())["storage"]
+    assert storage["readers_used"] < 16

@@ -1,0 +1,99 @@
+"""KV semantics over real LMDB with an injected clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ringkv.versions import Version
+from ringkv_node.kv import KV
+from ringkv_node.protocol import BatchOp
+from ringkv_node.records import Record
+from ringkv_node.storage import Storage
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = 1_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def kv(tmp_path: Path, clock: Clock) -> Iterator[KV]:
+    storage = Storage(str(tmp_path / "db"), map_size=64 << 20)
+    yield KV(storage, "n1", clock_ms=clock, tombstone_grace_ms=60_000)
+    storage.close()
+
+
+async def test_last_writer_wins_for_replayed_records(kv: KV) -> None:
+    new = Record(Version(500 << 16, "b"), b"new")
+    old = Record(Version(400 << 16, "a"), b"old")
+    assert (await kv.apply(b"k", new)).applied
+    applied = await kv.apply(b"k", old)  # a late replica write must not win
+    assert not applied.applied and applied.previous == new
+    assert kv.get(b"k") == new
+    # same timestamp: the writer id breaks the tie, on every replica alike
+    tie = Record(Version(500 << 16, "c"), b"tie")
+    assert (await kv.apply(b"k", tie)).applied
+
+
+async def test_a_tombstone_shadows_older_writes(kv: KV) -> None:
+    await kv.put(b"k", b"v")
+    deleted = await kv.delete(b"k")
+    assert deleted.applied
+    late = Record(Version(1 << 16, "z"), b"zombie")
+    assert not (await kv.apply(b"k", late)).applied
+    assert kv.get(b"k") is None
+
+
+async def test_delete_of_absent_key_writes_nothing(kv: KV) -> None:
+    result = await kv.delete(b"never")
+    assert not result.applied and result.previous is None
+    assert kv.storage.stats().entries == 0
+
+
+async def test_ttl_and_purge(kv: KV, clock: Clock) -> None:
+    await kv.put(b"short", b"1", ttl_s=10)
+    await kv.put(b"keep", b"2")
+    await kv.put(b"gone", b"3")
+    await kv.delete(b"gone")
+    assert kv.get(b"short") is not None
+    clock.ms += 10_000
+    assert kv.get(b"short") is None
+    assert kv.list_keys(b"", None, 10) == ([b"keep"], None)
+    assert await kv.purge() == 1  # the expired key; the tombstone is within its grace
+    assert kv.storage.stats().entries == 2
+    clock.ms += 60_000
+    assert await kv.purge() == 1  # now the tombstone too
+    assert kv.storage.stats().entries == 1
+
+
+async def test_list_keys_skips_dead_entries_and_pages(kv: KV) -> None:
+    await kv.batch([BatchOp("put", f"a{i:03d}".encode(), b"v") for i in range(30)], atomic=False)
+    for i in range(0, 30, 2):
+        await kv.delete(f"a{i:03d}".encode())
+    page, cursor = kv.list_keys(b"a", None, 10)
+    assert page == [f"a{i:03d}".encode() for i in range(1, 20, 2)]
+    assert cursor == b"a019"
+    page, cursor = kv.list_keys(b"a", cursor, 10)
+    assert page == [f"a{i:03d}".encode() for i in range(21, 30, 2)]
+    assert cursor is None
+    assert kv.list_keys(b"b", None, 10) == ([], None)
+
+
+async def test_atomic_batch_is_one_transaction(kv: KV) -> None:
+    results = await kv.batch(
+        [BatchOp("put", b"x", b"1"), BatchOp("put", b"y", b"2", ttl_s=5), BatchOp("delete", b"z")],
+        atomic=True,
+    )
+    assert [r.applied for r in results] == [True, True, False]
+    assert kv.get(b"y") is not None and kv.get(b"y").expires_ms > 0  # type: ignore[union-attr]

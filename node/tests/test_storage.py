@@ -1,0 +1,119 @@
+"""Storage against real LMDB in tmp_path."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from ringkv.versions import Version
+from ringkv_node.records import Record
+from ringkv_node.storage import OpRefusedError, Storage, StorageFullError, WriteTxn
+
+
+def rec(ts: int, value: bytes = b"v", **kw: object) -> Record:
+    return Record(Version(ts, "n1"), value, **kw)  # type: ignore[arg-type]
+
+
+def put(key: bytes, r: Record):  # type: ignore[no-untyped-def]
+    def op(wt: WriteTxn) -> Record | None:
+        prev = wt.get(key)
+        wt.put(key, r, prev)
+        return prev
+
+    return op
+
+
+@pytest.fixture
+def storage(tmp_path: Path):  # type: ignore[no-untyped-def]
+    batches: list[int] = []
+    s = Storage(str(tmp_path / "db"), map_size=64 << 20, on_batch=lambda n, t: batches.append(n))
+    s.batches = batches  # type: ignore[attr-defined]
+    yield s
+    s.close()
+
+
+async def test_write_read_scan_and_reopen(storage: Storage, tmp_path: Path) -> None:
+    for i in range(10):
+        assert await storage.write(put(f"k{i}".encode(), rec(i + 1))) is None
+    assert storage.get(b"k3") == rec(4)
+    assert storage.get(b"nope") is None
+    assert [k for k, _ in storage.scan(b"k5", inclusive=False, limit=3)] == [b"k6", b"k7", b"k8"]
+    assert len(list(storage.iter_all(batch=3))) == 10
+    assert storage.hlc_floor() == 10
+    storage.close()
+    again = Storage(str(tmp_path / "db"), map_size=64 << 20)
+    try:
+        assert again.get(b"k9") == rec(10)
+        assert again.hlc_floor() == 10
+    finally:
+        again.close()
+
+
+async def test_concurrent_writes_share_transactions(storage: Storage) -> None:
+    await asyncio.gather(*(storage.write(put(f"c{i}".encode(), rec(i + 1))) for i in range(500)))
+    batches = storage.batches  # type: ignore[attr-defined]
+    assert sum(batches) == 500
+    assert len(batches) < 500
+    assert max(batches) > 1
+    assert storage.stats().entries == 500
+
+
+async def test_refused_op_does_not_spoil_its_batch(storage: Storage) -> None:
+    def refuse(wt: WriteTxn) -> None:
+        raise OpRefusedError("no")
+
+    results = await asyncio.gather(
+        storage.write(put(b"a", rec(1))), storage.write(refuse), return_exceptions=True
+    )
+    assert isinstance(results[1], OpRefusedError)
+    assert storage.get(b"a") == rec(1)
+
+
+async def test_a_buggy_op_fails_alone_and_writes_nothing(storage: Storage) -> None:
+    def buggy(wt: WriteTxn) -> None:
+        wt.put(b"half", rec(5), None)
+        raise KeyError("bug")
+
+    results = await asyncio.gather(
+        *(storage.write(put(f"ok{i}".encode(), rec(i + 1))) for i in range(5)),
+        storage.write(buggy),
+        return_exceptions=True,
+    )
+    assert isinstance(results[-1], KeyError)
+    assert storage.get(b"half") is None
+    assert all(storage.get(f"ok{i}".encode()) is not None for i in range(5))
+
+
+async def test_full_map_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:
+    s = Storage(str(tmp_path / "small"), map_size=1 << 20)
+    try:
+        big = b"x" * (600 << 10)
+        await s.write(put(b"one", rec(1, big)))
+        with pytest.raises(StorageFullError, match="map size"):
+            await s.write(put(b"two", rec(2, big)))
+        await s.write(put(b"small", rec(3, b"fits")))  # still writable after the refusal
+        assert s.get(b"small") == rec(3, b"fits")
+        assert s.get(b"two") is None
+    finally:
+        s.close()
+
+
+async def test_ttl_and_tombstone_indexes(storage: Storage) -> None:
+    await storage.write(put(b"t", rec(1, expires_ms=500)))
+    await storage.write(put(b"d", rec(2, tombstone=True)))
+
+    def due(wt: WriteTxn) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+        return wt.due("expiry", 1000, 10), wt.due("tombs", 1000, 10)
+
+    assert await storage.write(due) == ([(500, b"t")], [(2, b"d")])
+    await storage.write(put(b"t", rec(3)))  # overwrite without TTL drops the index entry
+    await storage.write(put(b"d", rec(4)))  # resurrect drops the tombstone entry
+    assert await storage.write(due) == ([], [])
+
+
+def test_reads_release_reader_slots(storage: Storage) -> None:
+    for i in range(5000):
+        storage.get(f"missing{i}".encode())
+    assert storage.stats().readers_used <= 2
