@@ -45,7 +45,12 @@ pkgs=(); for c in "${todo[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
 # A single `go build` of several commands shares the compilation of their common deps.
 (cd "$MOD" && "${NICE[@]}" "$GO" build -p "${GO_BUILD_P:-2}" -ldflags "$LD" -o "$K8S_BIN_DIR/" "${pkgs[@]}")
 for c in "${todo[@]}"; do
-  "$K8S_BIN_DIR/$c" --version >/dev/null 2>&1 || [ "$c" = kubeadm ] || die "$c built but does not run"
+  case "$c" in
+    kubeadm) check=(version -o short) ;;
+    kubectl) check=(version --client) ;;
+    *) check=(--version) ;;
+  esac
+  "$K8S_BIN_DIR/$c" "${check[@]}" >/dev/null 2>&1 || die "$c built but does not run"
   echo "$stamp" > "$K8S_BIN_DIR/.$c.stamp"
 done
 log "k8s $K8S_VERSION: built ${todo[*]} in $((SECONDS - start)) s"

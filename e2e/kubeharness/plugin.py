@@ -42,6 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)  # lets fixtures see whether the test failed
     cp = getattr(item, "funcargs", {}).get("kube_control_plane")
     if report.failed and isinstance(cp, ControlPlane):
         report.sections.append(("kube control plane logs", cp.logs(lines=40)))

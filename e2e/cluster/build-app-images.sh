@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Our component images, without a registry:
+#   1. the Python base debootstrapped from Debian (build-base-images.sh python),
+#      unless PYTHON_BASE names another image (e.g. python:3.11-slim where pullable);
+#   2. a wheelhouse in build/wheels: `pip wheel ./client ./node` on the host,
+#      which reaches PyPI, so the docker build itself needs no network;
+#   3. node/Dockerfile FROM that base -> $NODE_IMAGE (default ringkv/node:e2e).
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+NODE_IMAGE="${NODE_IMAGE:-ringkv/node:e2e}"
+"$CLUSTER_DIR/dockerd.sh" up
+if [ -z "${PYTHON_BASE:-}" ]; then
+  eval "$("$CLUSTER_DIR/build-base-images.sh" python)"   # -> PYTHON_BASE
+fi
+
+PYBIN="${PYBIN:-$REPO_ROOT/.venv/bin/python}"
+[ -x "$PYBIN" ] || PYBIN=python3
+WHEELS="$REPO_ROOT/build/wheels"
+mkdir -p "$WHEELS"
+rm -f "$WHEELS"/ringkv-*.whl "$WHEELS"/ringkv_node-*.whl   # ours are rebuilt every time
+log "pip wheel ./client ./node -> build/wheels"
+"$PYBIN" -m pip wheel -q --wheel-dir "$WHEELS" "$REPO_ROOT/client" "$REPO_ROOT/node" \
+  >"$RINGKV_CACHE/pip-wheel.log" 2>&1 || { tail -30 "$RINGKV_CACHE/pip-wheel.log" >&2; die "pip wheel failed"; }
+
+log "docker build $NODE_IMAGE FROM $PYTHON_BASE"
+DOCKER_BUILDKIT=0 docker build --build-arg "BASE=$PYTHON_BASE" -f "$REPO_ROOT/node/Dockerfile" \
+  -t "$NODE_IMAGE" "$REPO_ROOT" >"$RINGKV_CACHE/node-image-build.log" 2>&1 \
+  || { tail -30 "$RINGKV_CACHE/node-image-build.log" >&2; die "docker build of $NODE_IMAGE failed"; }
+echo "NODE_IMAGE=$NODE_IMAGE"

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# kind cluster for tier 4.
+#
+#   kind-up.sh up      create $KIND_CLUSTER unless it exists (dockerd started if needed)
+#   kind-up.sh down    delete it
+#   kind-up.sh load    kind load docker-image $NODE_IMAGE (and $EXTRA_IMAGES)
+#   kind-up.sh env     print KUBECONFIG=... and KIND=...
+#
+# KIND_NODE_IMAGE empty (default): the offline node image from build-kind-image.sh,
+# with our static CNI (networking.disableDefaultCNI). Set it to a pullable image
+# such as kindest/node:v1.32.2 on a machine that reaches a registry: stock kind.
+# The kubeconfig is written to $RINGKV_CACHE/kind/$KIND_CLUSTER.kubeconfig.
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+KIND_CLUSTER="${KIND_CLUSTER:-ringkv-e2e}"
+NODE_IMAGE="${NODE_IMAGE:-ringkv/node:e2e}"
+STATE="$RINGKV_CACHE/kind"
+KUBECONFIG_OUT="$STATE/$KIND_CLUSTER.kubeconfig"
+KIND="$RINGKV_CACHE/bin/kind"
+mkdir -p "$STATE"
+
+cluster_exists() { "$KIND" get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; }
+
+up() {
+  "$CLUSTER_DIR/dockerd.sh" up
+  "$CLUSTER_DIR/build-tools.sh" kind
+  "$CLUSTER_DIR/build-k8s.sh" kubectl
+  local image="${KIND_NODE_IMAGE:-}" offline=false
+  if [ -z "$image" ]; then
+    eval "$("$CLUSTER_DIR/build-kind-image.sh")"   # -> KIND_NODE_IMAGE
+    image="$KIND_NODE_IMAGE"; offline=true
+  fi
+  if cluster_exists; then
+    local node="$KIND_CLUSTER-control-plane"
+    if [ "$(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null)" != true ]; then
+      log "cluster $KIND_CLUSTER exists but $node is not running: starting it"
+      docker start "$node" >/dev/null
+    fi
+    "$KIND" get kubeconfig --name "$KIND_CLUSTER" >"$KUBECONFIG_OUT"
+    log "cluster $KIND_CLUSTER already up"
+  else
+    local cfg="$STATE/$KIND_CLUSTER.yaml"
+    {
+      echo "kind: Cluster"
+      echo "apiVersion: kind.x-k8s.io/v1alpha4"
+      if $offline; then
+        echo "networking:"
+        echo "  disableDefaultCNI: true   # the node image carries a static ptp CNI config"
+      fi
+      echo "nodes:"
+      echo "- role: control-plane"
+    } >"$cfg"
+    log "kind create cluster $KIND_CLUSTER ($image)"
+    if ! "$KIND" create cluster --name "$KIND_CLUSTER" --image "$image" --config "$cfg" \
+         --kubeconfig "$KUBECONFIG_OUT" --wait 240s; then
+      "$KIND" export logs --name "$KIND_CLUSTER" "$STATE/logs-$KIND_CLUSTER" >/dev/null 2>&1 || true
+      die "kind create cluster failed; logs in $STATE/logs-$KIND_CLUSTER (delete with: $0 down)"
+    fi
+  fi
+  # The node must be Ready and CoreDNS and the storage provisioner running before tests.
+  local kc=("$K8S_BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_OUT")
+  "${kc[@]}" wait --for=condition=Ready node --all --timeout=180s >/dev/null
+  "${kc[@]}" -n kube-system rollout status deploy/coredns --timeout=180s >/dev/null
+  if $offline; then
+    "${kc[@]}" -n local-path-storage rollout status deploy/local-path-provisioner --timeout=180s >/dev/null
+  fi
+  log "cluster $KIND_CLUSTER ready; export KUBECONFIG=$KUBECONFIG_OUT"
+}
+
+case "${1:-up}" in
+  up) up ;;
+  down)
+    if [ -x "$KIND" ] && cluster_exists; then "$KIND" delete cluster --name "$KIND_CLUSTER"; fi
+    rm -f "$KUBECONFIG_OUT" ;;
+  load)
+    cluster_exists || die "no cluster $KIND_CLUSTER (make kind-up)"
+    # shellcheck disable=SC2086
+    "$KIND" load docker-image --name "$KIND_CLUSTER" "$NODE_IMAGE" ${EXTRA_IMAGES:-} ;;
+  env) echo "KUBECONFIG=$KUBECONFIG_OUT"; echo "KIND=$KIND"; echo "KUBECTL=$K8S_BIN_DIR/kubectl" ;;
+  *) die "usage: $0 up|down|load|env" ;;
+esac
