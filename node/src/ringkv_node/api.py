@@ -24,7 +24,7 @@ from ringkv_node.records import is_live
 from ringkv_node.state import KV_KEY, METRICS_KEY, NODE_KEY, SETTINGS_KEY
 from ringkv_node.storage import StorageError, StorageFullError
 
-__all__ = ["error_middleware", "routes"]
+__all__ = ["endpoint", "routes"]
 
 log = logging.getLogger("ringkv.node")
 
@@ -70,8 +70,7 @@ def _auth_scope(path: str) -> str:
     return "open"
 
 
-def _check_auth(request: web.Request, token: str | None) -> None:
-    scope = _auth_scope(request.path)
+def _check_auth(request: web.Request, scope: str, token: str | None) -> None:
     if scope == "open" or (scope == "data" and token is None):
         return
     if token is None:
@@ -83,31 +82,61 @@ def _check_auth(request: web.Request, token: str | None) -> None:
         raise ApiError(403, "forbidden", "wrong token")
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    app = request.app
-    resp: web.StreamResponse
-    try:
-        _check_auth(request, app[SETTINGS_KEY].token)
-        resp = await handler(request)
-    except ApiError as exc:
-        resp = error_response(exc)
-    except web.HTTPException as exc:
-        resp = error_response(_from_http_exception(exc, request))
-    except StorageFullError as exc:
-        resp = error_response(ApiError(507, "storage_full", str(exc)))
-    except (StorageError, ClosedError) as exc:
-        resp = error_response(ApiError(503, "unavailable", str(exc)))
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        resp = error_response(ApiError(500, "internal", "internal error; see the node's log"))
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    app[METRICS_KEY].observe_request(
-        route, request.method, resp.status, time.perf_counter() - started
-    )
-    return resp
+def endpoint(route: str, scope: str | None = None) -> Callable[[Handler], Handler]:
+    """Wrap a handler: token check, errors as JSON, metrics.
+
+    A wrapper per route rather than an aiohttp middleware: middlewares cost a
+    `functools.update_wrapper` per request, which shows on the GET path. A
+    `scope` of None means "decide by path" (the catch-all routes).
+    """
+
+    def wrap(handler: Handler) -> Handler:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            app = request.app
+            resp: web.StreamResponse
+            try:
+                _check_auth(request, scope or _auth_scope(request.path), app[SETTINGS_KEY].token)
+                resp = await handler(request)
+            except ApiError as exc:
+                resp = error_response(exc)
+            except web.HTTPException as exc:
+                resp = error_response(_from_http_exception(exc, request))
+            except StorageFullError as exc:
+                resp = error_response(ApiError(507, "storage_full", str(exc)))
+            except (StorageError, ClosedError) as exc:
+                resp = error_response(ApiError(503, "unavailable", str(exc)))
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                resp = error_response(ApiError(500, "internal", "internal error; see the log"))
+            app[METRICS_KEY].observe_request(
+                route, request.method, resp.status, time.perf_counter() - started
+            )
+            return resp
+
+        wrapped.__name__ = handler.__name__
+        return wrapped
+
+    return wrap
+
+
+def _method_not_allowed(allowed: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = error_response(
+            ApiError(
+                405,
+                "method_not_allowed",
+                f"method {request.method} is not allowed on {request.path}; use {allowed}",
+            )
+        )
+        resp.headers["Allow"] = allowed
+        return resp
+
+    return handler
+
+
+async def _no_route(request: web.Request) -> web.StreamResponse:
+    raise ApiError.not_found(f"no such route: {request.method} {request.path}")
 
 
 # -- data routes --------------------------------------------------------------
@@ -260,24 +289,36 @@ def path_key(request: web.Request) -> bytes:
     aiohttp's decoded `match_info` keeps invalid UTF-8 escapes such as `%FF` as
     literal text; a key must be refused, not silently renamed.
     """
-    raw = request.raw_path.partition("?")[0]
-    return key_or_error(unquote_to_bytes(raw[len(_KV_PREFIX) :]), kv_limits(request))
+    raw = request.raw_path.partition("?")[0][len(_KV_PREFIX) :]
+    key = unquote_to_bytes(raw) if "%" in raw else raw.encode()
+    return key_or_error(key, kv_limits(request))
 
 
 def kv_limits(request: web.Request) -> Any:
     return request.app[SETTINGS_KEY].limits
 
 
+_ROUTES: list[tuple[str, str, dict[str, Handler]]] = [
+    ("/v1/kv/{key:[\\s\\S]+}", "data", {"GET": get_key, "PUT": put_key, "DELETE": delete_key}),
+    ("/v1/keys", "data", {"GET": list_keys}),
+    ("/v1/batch", "data", {"POST": batch}),
+    ("/v1/ring", "data", {"GET": ring}),
+    ("/v1/status", "data", {"GET": status}),
+    ("/healthz", "open", {"GET": healthz, "HEAD": healthz}),
+    ("/readyz", "open", {"GET": readyz, "HEAD": readyz}),
+    ("/metrics", "open", {"GET": metrics}),
+]
+
+
 def routes() -> list[web.RouteDef]:
-    return [
-        web.get("/v1/kv/{key:[\\s\\S]+}", get_key, allow_head=False),
-        web.put("/v1/kv/{key:[\\s\\S]+}", put_key),
-        web.delete("/v1/kv/{key:[\\s\\S]+}", delete_key),
-        web.get("/v1/keys", list_keys, allow_head=False),
-        web.post("/v1/batch", batch),
-        web.get("/v1/ring", ring, allow_head=False),
-        web.get("/v1/status", status, allow_head=False),
-        web.get("/healthz", healthz),
-        web.get("/readyz", readyz),
-        web.get("/metrics", metrics, allow_head=False),
-    ]
+    """Every route, each path followed by its JSON 405, then a JSON 404 for the rest."""
+    defs: list[web.RouteDef] = []
+    for path, scope, handlers in _ROUTES:
+        name = path.replace("{key:[\\s\\S]+}", "{key}")
+        for method, handler in handlers.items():
+            extra = {"allow_head": False} if method == "GET" else {}
+            defs.append(web.RouteDef(method, path, endpoint(name, scope)(handler), extra))
+        allowed = ", ".join(handlers)
+        defs.append(web.route("*", path, endpoint(name, scope)(_method_not_allowed(allowed))))
+    defs.append(web.route("*", "/{tail:.*}", endpoint("unmatched")(_no_route)))
+    return defs

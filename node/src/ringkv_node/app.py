@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from ringkv_node.api import error_middleware, routes
+from ringkv_node.api import routes
 from ringkv_node.kv import KV
 from ringkv_node.metrics import Metrics
 from ringkv_node.node import Node
@@ -38,7 +38,6 @@ def create_app(
 ) -> web.Application:
     limits = settings.limits
     app = web.Application(
-        middlewares=[error_middleware],
         client_max_size=max(limits.max_value_bytes, limits.max_batch_bytes) + 1024,
         handler_args={"max_field_size": 16384},
     )
