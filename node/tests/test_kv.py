@@ -55,10 +55,13 @@ async def test_a_tombstone_shadows_older_writes(kv: KV) -> None:
     assert kv.get(b"k") is None
 
 
-async def test_delete_of_absent_key_writes_nothing(kv: KV) -> None:
+async def test_delete_of_absent_key_leaves_a_tombstone(kv: KV) -> None:
+    """A replica that missed the write must still shadow it if it arrives late."""
     result = await kv.delete(b"never")
-    assert not result.applied and result.previous is None
-    assert kv.storage.stats().entries == 0
+    assert result.applied and result.previous is None
+    late = Record(Version(1 << 16, "z"), b"late")
+    assert not (await kv.apply(b"never", late)).applied
+    assert kv.get(b"never") is None
 
 
 async def test_ttl_and_purge(kv: KV, clock: Clock) -> None:
@@ -95,5 +98,5 @@ async def test_atomic_batch_is_one_transaction(kv: KV) -> None:
         [BatchOp("put", b"x", b"1"), BatchOp("put", b"y", b"2", ttl_s=5), BatchOp("delete", b"z")],
         atomic=True,
     )
-    assert [r.applied for r in results] == [True, True, False]
+    assert [r.applied for r in results] == [True, True, True]  # z gets a tombstone
     assert kv.get(b"y") is not None and kv.get(b"y").expires_ms > 0  # type: ignore[union-attr]

@@ -6,6 +6,7 @@ also checks the token and records metrics, so handlers stay a few lines each.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -17,11 +18,13 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 
 from ringkv_node import protocol
+from ringkv_node.coordinator import NotEnoughReplicasError
 from ringkv_node.errors import ApiError
 from ringkv_node.groupcommit import ClosedError
+from ringkv_node.internal_api import INTERNAL_ROUTES
 from ringkv_node.protocol import key_or_error
-from ringkv_node.records import is_live
-from ringkv_node.state import KV_KEY, METRICS_KEY, NODE_KEY, SETTINGS_KEY
+from ringkv_node.records import Record, is_live
+from ringkv_node.state import METRICS_KEY, NODE_KEY, SETTINGS_KEY
 from ringkv_node.storage import StorageError, StorageFullError
 
 __all__ = ["endpoint", "routes"]
@@ -104,6 +107,15 @@ def endpoint(route: str, scope: str | None = None) -> Callable[[Handler], Handle
                 resp = error_response(_from_http_exception(exc, request))
             except StorageFullError as exc:
                 resp = error_response(ApiError(507, "storage_full", str(exc)))
+            except NotEnoughReplicasError as exc:
+                resp = error_response(
+                    ApiError(
+                        503,
+                        "not_enough_replicas",
+                        str(exc),
+                        {"needed": exc.needed, "answered": exc.answered},
+                    )
+                )
             except (StorageError, ClosedError) as exc:
                 resp = error_response(ApiError(503, "unavailable", str(exc)))
             except Exception:
@@ -142,25 +154,29 @@ async def _no_route(request: web.Request) -> web.StreamResponse:
 # -- data routes --------------------------------------------------------------
 
 
+def _level(request: web.Request, default: str) -> str:
+    return protocol.parse_consistency(request.query.get("consistency")) or default
+
+
 async def get_key(request: web.Request) -> web.StreamResponse:
-    kv = request.app[KV_KEY]
+    node = request.app[NODE_KEY]
     key = path_key(request)
-    protocol.parse_consistency(request.query.get("consistency"))
-    rec = kv.get(key)
-    if rec is None:
+    rec = await node.coordinator.read(key, _level(request, node.settings.read_consistency))
+    if not is_live(rec, node.kv.clock_ms()):
         return error_response(ApiError.not_found())
+    assert rec is not None
     return web.Response(
         body=rec.value, content_type=OCTETS, headers={VERSION_HEADER: str(rec.version)}
     )
 
 
 async def put_key(request: web.Request) -> web.StreamResponse:
-    kv = request.app[KV_KEY]
+    node = request.app[NODE_KEY]
+    kv = node.kv
     limits = kv_limits(request)
     key = path_key(request)
-    query = request.query
-    protocol.parse_consistency(query.get("consistency"))
-    ttl = protocol.parse_ttl(query.get("ttl"))
+    level = _level(request, node.settings.write_consistency)
+    ttl = protocol.parse_ttl(request.query.get("ttl"))
     length = request.content_length
     if length is not None and length > limits.max_value_bytes:
         raise ApiError.too_large(f"value is {length} bytes; the limit is {limits.max_value_bytes}")
@@ -169,9 +185,10 @@ async def put_key(request: web.Request) -> web.StreamResponse:
         raise ApiError.too_large(
             f"value is {len(body)} bytes; the limit is {limits.max_value_bytes}"
         )
-    applied = await kv.put(key, body, ttl)
-    headers = {VERSION_HEADER: str(applied.record.version)}
-    prev = applied.previous
+    rec = kv.stamp(body, ttl)
+    result = await node.coordinator.write(key, rec, level)
+    headers = {VERSION_HEADER: str(rec.version)}
+    prev = result.previous
     if is_live(prev, kv.clock_ms()):
         assert prev is not None
         return web.Response(body=prev.value, status=200, content_type=OCTETS, headers=headers)
@@ -179,23 +196,23 @@ async def put_key(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_key(request: web.Request) -> web.StreamResponse:
-    kv = request.app[KV_KEY]
+    node = request.app[NODE_KEY]
+    kv = node.kv
     key = path_key(request)
-    protocol.parse_consistency(request.query.get("consistency"))
-    applied = await kv.delete(key)
-    prev = applied.previous
+    level = _level(request, node.settings.write_consistency)
+    rec = kv.stamp(b"", None, tombstone=True)
+    result = await node.coordinator.write(key, rec, level)
+    prev = result.previous
     if not is_live(prev, kv.clock_ms()):
         return error_response(ApiError.not_found())
     assert prev is not None
     return web.Response(
-        body=prev.value,
-        content_type=OCTETS,
-        headers={VERSION_HEADER: str(applied.record.version)},
+        body=prev.value, content_type=OCTETS, headers={VERSION_HEADER: str(rec.version)}
     )
 
 
 async def list_keys(request: web.Request) -> web.StreamResponse:
-    kv = request.app[KV_KEY]
+    node = request.app[NODE_KEY]
     limits = kv_limits(request)
     query = request.query
     prefix_text = query.get("prefix", "")
@@ -203,14 +220,15 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     after_text = query.get("start_after")
     start_after = key_or_error(after_text, limits) if after_text else None
     limit = protocol.parse_limit(query.get("limit"))
-    keys, nxt = kv.list_keys(prefix, start_after, limit)
+    keys, nxt = await node.list_keys(prefix, start_after, limit)
     return json_response(
         {"keys": [k.decode() for k in keys], "next": None if nxt is None else nxt.decode()}
     )
 
 
 async def batch(request: web.Request) -> web.StreamResponse:
-    kv = request.app[KV_KEY]
+    node = request.app[NODE_KEY]
+    kv = node.kv
     limits = kv_limits(request)
     length = request.content_length
     if length is not None and length > limits.max_batch_bytes:
@@ -220,16 +238,28 @@ async def batch(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     binary = request.content_type == protocol.MSGPACK
     req = protocol.parse_batch(body, request.content_type, limits, request.query)
-    node = request.app[NODE_KEY]
+    level = req.consistency or node.settings.write_consistency
+    stamped = [
+        (op.key, kv.stamp(op.value, op.ttl_s, tombstone=op.op == "delete")) for op in req.ops
+    ]
+    previous: list[Record | None]
     if req.atomic:
         node.check_single_partition([op.key for op in req.ops])
-    results = await kv.batch(req.ops, atomic=req.atomic)
+        previous = await node.coordinator.write_atomic(stamped, level)
+    else:
+        results = await asyncio.gather(
+            *(node.coordinator.write(k, r, level) for k, r in stamped), return_exceptions=True
+        )
+        previous = []
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            previous.append(r.previous)
     now = kv.clock_ms()
     out: list[dict[str, Any]] = []
-    for op, applied in zip(req.ops, results, strict=True):
-        prev = applied.previous
+    for op, (_, rec), prev in zip(req.ops, stamped, previous, strict=True):
         live = is_live(prev, now)
-        item: dict[str, Any] = {"version": str(applied.record.version)}
+        item: dict[str, Any] = {"version": str(rec.version)}
         if op.op == "put":
             item["status"] = 200 if live else 201
         else:
@@ -307,6 +337,10 @@ _ROUTES: list[tuple[str, str, dict[str, Handler]]] = [
     ("/healthz", "open", {"GET": healthz, "HEAD": healthz}),
     ("/readyz", "open", {"GET": readyz, "HEAD": readyz}),
     ("/metrics", "open", {"GET": metrics}),
+    *[
+        (f"/internal/v1/{name}", "always", {"POST": handler})
+        for name, handler in INTERNAL_ROUTES.items()
+    ],
 ]
 
 

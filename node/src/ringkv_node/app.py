@@ -23,6 +23,7 @@ from ringkv_node.node import Node
 from ringkv_node.settings import Settings
 from ringkv_node.state import KV_KEY, METRICS_KEY, NODE_KEY, SETTINGS_KEY
 from ringkv_node.storage import Storage
+from ringkv_node.transport import HttpTransport
 
 __all__ = ["create_app"]
 
@@ -52,6 +53,7 @@ def create_app(
             os.path.join(settings.data_dir, "lmdb"),
             map_size=settings.map_size,
             fsync=settings.durability == "fsync",
+            partitions=settings.partitions,
             on_batch=metrics.observe_batch,
         )
         kv = KV(
@@ -60,7 +62,16 @@ def create_app(
             clock_ms=clock_ms,
             tombstone_grace_ms=int(settings.tombstone_grace_s * 1000),
         )
-        node = Node(settings, kv, metrics)
+        holder: list[Node] = []
+        transport = HttpTransport(
+            settings.node_id,
+            lambda: holder[0].ring,
+            settings.token,
+            timeout_s=settings.replica_timeout_s,
+        )
+        node = Node(settings, kv, metrics, transport)
+        holder.append(node)
+        transport.epoch_seen = node.epoch_seen
         app[KV_KEY] = kv
         app[NODE_KEY] = node
         await node.load_ring()
@@ -76,18 +87,28 @@ def create_app(
             yield
         finally:
             node.ready = False
+            await node.coordinator.drain()
+            await transport.close()
             await asyncio.to_thread(storage.close)
             log.info("storage closed")
 
-    async def sweeper_ctx(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(_sweep(app, settings.sweep_interval_s), name="sweeper")
+    async def background_ctx(app: web.Application) -> AsyncIterator[None]:
+        node = app[NODE_KEY]
+        tasks = [
+            asyncio.create_task(_sweep(app, settings.sweep_interval_s), name="sweeper"),
+            asyncio.create_task(node.hint_loop(), name="hints"),
+        ]
+        if len(node.ring.members) > 1:
+            tasks.append(asyncio.create_task(node.anti_entropy_loop(), name="anti-entropy"))
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     app.cleanup_ctx.append(storage_ctx)
-    app.cleanup_ctx.append(sweeper_ctx)
+    app.cleanup_ctx.append(background_ctx)
 
     async def on_shutdown(app: web.Application) -> None:
         if NODE_KEY in app:

@@ -13,14 +13,17 @@ __all__ = ["ApiError"]
 class ApiError(Exception):
     """A request the node refuses, with the HTTP status to answer."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, extra: dict[str, object] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.extra = extra or {}
 
-    def body(self) -> dict[str, str]:
-        return {"error": self.code, "message": self.message}
+    def body(self) -> dict[str, object]:
+        return {"error": self.code, "message": self.message, **self.extra}
 
     @classmethod
     def bad_request(cls, message: str, code: str = "bad_request") -> ApiError:

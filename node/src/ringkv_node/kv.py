@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ringkv.versions import HLC, Version
 from ringkv_node.protocol import BatchOp
+from ringkv_node.quorum import ListingEntry
 from ringkv_node.records import Record, is_live
 from ringkv_node.storage import Storage, WriteTxn
 
@@ -35,8 +36,6 @@ def _apply_in(wt: WriteTxn, key: bytes, rec: Record, now_ms: int) -> Applied:
     prev = wt.get(key)
     if prev is not None and not rec.newer_than(prev):
         return Applied(prev, False, rec)
-    if rec.tombstone and (prev is None or prev.tombstone):
-        return Applied(prev, False, rec)  # nothing to delete here
     wt.put(key, rec, prev)
     return Applied(prev, True, rec)
 
@@ -91,6 +90,22 @@ class KV:
                 return keys, None
             start, inclusive = chunk[-1][0], False
 
+    def scan_entries(
+        self, prefix: bytes, start_after: bytes | None, limit: int
+    ) -> tuple[list[ListingEntry], bool]:
+        """Up to `limit` entries (live or not, with versions) for a cluster listing."""
+        if start_after is not None and start_after >= prefix:
+            start, inclusive = start_after, False
+        else:
+            start, inclusive = prefix, True
+        now = self.clock_ms()
+        out: list[ListingEntry] = []
+        for key, rec in self.storage.scan(start, inclusive=inclusive, limit=limit):
+            if not key.startswith(prefix):
+                return out, False
+            out.append(ListingEntry(key, rec.version, is_live(rec, now)))
+        return out, len(out) >= limit
+
     # -- writes --------------------------------------------------------------
 
     def stamp(self, value: bytes, ttl_s: int | None, *, tombstone: bool = False) -> Record:
@@ -104,6 +119,16 @@ class KV:
         now = self.clock_ms()
         applied: Applied = await self.storage.write(lambda wt: _apply_in(wt, key, rec, now))
         return applied
+
+    async def apply_many(self, items: Sequence[tuple[bytes, Record]]) -> list[Applied]:
+        """Apply several records in one transaction (a replica batch, or an atomic one)."""
+        for _, rec in items:
+            self.hlc.observe(rec.version.ts)
+        now = self.clock_ms()
+        result: list[Applied] = await self.storage.write(
+            lambda wt: [_apply_in(wt, k, r, now) for k, r in items]
+        )
+        return result
 
     async def put(self, key: bytes, value: bytes, ttl_s: int | None = None) -> Applied:
         return await self.apply(key, self.stamp(value, ttl_s))

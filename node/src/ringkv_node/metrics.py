@@ -53,6 +53,21 @@ class Metrics:
         self.purged = Counter(
             "ringkv_purged_total", "Expired keys and old tombstones purged", registry=r
         )
+        self.ring_epoch = Gauge("ringkv_ring_epoch", "Epoch of the ring this node uses", registry=r)
+        self.hints_pending = Gauge(
+            "ringkv_hints_pending", "Hinted writes waiting for a replica", ["target"], registry=r
+        )
+        self.coordinated = Gauge(
+            "ringkv_coordinated_requests",
+            "Key requests coordinated here: for keys this node owns, or forwarded to others",
+            ["kind"],
+            registry=r,
+        )
+        self.out_of_sync = Gauge(
+            "ringkv_buckets_out_of_sync",
+            "Digest buckets that differed from peers in the last anti-entropy round",
+            registry=r,
+        )
         self._children: dict[tuple[str, ...], MetricWrapperBase] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -52,6 +52,11 @@ class Settings:
     sweep_interval_s: float = 10.0
     shutdown_timeout_s: float = 10.0
     log_level: str = "info"
+    read_consistency: str = "quorum"
+    write_consistency: str = "quorum"
+    anti_entropy_interval_s: float = 30.0
+    hint_interval_s: float = 1.0
+    replica_timeout_s: float = 2.0
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -119,6 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--sweep-interval", help="purge expired keys/tombstones this often (default 10s)")
     add("--shutdown-timeout", help="drain in-flight requests this long on SIGTERM (default 10s)")
     add("--log-level", help="debug, info (default), warning, error [RINGKV_LOG_LEVEL]")
+    add("--read-consistency", help="default level of reads: one, quorum (default), all")
+    add("--write-consistency", help="default level of writes: one, quorum (default), all")
+    add("--anti-entropy-interval", help="compare digests with peers this often (default 30s)")
+    add("--hint-interval", help="retry hinted handoff this often (default 1s)")
+    add("--replica-timeout", help="give up on a peer request after this (default 2s)")
     return p
 
 
@@ -142,6 +152,11 @@ _ENV = {
     "sweep_interval": "RINGKV_SWEEP_INTERVAL",
     "shutdown_timeout": "RINGKV_SHUTDOWN_TIMEOUT",
     "log_level": "RINGKV_LOG_LEVEL",
+    "read_consistency": "RINGKV_READ_CONSISTENCY",
+    "write_consistency": "RINGKV_WRITE_CONSISTENCY",
+    "anti_entropy_interval": "RINGKV_ANTI_ENTROPY_INTERVAL",
+    "hint_interval": "RINGKV_HINT_INTERVAL",
+    "replica_timeout": "RINGKV_REPLICA_TIMEOUT",
 }
 
 
@@ -203,9 +218,21 @@ def parse_settings(
             f"--replication-factor must be between 1 and the number of peers ({len(peers)})"
         )
 
+    token = get("token", "") or None
+    if len(peers) > 1 and token is None:
+        raise SettingsError(
+            "--token: a cluster of several nodes needs a cluster token (peers authenticate "
+            "to each other with it); `ringkv local up` makes one for you"
+        )
+
     durability = get("durability", "fsync")
     if durability not in ("fsync", "async"):
         raise SettingsError("--durability must be fsync or async")
+    levels = {}
+    for name in ("read_consistency", "write_consistency"):
+        levels[name] = get(name, "quorum")
+        if levels[name] not in ("one", "quorum", "all"):
+            raise SettingsError(f"--{name.replace('_', '-')} must be one, quorum or all")
     log_level = get("log_level", "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise SettingsError("--log-level must be debug, info, warning or error")
@@ -237,7 +264,7 @@ def parse_settings(
         peers=peers,
         replication_factor=rf,
         partitions=partitions,
-        token=get("token", "") or None,
+        token=token,
         zone=zone,
         durability=durability,
         map_size=map_size,
@@ -246,4 +273,9 @@ def parse_settings(
         sweep_interval_s=max(0.05, duration("sweep_interval", "10s")),
         shutdown_timeout_s=duration("shutdown_timeout", "10s"),
         log_level=log_level,
+        read_consistency=levels["read_consistency"],
+        write_consistency=levels["write_consistency"],
+        anti_entropy_interval_s=max(0.1, duration("anti_entropy_interval", "30s")),
+        hint_interval_s=max(0.05, duration("hint_interval", "1s")),
+        replica_timeout_s=max(0.05, duration("replica_timeout", "2s")),
     )

@@ -25,7 +25,9 @@ from typing import Any, cast
 
 import lmdb
 
+from ringkv.ring import partition as partition_of
 from ringkv_node import records
+from ringkv_node.digests import BUCKETS, bucket_of, record_digest
 from ringkv_node.groupcommit import GroupCommitter, Outcome
 from ringkv_node.records import Record
 
@@ -39,7 +41,10 @@ __all__ = [
 ]
 
 _U64 = struct.Struct(">Q")
+_PART = struct.Struct(">H")
+_PART_BUCKET = struct.Struct(">HB")
 _HLC_KEY = b"hlc"
+_DBS = ("data", "meta", "expiry", "tombs", "pidx", "digests", "hints")
 
 
 class StorageError(RuntimeError):
@@ -66,11 +71,12 @@ class StorageStats:
 class WriteTxn:
     """What a write operation may do inside the shared transaction."""
 
-    __slots__ = ("_dbs", "_txn", "max_ts")
+    __slots__ = ("_dbs", "_partitions", "_txn", "max_ts")
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], partitions: int) -> None:
         self._txn = txn
         self._dbs = dbs
+        self._partitions = partitions
         self.max_ts = 0
 
     def get(self, key: bytes) -> Record | None:
@@ -82,6 +88,7 @@ class WriteTxn:
         """Store `rec` for `key`, replacing `prev` (as read in this transaction)."""
         self._unindex(key, prev)
         self._txn.put(key, records.encode(rec), db=self._dbs["data"])
+        self._fingerprint(key, prev, rec)
         if rec.expires_ms:
             self._txn.put(_U64.pack(rec.expires_ms) + key, b"", db=self._dbs["expiry"])
         if rec.tombstone:
@@ -93,6 +100,31 @@ class WriteTxn:
         """Forget `key` entirely (purge): no tombstone is left."""
         self._unindex(key, prev)
         self._txn.delete(key, db=self._dbs["data"])
+        self._fingerprint(key, prev, None)
+
+    def _fingerprint(self, key: bytes, old: Record | None, new: Record | None) -> None:
+        """Keep the partition index and the bucket digest in step with the data."""
+        part = partition_of(key, self._partitions)
+        dkey = _PART_BUCKET.pack(part, bucket_of(key))
+        raw = self._txn.get(dkey, db=self._dbs["digests"])
+        digest = 0 if raw is None else _U64.unpack(raw)[0]
+        if old is not None:
+            digest ^= record_digest(key, old.version)
+        if new is not None:
+            digest ^= record_digest(key, new.version)
+        self._txn.put(dkey, _U64.pack(digest), db=self._dbs["digests"])
+        if old is None and new is not None:
+            self._txn.put(_PART.pack(part) + key, b"", db=self._dbs["pidx"])
+        elif new is None:
+            self._txn.delete(_PART.pack(part) + key, db=self._dbs["pidx"])
+
+    def add_hint(self, target: str, key: bytes, rec: Record) -> None:
+        """Remember that `target` missed `rec` (hinted handoff)."""
+        hkey = target.encode() + b"\x00" + _U64.pack(rec.version.ts) + key
+        self._txn.put(hkey, records.encode(rec), db=self._dbs["hints"])
+
+    def drop_hint(self, hint_key: bytes) -> bool:
+        return bool(self._txn.delete(hint_key, db=self._dbs["hints"]))
 
     def _unindex(self, key: bytes, prev: Record | None) -> None:
         if prev is None:
@@ -132,25 +164,25 @@ class Storage:
         *,
         map_size: int,
         fsync: bool = True,
+        partitions: int = 256,
         max_readers: int = 1024,
         max_batch: int = 1024,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         os.makedirs(path, exist_ok=True)
         self.path = path
+        self.partitions = partitions
         self._env = lmdb.open(
             path,
             map_size=map_size,
-            max_dbs=8,
+            max_dbs=16,
             max_readers=max_readers,
             sync=fsync,
             metasync=fsync,
             readahead=False,
             meminit=False,
         )
-        self._dbs = {
-            name: self._env.open_db(name.encode()) for name in ("data", "meta", "expiry", "tombs")
-        }
+        self._dbs = {name: self._env.open_db(name.encode()) for name in _DBS}
         self._data = self._dbs["data"]
         self._committer: GroupCommitter[WriteOp] = GroupCommitter(
             self._run_batch, max_batch=max_batch, on_batch=on_batch
@@ -187,7 +219,7 @@ class Storage:
     def _apply(self, ops: list[WriteOp]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self._env.begin(write=True) as txn:
-            wt = WriteTxn(txn, self._dbs)
+            wt = WriteTxn(txn, self._dbs, self.partitions)
             for op in ops:
                 try:
                     outcomes.append(Outcome(value=op(wt)))
@@ -233,6 +265,62 @@ class Storage:
             if len(chunk) < batch:
                 return
             start, inclusive = chunk[-1][0], False
+
+    # -- anti-entropy and streaming -------------------------------------------
+
+    def bucket_digests(self) -> dict[int, list[int]]:
+        """Every partition's bucket digests (partitions with no data are absent)."""
+        out: dict[int, list[int]] = {}
+        with self._env.begin(db=self._dbs["digests"]) as txn, txn.cursor() as cur:
+            for dkey, raw in cur.iternext():
+                part, bucket = _PART_BUCKET.unpack(dkey)
+                out.setdefault(part, [0] * BUCKETS)[bucket] = _U64.unpack(raw)[0]
+        return out
+
+    def partition_records(
+        self, part: int, *, after: bytes = b"", limit: int = 1000, bucket: int | None = None
+    ) -> list[tuple[bytes, Record]]:
+        """Records of one partition in key order after `after` (optionally one bucket)."""
+        prefix = _PART.pack(part)
+        out: list[tuple[bytes, Record]] = []
+        with self._env.begin() as txn, txn.cursor(db=self._dbs["pidx"]) as cur:
+            if not cur.set_range(prefix + after):
+                return out
+            for ikey in cur.iternext(keys=True, values=False):
+                if not ikey.startswith(prefix):
+                    break
+                key = bytes(ikey[2:])
+                if key == after or (bucket is not None and bucket_of(key) != bucket):
+                    continue
+                raw = txn.get(key, db=self._data)
+                if raw is not None:
+                    out.append((key, records.decode(raw)))
+                    if len(out) >= limit:
+                        break
+        return out
+
+    # -- hints ------------------------------------------------------------------
+
+    def hints_for(self, target: str, limit: int) -> list[tuple[bytes, bytes, Record]]:
+        """Up to `limit` hints for `target`: (hint key, key, record)."""
+        prefix = target.encode() + b"\x00"
+        out: list[tuple[bytes, bytes, Record]] = []
+        with self._env.begin(db=self._dbs["hints"]) as txn, txn.cursor() as cur:
+            if not cur.set_range(prefix):
+                return out
+            for hkey, raw in cur.iternext():
+                if not hkey.startswith(prefix) or len(out) >= limit:
+                    break
+                out.append((bytes(hkey), bytes(hkey[len(prefix) + 8 :]), records.decode(raw)))
+        return out
+
+    def hint_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self._env.begin(db=self._dbs["hints"]) as txn, txn.cursor() as cur:
+            for hkey in cur.iternext(keys=True, values=False):
+                target = bytes(hkey).split(b"\x00", 1)[0].decode()
+                counts[target] = counts.get(target, 0) + 1
+        return counts
 
     def hlc_floor(self) -> int:
         with self._env.begin(db=self._dbs["meta"]) as txn:

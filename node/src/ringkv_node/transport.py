@@ -1,0 +1,152 @@
+"""How a node talks to its peers: the `Transport` seam and its HTTP implementation.
+
+The coordinator, hinted handoff and anti-entropy only see `Transport`; tests
+drive them over a fake network that can drop, delay and partition, and the
+node runs them over `HttpTransport`: pooled keep-alive aiohttp connections,
+with replica writes and reads to each peer coalesced by `Batcher`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import aiohttp
+
+from ringkv.ring import Ring
+from ringkv_node import wire
+from ringkv_node.batcher import Batcher
+from ringkv_node.records import Record
+
+__all__ = ["HttpTransport", "PeerError", "Transport"]
+
+
+class PeerError(Exception):
+    """A peer did not answer, or answered with an error."""
+
+    def __init__(self, peer: str, message: str) -> None:
+        super().__init__(f"{peer}: {message}")
+        self.peer = peer
+
+
+class Transport(Protocol):
+    async def replicate(self, peer: str, key: bytes, rec: Record) -> Record | None:
+        """Apply `rec` on `peer`; return what it held before (coalesced)."""
+
+    async def replicate_many(
+        self, peer: str, items: Sequence[tuple[bytes, Record]]
+    ) -> list[Record | None]:
+        """Apply all `items` on `peer` in one request and one transaction."""
+
+    async def read(self, peer: str, key: bytes) -> Record | None:
+        """`peer`'s record for `key`, tombstones included (coalesced)."""
+
+    async def call(self, peer: str, name: str, doc: Any) -> Any:
+        """Any other internal call (`scan`, `digests`, `bucket`, `ping`)."""
+
+
+class HttpTransport:
+    """`Transport` over HTTP/1.1 keep-alive to each peer's `/internal/v1/...`."""
+
+    def __init__(
+        self,
+        node_id: str,
+        get_ring: Callable[[], Ring],
+        token: str | None,
+        *,
+        timeout_s: float = 2.0,
+        down_for_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._get_ring = get_ring
+        self._headers = {"Content-Type": wire.CONTENT_TYPE, "X-Ringkv-Node": node_id}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(1.0, timeout_s))
+        self._down_for = down_for_s
+        self._monotonic = monotonic
+        self._down_until: dict[str, float] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._writers: dict[str, Batcher[tuple[bytes, Record], Record | None]] = {}
+        self._readers: dict[str, Batcher[bytes, Record | None]] = {}
+        self.epoch_seen: Callable[[str, int], None] | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=16, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, headers=self._headers
+            )
+        return self._session
+
+    async def close(self) -> None:
+        for writer in self._writers.values():
+            await writer.close()
+        for reader in self._readers.values():
+            await reader.close()
+        if self._session is not None:
+            await self._session.close()
+
+    def is_down(self, peer: str) -> bool:
+        until = self._down_until.get(peer)
+        return until is not None and self._monotonic() < until
+
+    async def _post(self, peer: str, name: str, doc: Any) -> Any:
+        if self.is_down(peer):
+            raise PeerError(peer, "marked down after a recent failure")
+        try:
+            url = self._get_ring().member(peer).url
+        except KeyError:
+            raise PeerError(peer, "not a member of the ring") from None
+        epoch = str(self._get_ring().epoch)
+        try:
+            async with self._http().post(
+                f"{url}/internal/v1/{name}",
+                data=wire.dumps(doc),
+                headers={"X-Ringkv-Epoch": epoch},
+            ) as resp:
+                body = await resp.read()
+                peer_epoch = resp.headers.get("X-Ringkv-Epoch")
+                if peer_epoch and peer_epoch.isdigit() and self.epoch_seen is not None:
+                    self.epoch_seen(peer, int(peer_epoch))
+                if resp.status != 200:
+                    raise PeerError(peer, f"{name} answered {resp.status}: {body[:200]!r}")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            self._down_until[peer] = self._monotonic() + self._down_for
+            raise PeerError(peer, f"{name} failed: {exc!r}") from None
+        self._down_until.pop(peer, None)
+        return wire.loads(body)
+
+    async def replicate_many(
+        self, peer: str, items: Sequence[tuple[bytes, Record]]
+    ) -> list[Record | None]:
+        doc = await self._post(peer, "replicate", wire.encode_records(items))
+        return [wire.maybe_record(raw) for raw in doc]
+
+    async def _read_many(self, peer: str, keys: Sequence[bytes]) -> list[Record | None]:
+        doc = await self._post(peer, "read", list(keys))
+        return [wire.maybe_record(raw) for raw in doc]
+
+    async def replicate(self, peer: str, key: bytes, rec: Record) -> Record | None:
+        batcher = self._writers.get(peer)
+        if batcher is None:
+
+            async def send(items: list[tuple[bytes, Record]]) -> list[Record | None]:
+                return await self.replicate_many(peer, items)
+
+            batcher = self._writers[peer] = Batcher(send)
+        return await batcher.submit((key, rec))
+
+    async def read(self, peer: str, key: bytes) -> Record | None:
+        batcher = self._readers.get(peer)
+        if batcher is None:
+
+            async def send(keys: list[bytes]) -> list[Record | None]:
+                return await self._read_many(peer, keys)
+
+            batcher = self._readers[peer] = Batcher(send)
+        return await batcher.submit(key)
+
+    async def call(self, peer: str, name: str, doc: Any) -> Any:
+        return await self._post(peer, name, doc)
