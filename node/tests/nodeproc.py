@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -108,3 +109,46 @@ class NodeProcess:
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, sig)
+
+
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@dataclass
+class Cluster:
+    """N real node processes on loopback forming one ring."""
+
+    nodes: list[NodeProcess]
+
+    @classmethod
+    def create(cls, data_dir: Path, size: int = 3, extra: list[str] | None = None) -> Cluster:
+        nodes = [NodeProcess(f"n{i}", data_dir) for i in range(size)]
+        peers = ",".join(f"{n.node_id}={n.url}" for n in nodes)
+        for n in nodes:
+            n.peers = peers
+            n.extra = [
+                "--token",
+                TOKEN,
+                "--anti-entropy-interval",
+                "1s",
+                "--hint-interval",
+                "200ms",
+                "--replica-timeout",
+                "1s",
+                *(extra or []),
+            ]
+        return cls(nodes)
+
+    def start(self) -> None:
+        for n in self.nodes:
+            n.start(wait=False)
+        for n in self.nodes:
+            n.wait_ready()
+
+    def kill_all(self) -> None:
+        for n in self.nodes:
+            if n.proc is not None and n.proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    n.signal(signal.SIGCONT)
+            n.kill()

@@ -9,14 +9,16 @@ __all__ = ["main"]
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    from ringkv.local import LocalCluster, plan_nodes
+    import os
 
-    extra = []
-    if args.token:
-        extra += ["--token", args.token]
+    from ringkv.local import LocalCluster, cluster_token, plan_nodes
+
+    token = cluster_token(args.data_dir, args.token)
+    extra = ["--token", token, "--data-auth", "on" if args.auth else "off"]
     if args.durability:
         extra += ["--durability", args.durability]
-    cluster = LocalCluster(plan_nodes(args.nodes, args.host, args.port, args.data_dir), extra)
+    nodes = plan_nodes(args.nodes, args.host, args.port, args.data_dir)
+    cluster = LocalCluster(nodes, extra, token_path=os.path.join(args.data_dir, "token"))
     return cluster.up()
 
 
@@ -30,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=7100, help="first node's port")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--data-dir", default=".ringkv")
-    up.add_argument("--token", default=None)
+    up.add_argument("--token", default=None, help="cluster token (default: DATA_DIR/token)")
+    up.add_argument(
+        "--auth",
+        action="store_true",
+        help="require the token on data routes too (admin/internal routes always need it)",
+    )
     up.add_argument("--durability", choices=["fsync", "async"], default=None)
     up.set_defaults(func=_local_up)
     return parser

@@ -9,6 +9,7 @@ data stays for the next `up`. No Kubernetes involved.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -62,6 +63,26 @@ def node_command(node: LocalNode, peers: list[LocalNode], extra: list[str]) -> l
     ]
 
 
+def cluster_token(data_dir: str, given: str | None) -> str:
+    """The cluster token: given, else the one kept in DATA_DIR/token, else a new one."""
+    path = os.path.join(data_dir, "token")
+    if given:
+        return given
+    try:
+        with open(path) as f:
+            token = f.read().strip()
+        if token:
+            return token
+    except FileNotFoundError:
+        pass
+    os.makedirs(data_dir, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    return token
+
+
 def wait_ready(url: str, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -79,18 +100,16 @@ def wait_ready(url: str, timeout_s: float) -> bool:
 class LocalCluster:
     nodes: list[LocalNode]
     extra_args: list[str] = field(default_factory=list)
-    independent: bool = True  # each node its own single-member ring (until replication)
+    token_path: str = ""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
-
-    def _peers(self, node: LocalNode) -> list[LocalNode]:
-        return [node] if self.independent else self.nodes
+    max_restarts: int = 5
 
     def start(self, node: LocalNode) -> None:
         os.makedirs(node.data_dir, exist_ok=True)
         log = open(os.path.join(node.data_dir, "node.log"), "ab")  # noqa: SIM115
         self.procs[node.id] = subprocess.Popen(
-            node_command(node, self._peers(node), self.extra_args),
+            node_command(node, self.nodes, self.extra_args),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -128,10 +147,14 @@ class LocalCluster:
                         f"ringkv: {node.id} did not become ready; see {log_path}", file=sys.stderr
                     )
                     return 1
-            mode = "independent single-replica nodes" if self.independent else "one cluster"
-            print(f"ringkv local cluster up ({len(self.nodes)} nodes, {mode}):", flush=True)
+            n = min(3, len(self.nodes))
+            print(
+                f"ringkv local cluster up: {len(self.nodes)} nodes, replication factor {n}",
+                flush=True,
+            )
             for node in self.nodes:
                 print(f"  {node.id}  {node.url}  data: {node.data_dir}", flush=True)
+            print(f"token: {self.token_path}  (export RINGKV_TOKEN=$(cat {self.token_path}))")
             print("Ctrl-C stops the nodes; data stays.", flush=True)
             while not stopping:
                 time.sleep(0.2)
@@ -140,6 +163,13 @@ class LocalCluster:
                     if proc.poll() is not None and not stopping:
                         n = self.restarts.get(node.id, 0) + 1
                         self.restarts[node.id] = n
+                        if n > self.max_restarts:
+                            log_path = os.path.join(node.data_dir, "node.log")
+                            print(
+                                f"ringkv: {node.id} keeps failing; giving up (see {log_path})",
+                                file=sys.stderr,
+                            )
+                            return 1
                         print(
                             f"ringkv: {node.id} exited with {proc.returncode}; restart #{n}",
                             file=sys.stderr,

@@ -73,8 +73,8 @@ def _auth_scope(path: str) -> str:
     return "open"
 
 
-def _check_auth(request: web.Request, scope: str, token: str | None) -> None:
-    if scope == "open" or (scope == "data" and token is None):
+def _check_auth(request: web.Request, scope: str, token: str | None, data_auth: bool) -> None:
+    if scope == "open" or (scope == "data" and (token is None or not data_auth)):
         return
     if token is None:
         raise ApiError(403, "forbidden", "admin and internal routes need the node to have --token")
@@ -99,7 +99,13 @@ def endpoint(route: str, scope: str | None = None) -> Callable[[Handler], Handle
             app = request.app
             resp: web.StreamResponse
             try:
-                _check_auth(request, scope or _auth_scope(request.path), app[SETTINGS_KEY].token)
+                settings = app[SETTINGS_KEY]
+                _check_auth(
+                    request,
+                    scope or _auth_scope(request.path),
+                    settings.token,
+                    settings.data_auth,
+                )
                 resp = await handler(request)
             except ApiError as exc:
                 resp = error_response(exc)

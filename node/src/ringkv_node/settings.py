@@ -44,6 +44,7 @@ class Settings:
     replication_factor: int
     partitions: int
     token: str | None = None
+    data_auth: bool = True  # data routes need the token too (when there is one)
     zone: str = ""
     durability: str = "fsync"  # or "async"
     map_size: int = 4 << 30
@@ -113,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--replication-factor", help="N for the first ring (default min(3, members))")
     add("--partitions", help="Q for the first ring, a power of two (default 256)")
     add("--token", help="cluster token for Authorization: Bearer [RINGKV_TOKEN]")
+    add(
+        "--data-auth", help="on (default): data routes need the token too; off: only admin/internal"
+    )
     add("--zone", help="this node's zone [RINGKV_ZONE]")
     add("--durability", help="fsync (default) or async [RINGKV_DURABILITY]")
     add("--map-size", help="LMDB map size, e.g. 4Gi (default) [RINGKV_MAP_SIZE]")
@@ -142,6 +146,7 @@ _ENV = {
     "partitions": "RINGKV_PARTITIONS",
     "token": "RINGKV_TOKEN",
     "zone": "RINGKV_ZONE",
+    "data_auth": "RINGKV_DATA_AUTH",
     "durability": "RINGKV_DURABILITY",
     "map_size": "RINGKV_MAP_SIZE",
     "max_key_bytes": "RINGKV_MAX_KEY_BYTES",
@@ -225,6 +230,11 @@ def parse_settings(
             "to each other with it); `ringkv local up` makes one for you"
         )
 
+    data_auth_text = get("data_auth", "on").lower()
+    if data_auth_text not in ("on", "off", "true", "false"):
+        raise SettingsError("--data-auth must be on or off")
+    data_auth = data_auth_text in ("on", "true")
+
     durability = get("durability", "fsync")
     if durability not in ("fsync", "async"):
         raise SettingsError("--durability must be fsync or async")
@@ -265,6 +275,7 @@ def parse_settings(
         replication_factor=rf,
         partitions=partitions,
         token=token,
+        data_auth=data_auth,
         zone=zone,
         durability=durability,
         map_size=map_size,

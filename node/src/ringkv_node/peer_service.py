@@ -1,0 +1,63 @@
+"""What a replica answers to its peers, independent of how the bytes travel.
+
+`serve(kv, name, doc)` takes a decoded internal request (`wire` documents)
+and returns the decoded answer. The HTTP layer (`internal_api`) and the fake
+network of the tests both call it, so they exercise the same replica logic.
+Malformed documents raise `ValueError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ringkv_node import wire
+from ringkv_node.kv import KV
+
+__all__ = ["BUCKET_PAGE", "MAX_SCAN", "PEER_CALLS", "serve"]
+
+MAX_SCAN = 10_001
+BUCKET_PAGE = 1000
+PEER_CALLS = ("replicate", "read", "scan", "digests", "bucket")
+
+
+async def serve(kv: KV, name: str, doc: Any) -> Any:
+    if name == "replicate":
+        try:
+            items = wire.decode_records(doc)
+        except (TypeError, IndexError) as exc:
+            raise ValueError(f"replicate: {exc}") from None
+        applied = await kv.apply_many(items) if items else []
+        return [wire.maybe_bytes(a.previous) for a in applied]
+    if name == "read":
+        if not isinstance(doc, list) or not all(isinstance(k, bytes) for k in doc):
+            raise ValueError("read: expected a list of keys")
+        get = kv.storage.get
+        return [wire.maybe_bytes(get(k)) for k in doc]
+    if name == "scan":
+        try:
+            prefix = bytes(doc["prefix"])
+            after = doc.get("start_after")
+            limit = int(doc["limit"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ValueError("scan: expected prefix, start_after, limit") from None
+        if not 1 <= limit <= MAX_SCAN:
+            raise ValueError("scan: limit out of range")
+        entries, full = kv.scan_entries(prefix, None if after is None else bytes(after), limit)
+        return {
+            "entries": [[e.key, e.version.ts, e.version.node, e.live] for e in entries],
+            "full": full,
+        }
+    if name == "digests":
+        wanted = doc.get("partitions") if isinstance(doc, dict) else None
+        if not isinstance(wanted, list):
+            raise ValueError("digests: expected {partitions: [...]}")
+        mine = kv.storage.bucket_digests()
+        return {p: mine[p] for p in wanted if p in mine}
+    if name == "bucket":
+        try:
+            part, bucket, after = int(doc["partition"]), int(doc["bucket"]), bytes(doc["after"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("bucket: expected partition, bucket, after") from None
+        recs = kv.storage.partition_records(part, after=after, bucket=bucket, limit=BUCKET_PAGE)
+        return {"records": wire.encode_records(recs), "more": len(recs) >= BUCKET_PAGE}
+    raise ValueError(f"unknown peer call {name!r}")

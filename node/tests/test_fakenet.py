@@ -1,0 +1,131 @@
+"""Replication, hinted handoff, read repair and anti-entropy over a fake network."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ringkv_node.coordinator import NotEnoughReplicasError
+from ringkv_node.transport import PeerError
+
+from fakenet import FakeNetwork, build
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[FakeNetwork]:
+    network, _, _ = build(tmp_path)
+    yield network
+    for node in network.members.values():
+        node.close()
+
+
+def local(net: FakeNetwork, node: str, key: bytes) -> bytes | None:
+    rec = net.members[node].kv.get(key)
+    return None if rec is None else rec.value
+
+
+async def put(net: FakeNetwork, via: str, key: bytes, value: bytes, level: str = "quorum") -> None:
+    node = net.members[via]
+    await node.coordinator.write(key, node.kv.stamp(value, None), level)
+
+
+async def drain(net: FakeNetwork) -> None:
+    for node in net.members.values():
+        await node.coordinator.drain()
+
+
+async def test_partitioned_replica_is_hinted_then_caught_up(net: FakeNetwork) -> None:
+    net.isolate("n2")
+    for i in range(50):
+        await put(net, "n0", b"k%d" % i, b"v%d" % i)
+    await drain(net)
+    assert net.members["n0"].hints.backlog == {"n2": 50}
+    assert local(net, "n2", b"k0") is None
+    net.heal()
+    delivered = await net.members["n0"].hints.replay("n2", net.members["n0"].transport)
+    assert delivered == 50
+    assert net.members["n0"].hints.backlog == {}
+    assert all(local(net, "n2", b"k%d" % i) == b"v%d" % i for i in range(50))
+
+
+async def test_hints_survive_a_failed_replay(net: FakeNetwork) -> None:
+    net.isolate("n1")
+    await put(net, "n0", b"a", b"1")
+    await drain(net)
+    with pytest.raises(PeerError):
+        await net.members["n0"].hints.replay("n1", net.members["n0"].transport)
+    assert net.members["n0"].hints.backlog == {"n1": 1}
+    net.heal()
+    assert await net.members["n0"].hints.replay("n1", net.members["n0"].transport) == 1
+
+
+async def test_lost_acks_still_count_as_hints_and_replay_is_idempotent(net: FakeNetwork) -> None:
+    net.drop_replies_from.add("n1")
+    await put(net, "n0", b"k", b"v")  # n0 + n2 ack; n1 applied it but its reply was lost
+    await drain(net)
+    assert local(net, "n1", b"k") == b"v"
+    assert net.members["n0"].hints.backlog == {"n1": 1}
+    net.heal()
+    await net.members["n0"].hints.replay("n1", net.members["n0"].transport)
+    assert local(net, "n1", b"k") == b"v"
+
+
+async def test_quorum_not_reached_says_how_many_answered(net: FakeNetwork) -> None:
+    net.isolate("n0")
+    with pytest.raises(NotEnoughReplicasError) as info:
+        await put(net, "n0", b"k", b"v")
+    assert (info.value.needed, info.value.answered) == (2, 1)
+    await put(net, "n0", b"k2", b"v", level="one")  # one is enough
+    with pytest.raises(NotEnoughReplicasError):
+        await net.members["n0"].coordinator.read(b"k2", "quorum")
+
+
+async def test_read_repair_fixes_a_stale_replica(net: FakeNetwork) -> None:
+    net.isolate("n2")
+    await put(net, "n0", b"k", b"new")
+    await drain(net)
+    net.members["n0"].hints.backlog.clear()  # as if the hints were lost
+    net.heal()
+    rec = await net.members["n2"].coordinator.read(b"k", "quorum")  # n2 asks itself + n0
+    assert rec is not None and rec.value == b"new"
+    await drain(net)
+    assert local(net, "n2", b"k") == b"new"
+
+
+async def test_anti_entropy_converges_after_lossy_writes(net: FakeNetwork) -> None:
+    net.loss = 0.4
+    acked: dict[bytes, bytes] = {}
+    for i in range(300):
+        key, value = b"k%03d" % i, b"v%d" % i
+        try:
+            await put(net, f"n{i % 3}", key, value, level="one")
+        except NotEnoughReplicasError:
+            continue
+        acked[key] = value
+    await drain(net)
+    for node in net.members.values():
+        node.hints.backlog.clear()  # rely on anti-entropy alone
+    net.heal()
+    for _ in range(3):
+        for node in net.members.values():
+            await node.anti_entropy.run_round()
+    digests = [n.kv.storage.bucket_digests() for n in net.members.values()]
+    assert digests[0] == digests[1] == digests[2]
+    for key, value in acked.items():
+        assert {local(net, n, key) for n in net.members} == {value}
+    assert net.members["n0"].anti_entropy.out_of_sync == 0
+
+
+async def test_anti_entropy_propagates_deletes(net: FakeNetwork) -> None:
+    await put(net, "n0", b"gone", b"v")
+    net.isolate("n2")
+    node = net.members["n0"]
+    await node.coordinator.write(b"gone", node.kv.stamp(b"", None, tombstone=True), "quorum")
+    await drain(net)
+    node.hints.backlog.clear()
+    net.heal()
+    assert local(net, "n2", b"gone") == b"v"
+    await net.members["n2"].anti_entropy.run_round()
+    assert local(net, "n2", b"gone") is None
