@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,10 @@ class FakeTransport:
         self.net = net
         self.src = src
 
-    async def replicate(self, peer: str, key: bytes, rec: Record) -> Record | None:
+    def replicate(self, peer: str, key: bytes, rec: Record) -> Awaitable[Record | None]:
+        return asyncio.ensure_future(self._replicate_one(peer, key, rec))
+
+    async def _replicate_one(self, peer: str, key: bytes, rec: Record) -> Record | None:
         return (await self.replicate_many(peer, [(key, rec)]))[0]
 
     async def replicate_many(
@@ -83,7 +86,10 @@ class FakeTransport:
         doc = await self.net.deliver(self.src, peer, "replicate", wire.encode_records(items))
         return [wire.maybe_record(raw) for raw in doc]
 
-    async def read(self, peer: str, key: bytes) -> Record | None:
+    def read(self, peer: str, key: bytes) -> Awaitable[Record | None]:
+        return asyncio.ensure_future(self._read(peer, key))
+
+    async def _read(self, peer: str, key: bytes) -> Record | None:
         doc = await self.net.deliver(self.src, peer, "read", [key])
         return wire.maybe_record(doc[0])
 

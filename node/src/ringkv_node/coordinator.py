@@ -72,33 +72,33 @@ class Coordinator:
 
     # -- writes --------------------------------------------------------------
 
-    async def _write_one(self, owner: str, key: bytes, rec: Record) -> Record | None:
+    def _start_write(self, owner: str, key: bytes, rec: Record) -> asyncio.Future[Any]:
         if owner == self.node_id:
-            return (await self.kv.apply(key, rec)).previous
-        try:
-            return await self.transport.replicate(owner, key, rec)
-        except PeerError:
-            await self.hints.add(owner, [(key, rec)])
-            raise
+            return self.kv.enqueue_apply(key, rec)
+        fut = asyncio.ensure_future(self.transport.replicate(owner, key, rec))
+        fut.add_done_callback(lambda f: self._hint_if_failed(f, owner, [(key, rec)]))
+        return fut
+
+    def _hint_if_failed(
+        self, fut: asyncio.Future[Any], owner: str, items: list[tuple[bytes, Record]]
+    ) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self._track(asyncio.ensure_future(self.hints.add(owner, items)))
 
     async def write(self, key: bytes, rec: Record, level: str) -> WriteResult:
         owners = self.owners(key)
         needed = required_acks(level, len(owners))
         self.kv.hlc.observe(rec.version.ts)
-        tasks = [asyncio.ensure_future(self._write_one(o, key, rec)) for o in owners]
-        acks: list[Record | None] = []
-        failed = 0
-        pending: set[asyncio.Future[Record | None]] = set(tasks)
-        while pending and len(acks) < needed and failed <= len(owners) - needed:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is None:
-                    acks.append(task.result())
-                else:
-                    failed += 1
-        for task in pending:  # the slower owners finish (or get hinted) in the background
-            self._track(task)
+        futs = [self._start_write(o, key, rec) for o in owners]
+        acks = await gather_quorum(futs, needed)
         if len(acks) < needed:
+            # Say truthfully how many have it: the local write is only an fsync away.
+            if self.node_id in owners:
+                local = futs[owners.index(self.node_id)]
+                await asyncio.wait([local])
+            acks = [
+                f.result() for f in futs if f.done() and not f.cancelled() and not f.exception()
+            ]
             raise NotEnoughReplicasError(needed, len(acks), len(owners), "write")
         return WriteResult(newest(acks), len(acks))
 
@@ -137,10 +137,12 @@ class Coordinator:
 
     # -- reads ---------------------------------------------------------------
 
-    async def _read_one(self, owner: str, key: bytes) -> Record | None:
+    def _start_read(self, owner: str, key: bytes) -> asyncio.Future[Any]:
         if owner == self.node_id:
-            return self.kv.storage.get(key)
-        return await self.transport.read(owner, key)
+            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            fut.set_result(self.kv.storage.get(key))
+            return fut
+        return asyncio.ensure_future(self.transport.read(owner, key))
 
     async def read(self, key: bytes, level: str) -> Record | None:
         """The newest record among R owners (tombstones and expired included)."""
@@ -150,19 +152,18 @@ class Coordinator:
         if needed == 1 and order[0] == self.node_id:
             return self.kv.storage.get(key)
         answers: dict[str, Record | None] = {}
-        queue = list(order)
-        pending: dict[asyncio.Future[Record | None], str] = {}
+        asked = 0
         while len(answers) < needed:
-            while queue and len(pending) + len(answers) < needed:
-                owner = queue.pop(0)
-                pending[asyncio.ensure_future(self._read_one(owner, key))] = owner
-            if not pending:
+            # ask just enough owners; if some fail, ask the next ones
+            batch = order[asked : asked + needed - len(answers)]
+            if not batch:
                 raise NotEnoughReplicasError(needed, len(answers), len(owners), "read")
-            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                owner = pending.pop(task)
-                if task.exception() is None:
-                    answers[owner] = task.result()
+            asked += len(batch)
+            futs = [self._start_read(o, key) for o in batch]
+            await gather_quorum(futs, len(futs))
+            for owner, fut in zip(batch, futs, strict=True):
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    answers[owner] = fut.result()
         winner = newest(answers.values())
         for owner in stale(answers, winner):
             assert winner is not None
@@ -188,6 +189,39 @@ class Coordinator:
         """Let background repairs and slow replica writes finish (on shutdown)."""
         if self._background:
             await asyncio.wait(list(self._background), timeout=timeout_s)
+
+
+async def gather_quorum(futs: list[asyncio.Future[Any]], needed: int) -> list[Any]:
+    """Results of the first `needed` futures to succeed, or of all that did.
+
+    Returns as soon as `needed` succeeded or too many failed for that to
+    happen; the rest run on. Callbacks instead of `asyncio.wait`: this is on
+    every request.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    results: list[Any] = []
+    failed = 0
+    total = len(futs)
+
+    def on_done(fut: asyncio.Future[Any]) -> None:
+        nonlocal failed
+        error = None if fut.cancelled() else fut.exception()  # always retrieve it
+        if done.done():
+            return
+        if fut.cancelled() or error is not None:
+            failed += 1
+        else:
+            results.append(fut.result())
+        if len(results) >= needed or failed > total - needed:
+            done.set_result(None)
+
+    for fut in futs:
+        fut.add_done_callback(on_done)
+    if total == 0 or needed == 0:
+        return results
+    await done
+    return results
 
 
 async def _quietly(fut: asyncio.Future[Any]) -> None:

@@ -76,12 +76,16 @@ class GroupCommitter(Generic[Op]):
 
     async def submit(self, op: Op) -> Any:
         """Queue `op`; return its result once the batch holding it is committed."""
+        return await self.enqueue(op)
+
+    def enqueue(self, op: Op) -> asyncio.Future[Any]:
+        """Queue `op`; the future resolves once the batch holding it is committed."""
         if self._closed:
             raise ClosedError("storage is closing; write not applied")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._queue.put((op, fut, loop))
-        return await fut
+        return fut
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking writes, finish those already queued, join the thread."""

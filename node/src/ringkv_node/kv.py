@@ -120,6 +120,12 @@ class KV:
         applied: Applied = await self.storage.write(lambda wt: _apply_in(wt, key, rec, now))
         return applied
 
+    def enqueue_apply(self, key: bytes, rec: Record) -> asyncio.Future[Record | None]:
+        """Apply `rec`; the future resolves to the previous record once durable."""
+        self.hlc.observe(rec.version.ts)
+        now = self.clock_ms()
+        return self.storage.enqueue(lambda wt: _apply_in(wt, key, rec, now).previous)
+
     async def apply_many(self, items: Sequence[tuple[bytes, Record]]) -> list[Applied]:
         """Apply several records in one transaction (a replica batch, or an atomic one)."""
         for _, rec in items:

@@ -17,6 +17,7 @@ node state), `expiry` (expires_ms:u64 + key, TTL index) and `tombs`
 
 from __future__ import annotations
 
+import asyncio
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -193,7 +194,11 @@ class Storage:
 
     async def write(self, op: WriteOp) -> Any:
         """Apply `op` in the next group-committed transaction; durable on return."""
-        return await self._committer.submit(op)
+        return await self._committer.enqueue(op)
+
+    def enqueue(self, op: WriteOp) -> asyncio.Future[Any]:
+        """Like `write`, as a future (no coroutine per write on hot paths)."""
+        return self._committer.enqueue(op)
 
     def _run_batch(self, ops: list[WriteOp]) -> list[Outcome]:
         try:

@@ -8,8 +8,9 @@ with replica writes and reads to each peer coalesced by `Batcher`.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -31,15 +32,15 @@ class PeerError(Exception):
 
 
 class Transport(Protocol):
-    async def replicate(self, peer: str, key: bytes, rec: Record) -> Record | None:
-        """Apply `rec` on `peer`; return what it held before (coalesced)."""
+    def replicate(self, peer: str, key: bytes, rec: Record) -> Awaitable[Record | None]:
+        """Apply `rec` on `peer`; resolves to what it held before (coalesced)."""
 
     async def replicate_many(
         self, peer: str, items: Sequence[tuple[bytes, Record]]
     ) -> list[Record | None]:
         """Apply all `items` on `peer` in one request and one transaction."""
 
-    async def read(self, peer: str, key: bytes) -> Record | None:
+    def read(self, peer: str, key: bytes) -> Awaitable[Record | None]:
         """`peer`'s record for `key`, tombstones included (coalesced)."""
 
     async def call(self, peer: str, name: str, doc: Any) -> Any:
@@ -128,7 +129,7 @@ class HttpTransport:
         doc = await self._post(peer, "read", list(keys))
         return [wire.maybe_record(raw) for raw in doc]
 
-    async def replicate(self, peer: str, key: bytes, rec: Record) -> Record | None:
+    def replicate(self, peer: str, key: bytes, rec: Record) -> asyncio.Future[Record | None]:
         batcher = self._writers.get(peer)
         if batcher is None:
 
@@ -136,9 +137,9 @@ class HttpTransport:
                 return await self.replicate_many(peer, items)
 
             batcher = self._writers[peer] = Batcher(send)
-        return await batcher.submit((key, rec))
+        return batcher.enqueue((key, rec))
 
-    async def read(self, peer: str, key: bytes) -> Record | None:
+    def read(self, peer: str, key: bytes) -> asyncio.Future[Record | None]:
         batcher = self._readers.get(peer)
         if batcher is None:
 
@@ -146,7 +147,7 @@ class HttpTransport:
                 return await self._read_many(peer, keys)
 
             batcher = self._readers[peer] = Batcher(send)
-        return await batcher.submit(key)
+        return batcher.enqueue(key)
 
     async def call(self, peer: str, name: str, doc: Any) -> Any:
         return await self._post(peer, name, doc)
