@@ -61,6 +61,7 @@ def manifests(ns: str) -> list[dict[str, Any]]:
         "RINGKV_DATA_DIR": "/data",
         "RINGKV_MAP_SIZE": "64Mi",
         "RINGKV_LISTEN": "0.0.0.0:8080",
+        "RINGKV_TOKEN": f"e2e-{ns}",  # several nodes need a cluster token (auth between peers)
     }
     return [
         {
@@ -163,6 +164,17 @@ def wait_ready(kubectl: Kubectl, ns: str, timeout: float = 300) -> dict[str, dic
         ]
         if len(ready) == REPLICAS:
             return pods
+        crashing = [
+            n
+            for n, p in pods.items()
+            for c in p["status"].get("containerStatuses", [])
+            if c["restartCount"] >= 3
+        ]
+        if crashing:
+            logs = kubectl.run(
+                "logs", "-n", ns, crashing[0], "--previous", "--tail=20", check=False
+            )
+            pytest.fail(f"pods restarting: {crashing}; last log of {crashing[0]}:\n{logs.stdout}")
         time.sleep(2)
     states = {n: p["status"].get("phase") for n, p in pods.items()}
     pytest.fail(f"pods not ready after {timeout:.0f} s: {states}")
