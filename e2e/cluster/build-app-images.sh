@@ -19,8 +19,14 @@ WHEELS="$REPO_ROOT/build/wheels"
 mkdir -p "$WHEELS"
 rm -f "$WHEELS"/ringkv-*.whl "$WHEELS"/ringkv_node-*.whl   # ours are rebuilt every time
 log "pip wheel ./client ./node -> build/wheels"
-"$PYBIN" -m pip wheel -q --wheel-dir "$WHEELS" "$REPO_ROOT/client" "$REPO_ROOT/node" \
-  >"$RINGKV_CACHE/pip-wheel.log" 2>&1 || { tail -30 "$RINGKV_CACHE/pip-wheel.log" >&2; die "pip wheel failed"; }
+# Offline first, from the wheelhouse of an earlier run (it also holds setuptools for
+# the isolated build); on a cold machine or with new dependencies, ask PyPI.
+if ! "$PYBIN" -m pip wheel -q --no-index --find-links "$WHEELS" --wheel-dir "$WHEELS" \
+       "$REPO_ROOT/client" "$REPO_ROOT/node" >"$RINGKV_CACHE/pip-wheel.log" 2>&1; then
+  "$PYBIN" -m pip wheel -q --wheel-dir "$WHEELS" "$REPO_ROOT/client" "$REPO_ROOT/node" \
+    "setuptools>=68" >"$RINGKV_CACHE/pip-wheel.log" 2>&1 \
+    || { tail -30 "$RINGKV_CACHE/pip-wheel.log" >&2; die "pip wheel failed"; }
+fi
 
 log "docker build $NODE_IMAGE FROM $PYTHON_BASE"
 DOCKER_BUILDKIT=0 docker build --build-arg "BASE=$PYTHON_BASE" -f "$REPO_ROOT/node/Dockerfile" \

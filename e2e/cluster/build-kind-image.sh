@@ -12,9 +12,9 @@
 # Skips everything when `docker image inspect` finds the tag. Prints KIND_NODE_IMAGE=<tag>.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-RECIPE=1  # bump when this script changes in a way the hash below cannot see
+RECIPE=1  # bump when a change elsewhere (e.g. lib.sh's rootfs_image) should rebuild the image
 key="$( { echo "$RECIPE"; cat "$CLUSTER_DIR/versions.env" "$CLUSTER_DIR/build-kind-image.sh" \
-          "$CLUSTER_DIR/build-base-images.sh" "$CLUSTER_DIR/lib.sh" "$CLUSTER_DIR/gomod/pause/main.go";
+          "$CLUSTER_DIR/build-base-images.sh" "$CLUSTER_DIR/gomod/pause/main.go";
           (cd "$CLUSTER_DIR/node-image" && find files -type f | sort | xargs cat); } | hash_of)"
 NODE_TAG="$IMAGE_PREFIX/kind-node:$K8S_VERSION-$key"
 if image_exists "$NODE_TAG"; then
@@ -47,7 +47,6 @@ build_image() {  # build_image TAG FROM BIN DEST [ENTRYPOINT-JSON] [USER]
     [ -n "$ep" ] && echo "ENTRYPOINT $ep"; true; } >"$d/Dockerfile"
   DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$d" >/dev/null
 }
-printf 'FROM scratch\n' >/dev/null
 all_images=()
 while read -r img; do
   name="${img%:*}"; name="${name##*/}"

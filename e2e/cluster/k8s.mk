@@ -16,7 +16,7 @@ export KIND_NODE_IMAGE KIND_CLUSTER
 
 .PHONY: k8s-tools k8s-test-bins apiserver-up apiserver-down kind-image kind-up kind-down images e2e-smoke test-k8s-api dockerd-up
 
-k8s-tools: ## Build all pinned Kubernetes binaries, kind, helm, crictl, etcd, CoreDNS (cached in ~/.cache/ringkv)
+k8s-tools: ## Build the pinned Kubernetes binaries, kind, helm, etcd, CoreDNS, local-path (~/.cache/ringkv)
 	$(K8S_CLUSTER_DIR)/build-k8s.sh all
 	$(K8S_CLUSTER_DIR)/build-tools.sh all
 
@@ -39,14 +39,14 @@ kind-image: ## Assemble the offline kind node image (skipped when already in Doc
 	$(K8S_CLUSTER_DIR)/build-kind-image.sh
 
 images: ## Build the Debian Python base image and our node image (ringkv/node:e2e)
-	$(K8S_CLUSTER_DIR)/build-app-images.sh
+	PYBIN=$(abspath $(PY)) $(K8S_CLUSTER_DIR)/build-app-images.sh
 
-kind-up: ## Create the kind cluster $(KIND_CLUSTER) (kubeconfig in ~/.cache/ringkv/kind/$(KIND_CLUSTER).kubeconfig)
+kind-up: ## Create kind cluster ringkv-e2e if absent; kubeconfig ~/.cache/ringkv/kind/ringkv-e2e.kubeconfig
 	$(K8S_CLUSTER_DIR)/kind-up.sh up
 
-kind-down: ## Delete the kind cluster $(KIND_CLUSTER)
+kind-down: ## Delete the kind cluster (KIND_CLUSTER, default ringkv-e2e)
 	$(K8S_CLUSTER_DIR)/kind-up.sh down
 
-e2e-smoke: kind-up images ## Load our images into kind and run the tier-4 smoke test
+e2e-smoke: k8s-tools kind-up images ## Build all, create kind if absent, load ringkv/node:e2e, run the tier-4 smoke
 	$(K8S_CLUSTER_DIR)/kind-up.sh load
-	RINGKV_KIND_CLUSTER=$(KIND_CLUSTER) $(PY) -m pytest e2e/tests -m kind
+	RINGKV_REQUIRE_KIND=1 $(PY) -m pytest e2e/tests -m kind

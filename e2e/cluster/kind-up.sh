@@ -30,8 +30,12 @@ up() {
     eval "$("$CLUSTER_DIR/build-kind-image.sh")"   # -> KIND_NODE_IMAGE
     image="$KIND_NODE_IMAGE"; offline=true
   fi
+  local node="$KIND_CLUSTER-control-plane"
+  if cluster_exists && [ "$(docker inspect -f '{{.Config.Image}}' "$node" 2>/dev/null)" != "$image" ]; then
+    log "cluster $KIND_CLUSTER runs $(docker inspect -f '{{.Config.Image}}' "$node"), not $image: recreating it"
+    "$KIND" delete cluster --name "$KIND_CLUSTER"
+  fi
   if cluster_exists; then
-    local node="$KIND_CLUSTER-control-plane"
     if [ "$(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null)" != true ]; then
       log "cluster $KIND_CLUSTER exists but $node is not running: starting it"
       docker start "$node" >/dev/null

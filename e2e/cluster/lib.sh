@@ -66,6 +66,10 @@ debian_mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
+# Prefer Debian's docker CLI (same version as the daemon we start): a newer CLI
+# without the buildx plugin prints a deprecation banner for every classic build.
+docker() { if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else command docker "$@"; fi; }
+
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
 # debootstrap a minbase rootfs with the given packages and `docker import` it.
