@@ -81,6 +81,7 @@ for i in 0 1 2; do
 done
 for u in "${URLS[@]}"; do wait_http "$u/readyz"; done
 read -r K_PUT K_PUT50 K_PUT99 < <(run_wrk ringkv-put "${URLS[@]}")
+"$VENV/bin/python" bench/prefill.py "${URLS[0]}" "$KEYS" "$TOKEN"
 read -r K_GET K_GET50 K_GET99 < <(run_wrk ringkv-get "${URLS[@]}")
 for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 wait 2>/dev/null || true

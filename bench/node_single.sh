@@ -67,6 +67,7 @@ run_wrk() { # put|get -> "ops p50 p99"
     sed -E 's/RESULT ops=([0-9.]+) p50_ms=([0-9.]+) p99_ms=([0-9.]+).*/\1 \2 \3/' <<<"$line"
 }
 read -r K_PUT K_PUT50 K_PUT99 < <(run_wrk put)
+"$VENV/bin/python" bench/prefill.py "http://127.0.0.1:$NODE_PORT" "$KEYS"
 read -r K_GET K_GET50 K_GET99 < <(run_wrk get)
 BATCH=$(curl -fsS "http://127.0.0.1:$NODE_PORT/metrics" | awk '
     /^ringkv_commit_batch_ops_sum/ {s=$2} /^ringkv_commit_batch_ops_count/ {c=$2}

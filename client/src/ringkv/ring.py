@@ -14,7 +14,7 @@ math lives once, here (DESIGN §2). The module is pure (stdlib and xxhash only):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,17 @@ def partition(key: str | bytes, partitions: int = DEFAULT_PARTITIONS) -> int:
     """Partition of `key` among `partitions` (a power of two): top bits of xxh64."""
     shift = 64 - (_check_partitions(partitions).bit_length() - 1)
     return int(xxhash.xxh64_intdigest(_hashed_bytes(key))) >> shift
+
+
+def partitioner(partitions: int) -> Callable[[bytes], int]:
+    """`partition` with Q fixed: the shift is computed once (storage hot path)."""
+    shift = 64 - (_check_partitions(partitions).bit_length() - 1)
+    digest = xxhash.xxh64_intdigest
+
+    def part(key: bytes) -> int:
+        return int(digest(_hashed_bytes(key))) >> shift
+
+    return part
 
 
 @dataclass(frozen=True, slots=True)

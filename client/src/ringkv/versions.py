@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["HLC", "LOGICAL_BITS", "Version", "parse_version"]
 
@@ -22,9 +22,11 @@ _LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
 _MAX_TS = (1 << 64) - 1
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Version:
-    """A totally ordered version: HLC timestamp, then writer id."""
+class Version(NamedTuple):
+    """A totally ordered version: HLC timestamp, then writer id.
+
+    A named tuple: compared and hashed in C, built cheaply on every read.
+    """
 
     ts: int
     node: str

@@ -11,7 +11,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -85,7 +85,9 @@ def _check_auth(request: web.Request, scope: str, token: str | None, data_auth: 
         raise ApiError(403, "forbidden", "wrong token")
 
 
-def endpoint(route: str, scope: str | None = None) -> Callable[[Handler], Handler]:
+def endpoint(
+    route: str, scope: str | None = None, *, token: str | None = None, data_auth: bool = True
+) -> Callable[[Handler], Handler]:
     """Wrap a handler: token check, errors as JSON, metrics.
 
     A wrapper per route rather than an aiohttp middleware: middlewares cost a
@@ -93,19 +95,17 @@ def endpoint(route: str, scope: str | None = None) -> Callable[[Handler], Handle
     `scope` of None means "decide by path" (the catch-all routes).
     """
 
+    # decided once per route, not per request
+    open_route = scope == "open" or (scope == "data" and (token is None or not data_auth))
+
     def wrap(handler: Handler) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
             app = request.app
             resp: web.StreamResponse
             try:
-                settings = app[SETTINGS_KEY]
-                _check_auth(
-                    request,
-                    scope or _auth_scope(request.path),
-                    settings.token,
-                    settings.data_auth,
-                )
+                if not open_route:
+                    _check_auth(request, scope or _auth_scope(request.path), token, data_auth)
                 resp = await handler(request)
             except ApiError as exc:
                 resp = error_response(exc)
@@ -160,14 +160,22 @@ async def _no_route(request: web.Request) -> web.StreamResponse:
 # -- data routes --------------------------------------------------------------
 
 
-def _level(request: web.Request, default: str) -> str:
-    return protocol.parse_consistency(request.query.get("consistency")) or default
+_NO_QUERY: dict[str, str] = {}
+
+
+def _query(request: web.Request) -> Mapping[str, str]:
+    """The query parameters, without parsing anything when there are none."""
+    return request.query if "?" in request.raw_path else _NO_QUERY
+
+
+def _level(query: Mapping[str, str], default: str) -> str:
+    return protocol.parse_consistency(query.get("consistency")) or default
 
 
 async def get_key(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     key = path_key(request)
-    rec = await node.coordinator.read(key, _level(request, node.settings.read_consistency))
+    rec = await node.coordinator.read(key, _level(_query(request), node.settings.read_consistency))
     if not is_live(rec, node.kv.clock_ms()):
         return error_response(ApiError.not_found())
     assert rec is not None
@@ -181,8 +189,9 @@ async def put_key(request: web.Request) -> web.StreamResponse:
     kv = node.kv
     limits = kv_limits(request)
     key = path_key(request)
-    level = _level(request, node.settings.write_consistency)
-    ttl = protocol.parse_ttl(request.query.get("ttl"))
+    query = _query(request)
+    level = _level(query, node.settings.write_consistency)
+    ttl = protocol.parse_ttl(query.get("ttl"))
     length = request.content_length
     if length is not None and length > limits.max_value_bytes:
         raise ApiError.too_large(f"value is {length} bytes; the limit is {limits.max_value_bytes}")
@@ -205,7 +214,7 @@ async def delete_key(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     kv = node.kv
     key = path_key(request)
-    level = _level(request, node.settings.write_consistency)
+    level = _level(_query(request), node.settings.write_consistency)
     rec = kv.stamp(b"", None, tombstone=True)
     result = await node.coordinator.write(key, rec, level)
     prev = result.previous
@@ -350,15 +359,17 @@ _ROUTES: list[tuple[str, str, dict[str, Handler]]] = [
 ]
 
 
-def routes() -> list[web.RouteDef]:
+def routes(token: str | None, data_auth: bool) -> list[web.RouteDef]:
     """Every route, each path followed by its JSON 405, then a JSON 404 for the rest."""
     defs: list[web.RouteDef] = []
     for path, scope, handlers in _ROUTES:
         name = path.replace("{key:[\\s\\S]+}", "{key}")
+        wrap = endpoint(name, scope, token=token, data_auth=data_auth)
         for method, handler in handlers.items():
             extra = {"allow_head": False} if method == "GET" else {}
-            defs.append(web.RouteDef(method, path, endpoint(name, scope)(handler), extra))
+            defs.append(web.RouteDef(method, path, wrap(handler), extra))
         allowed = ", ".join(handlers)
-        defs.append(web.route("*", path, endpoint(name, scope)(_method_not_allowed(allowed))))
-    defs.append(web.route("*", "/{tail:.*}", endpoint("unmatched")(_no_route)))
+        defs.append(web.route("*", path, wrap(_method_not_allowed(allowed))))
+    unmatched = endpoint("unmatched", token=token, data_auth=data_auth)
+    defs.append(web.route("*", "/{tail:.*}", unmatched(_no_route)))
     return defs

@@ -44,7 +44,7 @@ def create_app(
     )
     app[SETTINGS_KEY] = settings
     app[METRICS_KEY] = Metrics()
-    app.add_routes(routes())
+    app.add_routes(routes(settings.token, settings.data_auth))
 
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics = app[METRICS_KEY]

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ringkv.ring import Ring
 from ringkv_node.hints import Hints
@@ -39,8 +38,7 @@ class NotEnoughReplicasError(Exception):
         self.answered = answered
 
 
-@dataclass(frozen=True, slots=True)
-class WriteResult:
+class WriteResult(NamedTuple):
     previous: Record | None  # newest previous record among acknowledging replicas
     acks: int
 
@@ -87,8 +85,10 @@ class Coordinator:
 
     async def write(self, key: bytes, rec: Record, level: str) -> WriteResult:
         owners = self.owners(key)
-        needed = required_acks(level, len(owners))
         self.kv.hlc.observe(rec.version.ts)
+        if len(owners) == 1 and owners[0] == self.node_id:  # one replica, and it is us
+            return WriteResult(await self.kv.enqueue_apply(key, rec), 1)
+        needed = required_acks(level, len(owners))
         futs = [self._start_write(o, key, rec) for o in owners]
         acks = await gather_quorum(futs, needed)
         if len(acks) < needed:
@@ -148,9 +148,9 @@ class Coordinator:
         """The newest record among R owners (tombstones and expired included)."""
         owners = self.owners(key)
         needed = required_acks(level, len(owners))
-        order = sorted(owners, key=lambda o: (o != self.node_id, self.transport_down(o)))
-        if needed == 1 and order[0] == self.node_id:
+        if needed == 1 and self.node_id in owners:
             return self.kv.storage.get(key)
+        order = sorted(owners, key=lambda o: (o != self.node_id, self.transport_down(o)))
         answers: dict[str, Record | None] = {}
         asked = 0
         while len(answers) < needed:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ringkv.versions import HLC, Version
 from ringkv_node.protocol import BatchOp
@@ -23,8 +23,7 @@ __all__ = ["KV", "Applied"]
 _MAX_SCANNED_PER_LIST = 50_000
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
+class Applied(NamedTuple):
     """Outcome of applying one record: what was there, and whether it was written."""
 
     previous: Record | None

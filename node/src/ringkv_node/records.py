@@ -13,7 +13,7 @@ value; it remembers the delete's version so an older write replayed later
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ringkv.versions import Version
 
@@ -23,8 +23,9 @@ _HEADER = struct.Struct(">QQBB")
 _TOMBSTONE = 0x01
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
+    """One replica's record for one key (a named tuple: cheap on every read)."""
+
     version: Version
     value: bytes = b""
     tombstone: bool = False

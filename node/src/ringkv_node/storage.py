@@ -10,14 +10,17 @@ Rules kept here (py-lmdb docs on threads and transactions):
 - the map size is a setting, and a full map is a `StorageFullError` for the
   writes of that batch (HTTP 507), never a crash.
 
-Sub-databases: `data` (key -> packed Record), `meta` (HLC high-water mark and
-node state), `expiry` (expires_ms:u64 + key, TTL index) and `tombs`
-(ts:u64 + key, tombstone index) so purges never scan the data.
+Sub-databases: `data` (partition:u16 + key -> packed Record: a partition is
+one range), `meta` (HLC high-water mark, ring), `expiry` (expires_ms:u64 +
+key, TTL index), `tombs` (ts:u64 + key, tombstone index) so purges never scan
+the data, and `hints`. Anti-entropy digests are kept in memory, updated after
+each commit, and rebuilt from the data when the storage opens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -26,7 +29,7 @@ from typing import Any, cast
 
 import lmdb
 
-from ringkv.ring import partition as partition_of
+from ringkv.ring import partitioner
 from ringkv_node import records
 from ringkv_node.digests import BUCKETS, bucket_of, record_digest
 from ringkv_node.groupcommit import GroupCommitter, Outcome
@@ -43,9 +46,8 @@ __all__ = [
 
 _U64 = struct.Struct(">Q")
 _PART = struct.Struct(">H")
-_PART_BUCKET = struct.Struct(">HB")
 _HLC_KEY = b"hlc"
-_DBS = ("data", "meta", "expiry", "tombs", "pidx", "digests", "hints")
+_DBS = ("data", "meta", "expiry", "tombs", "hints")
 
 
 class StorageError(RuntimeError):
@@ -70,26 +72,39 @@ class StorageStats:
 
 
 class WriteTxn:
-    """What a write operation may do inside the shared transaction."""
+    """What a write operation may do inside the shared transaction.
 
-    __slots__ = ("_dbs", "_partitions", "_txn", "max_ts")
+    Data keys are stored as `partition:u16 + key`, so one partition is one
+    range (anti-entropy buckets, rebalance streaming). Digest changes are
+    collected here and folded into the in-memory table only after commit.
+    """
 
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any], partitions: int) -> None:
+    __slots__ = ("_data", "_dbs", "_partition_of", "_txn", "digest_delta", "max_ts")
+
+    def __init__(
+        self, txn: lmdb.Transaction, dbs: dict[str, Any], partition_of: Callable[[bytes], int]
+    ) -> None:
         self._txn = txn
         self._dbs = dbs
-        self._partitions = partitions
+        self._data = dbs["data"]
+        self._partition_of = partition_of
         self.max_ts = 0
+        self.digest_delta: dict[tuple[int, int], int] = {}
+
+    def _pkey(self, key: bytes) -> bytes:
+        return _PART.pack(self._partition_of(key)) + key
 
     def get(self, key: bytes) -> Record | None:
         # buffers=False (the default): lmdb hands out bytes, never memoryviews
-        raw = cast("bytes | None", self._txn.get(key, db=self._dbs["data"]))
+        raw = cast("bytes | None", self._txn.get(self._pkey(key), db=self._data))
         return None if raw is None else records.decode(raw)
 
     def put(self, key: bytes, rec: Record, prev: Record | None) -> None:
         """Store `rec` for `key`, replacing `prev` (as read in this transaction)."""
         self._unindex(key, prev)
-        self._txn.put(key, records.encode(rec), db=self._dbs["data"])
-        self._fingerprint(key, prev, rec)
+        part = self._partition_of(key)
+        self._txn.put(_PART.pack(part) + key, records.encode(rec), db=self._data)
+        self._fingerprint(part, key, prev, rec)
         if rec.expires_ms:
             self._txn.put(_U64.pack(rec.expires_ms) + key, b"", db=self._dbs["expiry"])
         if rec.tombstone:
@@ -100,24 +115,18 @@ class WriteTxn:
     def remove(self, key: bytes, prev: Record) -> None:
         """Forget `key` entirely (purge): no tombstone is left."""
         self._unindex(key, prev)
-        self._txn.delete(key, db=self._dbs["data"])
-        self._fingerprint(key, prev, None)
+        part = self._partition_of(key)
+        self._txn.delete(_PART.pack(part) + key, db=self._data)
+        self._fingerprint(part, key, prev, None)
 
-    def _fingerprint(self, key: bytes, old: Record | None, new: Record | None) -> None:
-        """Keep the partition index and the bucket digest in step with the data."""
-        part = partition_of(key, self._partitions)
-        dkey = _PART_BUCKET.pack(part, bucket_of(key))
-        raw = self._txn.get(dkey, db=self._dbs["digests"])
-        digest = 0 if raw is None else _U64.unpack(raw)[0]
+    def _fingerprint(self, part: int, key: bytes, old: Record | None, new: Record | None) -> None:
+        delta = 0
         if old is not None:
-            digest ^= record_digest(key, old.version)
+            delta ^= record_digest(key, old.version)
         if new is not None:
-            digest ^= record_digest(key, new.version)
-        self._txn.put(dkey, _U64.pack(digest), db=self._dbs["digests"])
-        if old is None and new is not None:
-            self._txn.put(_PART.pack(part) + key, b"", db=self._dbs["pidx"])
-        elif new is None:
-            self._txn.delete(_PART.pack(part) + key, db=self._dbs["pidx"])
+            delta ^= record_digest(key, new.version)
+        dkey = (part, bucket_of(key))
+        self.digest_delta[dkey] = self.digest_delta.get(dkey, 0) ^ delta
 
     def add_hint(self, target: str, key: bytes, rec: Record) -> None:
         """Remember that `target` missed `rec` (hinted handoff)."""
@@ -173,6 +182,7 @@ class Storage:
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.partitions = partitions
+        self._partition_of = partitioner(partitions)
         self._env = lmdb.open(
             path,
             map_size=map_size,
@@ -185,6 +195,7 @@ class Storage:
         )
         self._dbs = {name: self._env.open_db(name.encode()) for name in _DBS}
         self._data = self._dbs["data"]
+        self._digests = self._rebuild_digests()
         self._committer: GroupCommitter[WriteOp] = GroupCommitter(
             self._run_batch, max_batch=max_batch, on_batch=on_batch
         )
@@ -224,7 +235,7 @@ class Storage:
     def _apply(self, ops: list[WriteOp]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self._env.begin(write=True) as txn:
-            wt = WriteTxn(txn, self._dbs, self.partitions)
+            wt = WriteTxn(txn, self._dbs, self._partition_of)
             for op in ops:
                 try:
                     outcomes.append(Outcome(value=op(wt)))
@@ -238,25 +249,37 @@ class Storage:
                 old = txn.get(_HLC_KEY, db=self._dbs["meta"])
                 if old is None or _U64.unpack(old)[0] < wt.max_ts:
                     txn.put(_HLC_KEY, _U64.pack(wt.max_ts), db=self._dbs["meta"])
+        # committed: now the digests may say so
+        digests = self._digests
+        for (part, bucket), delta in wt.digest_delta.items():
+            row = digests.get(part)
+            if row is None:
+                row = digests[part] = [0] * BUCKETS
+            row[bucket] ^= delta
         return outcomes
 
     # -- reads (caller's thread; transactions closed before returning) -------
 
     def get(self, key: bytes) -> Record | None:
+        pkey = _PART.pack(self._partition_of(key)) + key
         with self._env.begin(db=self._data) as txn:
-            raw = txn.get(key)
+            raw = txn.get(pkey)
         return None if raw is None else records.decode(raw)
 
     def scan(self, start: bytes, *, inclusive: bool, limit: int) -> list[tuple[bytes, Record]]:
-        """Up to `limit` records in key order from `start`."""
+        """Up to `limit` records in key order from `start`, across all partitions.
+
+        Each partition is a sorted range; their heads are merged (one cursor
+        per partition, all in one short read transaction).
+        """
         out: list[tuple[bytes, Record]] = []
-        with self._env.begin(db=self._data) as txn, txn.cursor() as cur:
-            if not cur.set_range(start):
-                return out
-            for key, raw in cur.iternext():
-                if not inclusive and key == start:
-                    continue
-                out.append((bytes(key), records.decode(raw)))
+        with self._env.begin(db=self._data) as txn:
+            heads = [
+                _partition_iter(txn, _PART.pack(p), start, inclusive)
+                for p in range(self.partitions)
+            ]
+            for key, raw in heapq.merge(*heads):
+                out.append((key, records.decode(raw)))
                 if len(out) >= limit:
                     break
         return out
@@ -274,34 +297,34 @@ class Storage:
     # -- anti-entropy and streaming -------------------------------------------
 
     def bucket_digests(self) -> dict[int, list[int]]:
-        """Every partition's bucket digests (partitions with no data are absent)."""
-        out: dict[int, list[int]] = {}
-        with self._env.begin(db=self._dbs["digests"]) as txn, txn.cursor() as cur:
-            for dkey, raw in cur.iternext():
-                part, bucket = _PART_BUCKET.unpack(dkey)
-                out.setdefault(part, [0] * BUCKETS)[bucket] = _U64.unpack(raw)[0]
-        return out
+        """Every partition's bucket digests (partitions never written are absent)."""
+        return {part: list(row) for part, row in self._digests.items()}
+
+    def _rebuild_digests(self) -> dict[int, list[int]]:
+        """Compute the digest table from the data (at open: it lives in memory)."""
+        table: dict[int, list[int]] = {}
+        with self._env.begin(db=self._data) as txn, txn.cursor() as cur:
+            for pkey, raw in cur.iternext():
+                part = _PART.unpack_from(pkey)[0]
+                key = bytes(pkey[2:])
+                row = table.get(part)
+                if row is None:
+                    row = table[part] = [0] * BUCKETS
+                row[bucket_of(key)] ^= record_digest(key, records.decode(raw).version)
+        return table
 
     def partition_records(
         self, part: int, *, after: bytes = b"", limit: int = 1000, bucket: int | None = None
     ) -> list[tuple[bytes, Record]]:
         """Records of one partition in key order after `after` (optionally one bucket)."""
-        prefix = _PART.pack(part)
         out: list[tuple[bytes, Record]] = []
-        with self._env.begin() as txn, txn.cursor(db=self._dbs["pidx"]) as cur:
-            if not cur.set_range(prefix + after):
-                return out
-            for ikey in cur.iternext(keys=True, values=False):
-                if not ikey.startswith(prefix):
-                    break
-                key = bytes(ikey[2:])
-                if key == after or (bucket is not None and bucket_of(key) != bucket):
+        with self._env.begin(db=self._data) as txn:
+            for key, raw in _partition_iter(txn, _PART.pack(part), after, not after):
+                if bucket is not None and bucket_of(key) != bucket:
                     continue
-                raw = txn.get(key, db=self._data)
-                if raw is not None:
-                    out.append((key, records.decode(raw)))
-                    if len(out) >= limit:
-                        break
+                out.append((key, records.decode(raw)))
+                if len(out) >= limit:
+                    break
         return out
 
     # -- hints ------------------------------------------------------------------
@@ -359,6 +382,26 @@ class Storage:
         self._committer.close()
         self._env.sync(True)
         self._env.close()
+
+
+def _partition_iter(
+    txn: lmdb.Transaction, prefix: bytes, start: bytes, inclusive: bool
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, raw record) of one partition from `start`, in key order."""
+    cur = txn.cursor()
+    try:
+        if not cur.set_range(prefix + start):
+            return
+        for item in cur.iternext():
+            pkey, raw = cast("tuple[bytes, bytes]", item)
+            if not pkey.startswith(prefix):
+                return
+            key = pkey[2:]
+            if not inclusive and key == start:
+                continue
+            yield key, raw
+    finally:
+        cur.close()
 
 
 class _OpCrashedError(Exception):
