@@ -1,6 +1,29 @@
-"""ringkv: client, ring math and command line of the ringkv key-value store."""
+"""ringkv: client, ring math and command line of the ringkv key-value store.
 
+from ringkv import Client, AsyncClient
+kv = Client("http://127.0.0.1:7100")
+kv.put("k", b"v"); kv.get("k"); kv.delete("k"); kv.keys(prefix="user:")
+"""
+
+from ringkv._core import RetryPolicy
+from ringkv.aio import AsyncBatch, AsyncClient
+from ringkv.client import Batch, Client
+from ringkv.errors import (
+    AuthError,
+    BadRequestError,
+    ConflictError,
+    NoRingError,
+    NotEnoughReplicasError,
+    NotFoundError,
+    ResponseError,
+    RingkvError,
+    StorageFullError,
+    TimeoutError,
+    TransportError,
+    UnavailableError,
+)
 from ringkv.keys import DEFAULT_LIMITS, InvalidKeyError, Limits, encode_key
+from ringkv.ring import Member, Ring
 from ringkv.versions import HLC, Version, parse_version
 
 __version__ = "0.1.0.dev0"
@@ -8,8 +31,27 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "DEFAULT_LIMITS",
     "HLC",
+    "AsyncBatch",
+    "AsyncClient",
+    "AuthError",
+    "BadRequestError",
+    "Batch",
+    "Client",
+    "ConflictError",
     "InvalidKeyError",
     "Limits",
+    "Member",
+    "NoRingError",
+    "NotEnoughReplicasError",
+    "NotFoundError",
+    "ResponseError",
+    "RetryPolicy",
+    "Ring",
+    "RingkvError",
+    "StorageFullError",
+    "TimeoutError",
+    "TransportError",
+    "UnavailableError",
     "Version",
     "__version__",
     "encode_key",

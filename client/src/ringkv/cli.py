@@ -1,16 +1,210 @@
-"""The `ringkv` command line."""
+"""The `ringkv` command line: data commands over the client, and `local` clusters.
+
+    ringkv put greeting hello            ringkv get greeting
+    ringkv keys --prefix user:           ringkv status / ring
+    ringkv dump > backup.jsonl           ringkv load < backup.jsonl
+    ringkv local up --nodes 3
+
+`--url` (or RINGKV_URL, default http://127.0.0.1:7100) and `--token` (or
+RINGKV_TOKEN) choose the cluster. Output is for people; `--json` is for scripts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import base64
+import json
+import os
 import sys
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
+
+from ringkv.errors import RingkvError
 
 __all__ = ["main"]
 
 
-def _local_up(args: argparse.Namespace) -> int:
-    import os
+def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+    """A tqdm bar on stderr when tqdm is installed and stderr is a terminal."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        enabled = False
+    if not enabled or not sys.stderr.isatty():
+        return _NoBar()
+    return tqdm(total=total, desc=desc, unit="key", file=sys.stderr)
 
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from ringkv.client import Client
+
+    return Client(args.url.split(","), token=args.token, timeout=args.timeout)
+
+
+def _out(args: argparse.Namespace, doc: Any, human: str) -> None:
+    print(json.dumps(doc) if args.json else human)
+
+
+def _value_text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(value).decode()
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with _client(args) as kv:
+        value = kv.get(args.key, consistency=args.consistency)
+    if value is None:
+        _out(args, {"key": args.key, "found": False}, f"(not found: {args.key})")
+        return 1
+    if args.json:
+        _out(args, {"key": args.key, "value": base64.b64encode(value).decode()}, "")
+    else:
+        sys.stdout.buffer.write(value + (b"" if args.raw else b"\n"))
+    return 0
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
+    with _client(args) as kv:
+        previous = kv.put(args.key, value, consistency=args.consistency, ttl=args.ttl)
+    human = "created" if previous is None else f"updated (was {_value_text(previous)})"
+    prev64 = None if previous is None else base64.b64encode(previous).decode()
+    _out(args, {"key": args.key, "previous": prev64}, human)
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _client(args) as kv:
+        previous = kv.delete(args.key, consistency=args.consistency)
+    if previous is None:
+        _out(args, {"key": args.key, "deleted": False}, f"(not found: {args.key})")
+        return 1
+    _out(args, {"key": args.key, "deleted": True}, f"deleted (was {_value_text(previous)})")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    with _client(args) as kv:
+        keys = kv.keys(prefix=args.prefix, start_after=args.start_after, limit=args.limit)
+    _out(args, {"keys": keys}, "\n".join(keys))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as kv:
+        ring = kv.ring()
+        nodes = []
+        for member in ring.members:
+            try:
+                nodes.append(kv.status(member.url))
+            except RingkvError as exc:
+                nodes.append({"node_id": member.id, "error": str(exc)})
+    if args.json:
+        _out(args, {"epoch": ring.epoch, "nodes": nodes}, "")
+        return 0
+    print(f"ring epoch {ring.epoch}: {ring.partitions} partitions, N={ring.replication_factor}")
+    for st in nodes:
+        if "error" in st:
+            print(f"  {st['node_id']:<16} DOWN  {st['error']}")
+            continue
+        hints = sum(st["hints"]["backlog"].values())
+        print(
+            f"  {st['node_id']:<16} {'ready' if st['ready'] else 'NOT READY':<9} "
+            f"partitions {st['partitions_owned']:<5} entries {st['storage']['entries']:<9} "
+            f"hints {hints:<6} out-of-sync buckets {st['anti_entropy']['buckets_out_of_sync']}"
+        )
+    return 0
+
+
+def cmd_ring(args: argparse.Namespace) -> int:
+    with _client(args) as kv:
+        ring = kv.ring()
+    if args.json:
+        _out(args, ring.to_dict(), "")
+        return 0
+    print(f"epoch {ring.epoch}, {ring.partitions} partitions, N={ring.replication_factor}")
+    for m in ring.members:
+        zone = f" zone {m.zone}" if m.zone else ""
+        print(f"  {m.id:<16} {m.url}{zone}  owns {len(ring.partitions_of(m.id))} partitions")
+    return 0
+
+
+async def _dump(args: argparse.Namespace, out: IO[str]) -> int:
+    from ringkv.aio import AsyncClient
+
+    count = 0
+    async with AsyncClient(args.url.split(","), token=args.token, timeout=args.timeout) as kv:
+        keys = [k async for k in kv.iter_keys(prefix=args.prefix)]
+        bar = _progress(len(keys), "dump", not args.quiet)
+        sem = asyncio.Semaphore(32)
+
+        async def fetch(key: str) -> tuple[str, bytes | None]:
+            async with sem:
+                return key, await kv.get(key)
+
+        for start in range(0, len(keys), 1000):
+            chunk = await asyncio.gather(*(fetch(k) for k in keys[start : start + 1000]))
+            for key, value in chunk:
+                if value is not None:  # deleted since it was listed
+                    out.write(
+                        json.dumps({"key": key, "value": base64.b64encode(value).decode()}) + "\n"
+                    )
+                    count += 1
+            bar.update(len(chunk))
+        bar.close()
+    print(f"dumped {count} keys", file=sys.stderr)
+    return 0
+
+
+def _records(lines: Iterable[str]) -> Iterator[tuple[str, bytes]]:
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            yield doc["key"], base64.b64decode(doc["value"], validate=True)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"line {n}: not a ringkv dump record ({exc})") from None
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    source = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
+    bar = _progress(None, "load", not args.quiet)
+    count = 0
+    try:
+        with _client(args) as kv:
+            chunk: dict[str, bytes] = {}
+            for key, value in _records(source):
+                chunk[key] = value
+                if len(chunk) >= 500:
+                    kv.put_many(chunk)
+                    count += len(chunk)
+                    bar.update(len(chunk))
+                    chunk = {}
+            if chunk:
+                kv.put_many(chunk)
+                count += len(chunk)
+                bar.update(len(chunk))
+    finally:
+        bar.close()
+        if source is not sys.stdin:
+            source.close()
+    print(f"loaded {count} keys", file=sys.stderr)
+    return 0
+
+
+def _local_up(args: argparse.Namespace) -> int:
     from ringkv.local import LocalCluster, cluster_token, plan_nodes
 
     token = cluster_token(args.data_dir, args.token)
@@ -23,8 +217,50 @@ def _local_up(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ringkv", description="ringkv command line")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get("RINGKV_URL", "http://127.0.0.1:7100"),
+        help="a node URL, comma-separated seeds, or ringkv://<headless service>:8080",
+    )
+    common.add_argument("--token", default=os.environ.get("RINGKV_TOKEN") or None)
+    common.add_argument("--timeout", type=float, default=10.0)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    level = argparse.ArgumentParser(add_help=False)
+    level.add_argument("--consistency", choices=["one", "quorum", "all"], default=None)
+
+    parser = argparse.ArgumentParser(prog="ringkv", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("get", parents=[common, level], help="print a value")
+    p.add_argument("key")
+    p.add_argument("--raw", action="store_true", help="no newline after the value")
+    p.set_defaults(func=cmd_get)
+    p = sub.add_parser("put", parents=[common, level], help="store a value ('-' reads stdin)")
+    p.add_argument("key")
+    p.add_argument("value")
+    p.add_argument("--ttl", type=int, default=None, help="expire after this many seconds")
+    p.set_defaults(func=cmd_put)
+    p = sub.add_parser("delete", parents=[common, level], help="delete a key")
+    p.add_argument("key")
+    p.set_defaults(func=cmd_delete)
+    p = sub.add_parser("keys", parents=[common], help="list keys in order")
+    p.add_argument("--prefix", default=None)
+    p.add_argument("--start-after", default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.set_defaults(func=cmd_keys)
+    p = sub.add_parser("status", parents=[common], help="every node's state")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("ring", parents=[common], help="members and partition ownership")
+    p.set_defaults(func=cmd_ring)
+    p = sub.add_parser("dump", parents=[common], help="write every key as JSON lines to stdout")
+    p.add_argument("--prefix", default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=lambda a: asyncio.run(_dump(a, sys.stdout)))
+    p = sub.add_parser("load", parents=[common], help="load JSON lines written by dump")
+    p.add_argument("file", nargs="?", default="-")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_load)
+
     local = sub.add_parser("local", help="run a cluster of node processes on this machine")
     local_sub = local.add_subparsers(dest="local_command", required=True)
     up = local_sub.add_parser("up", help="start and supervise a local cluster")
@@ -47,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ValueError as exc:
+    except RingkvError as exc:
+        print(f"ringkv: {exc}", file=sys.stderr)
+        return 3
+    except (ValueError, OSError) as exc:
         print(f"ringkv: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130

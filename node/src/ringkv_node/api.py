@@ -97,6 +97,7 @@ def endpoint(
 
     # decided once per route, not per request
     open_route = scope == "open" or (scope == "data" and (token is None or not data_auth))
+    tell_epoch = scope == "data"  # clients refresh their ring when this moves
 
     def wrap(handler: Handler) -> Handler:
         async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -127,6 +128,8 @@ def endpoint(
             except Exception:
                 log.exception("unhandled error on %s %s", request.method, request.path)
                 resp = error_response(ApiError(500, "internal", "internal error; see the log"))
+            if tell_epoch:
+                resp.headers[EPOCH_HEADER] = str(app[NODE_KEY].ring.epoch)
             app[METRICS_KEY].observe_request(
                 route, request.method, resp.status, time.perf_counter() - started
             )

@@ -1,0 +1,379 @@
+"""The sans-I/O core shared by `Client` and `AsyncClient` (STYLE §4).
+
+Everything a client decides lives here, with no sockets: how a call becomes
+a request, which owners of a key to try and in what order, how an answer
+becomes a value or an exception, when to retry and how long to wait, and when
+the ring is stale. The two shells only send requests and sleep.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import random
+from collections.abc import Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from ringkv.errors import (
+    NoRingError,
+    NotEnoughReplicasError,
+    ResponseError,
+    TransportError,
+    UnavailableError,
+    error_for,
+)
+from ringkv.keys import Limits, encode_key
+from ringkv.ring import Ring
+
+__all__ = [
+    "Call",
+    "Request",
+    "Response",
+    "RetryPolicy",
+    "Router",
+    "batch_call",
+    "decode",
+    "key_call",
+]
+
+EPOCH_HEADER = "x-ringkv-epoch"
+VERSION_HEADER = "x-ringkv-version"
+CONSISTENCY_LEVELS = ("one", "quorum", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    url: str
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What the user asked for, before a node is chosen."""
+
+    method: str
+    path: str  # with query
+    key: bytes | None = None  # routes the call to the key's owners
+    body: bytes | None = None
+    content_type: str | None = None
+    idempotent: bool = True
+
+    def request(self, base_url: str, token: str | None) -> Request:
+        headers = {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if self.content_type:
+            headers["Content-Type"] = self.content_type
+        return Request(self.method, base_url + self.path, self.body, headers)
+
+
+def _query(**params: object) -> str:
+    clean = {k: str(v) for k, v in params.items() if v is not None}
+    return ("?" + urlencode(clean)) if clean else ""
+
+
+def _check_level(consistency: str | None) -> None:
+    if consistency is not None and consistency not in CONSISTENCY_LEVELS:
+        raise ValueError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+
+
+def to_bytes(value: bytes | str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"values are bytes or str, not {type(value).__name__}")
+
+
+def key_call(
+    method: str,
+    key: str | bytes,
+    limits: Limits,
+    *,
+    value: bytes | str | None = None,
+    consistency: str | None = None,
+    ttl: int | None = None,
+) -> Call:
+    raw = encode_key(key, limits)
+    _check_level(consistency)
+    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
+        raise ValueError("ttl must be a whole number of seconds >= 1")
+    body = None if value is None else to_bytes(value)
+    if body is not None and len(body) > limits.max_value_bytes:
+        raise ValueError(f"value is {len(body)} bytes; the limit is {limits.max_value_bytes}")
+    path = "/v1/kv/" + quote(raw, safe="") + _query(consistency=consistency, ttl=ttl)
+    return Call(method, path, raw, body)
+
+
+def batch_call(
+    ops: Sequence[tuple[str, str | bytes, bytes | str | None, int | None]],
+    limits: Limits,
+    *,
+    atomic: bool = False,
+    consistency: str | None = None,
+) -> Call:
+    """A /v1/batch call; ops are (op, key, value, ttl) with op "put" or "delete"."""
+    _check_level(consistency)
+    if not ops:
+        raise ValueError("a batch needs at least one op")
+    if len(ops) > limits.max_batch_ops:
+        raise ValueError(f"{len(ops)} ops; a batch holds at most {limits.max_batch_ops}")
+    doc_ops = []
+    first_key = None
+    for op, key, value, ttl in ops:
+        raw = encode_key(key, limits)
+        first_key = first_key or raw
+        item: dict[str, Any] = {"op": op, "key": raw.decode()}
+        if op == "put":
+            item["value"] = base64.b64encode(to_bytes(value or b"")).decode()
+            if ttl is not None:
+                item["ttl"] = ttl
+        elif op != "delete":
+            raise ValueError(f"batch op must be put or delete, not {op!r}")
+        doc_ops.append(item)
+    doc: dict[str, Any] = {"ops": doc_ops, "atomic": atomic}
+    if consistency:
+        doc["consistency"] = consistency
+    body = json.dumps(doc).encode()
+    # an atomic batch lives in one partition: send it to that partition's owners
+    return Call("POST", "/v1/batch", first_key if atomic else None, body, "application/json")
+
+
+def decode(resp: Response) -> Response:
+    """Raise the fitting `ResponseError` for an error answer; pass others through."""
+    if resp.status < 400:
+        return resp
+    try:
+        body = json.loads(resp.body)
+        if not isinstance(body, dict):
+            raise ValueError
+    except ValueError:
+        body = {"error": "http_error", "message": resp.body[:200].decode(errors="replace")}
+    raise error_for(resp.status, body)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When to try again, and how long to wait first (full jitter)."""
+
+    attempts: int = 4
+    backoff_s: float = 0.05
+    max_backoff_s: float = 1.0
+
+    def should_retry(self, call: Call, error: Exception, attempt: int) -> bool:
+        if attempt + 1 >= self.attempts:
+            return False
+        if isinstance(error, TransportError):
+            return call.idempotent
+        if isinstance(error, NotEnoughReplicasError):
+            return call.method == "GET"  # a failed write may still land; never repeat it
+        if isinstance(error, UnavailableError):
+            return error.code in ("unavailable", "http_error") and call.idempotent
+        return False
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        return rand() * min(self.max_backoff_s, self.backoff_s * (1 << attempt))
+
+
+class Router:
+    """Which node to send a call to: the key's owners first, then anyone."""
+
+    def __init__(self, seeds: Sequence[str]) -> None:
+        if not seeds:
+            raise ValueError("give at least one seed URL")
+        self.seeds = [s.rstrip("/") for s in seeds]
+        self.ring: Ring | None = None
+
+    def install(self, doc: Any) -> Ring:
+        ring = Ring.from_dict(doc)
+        if self.ring is None or ring.epoch >= self.ring.epoch:
+            self.ring = ring
+        return self.ring
+
+    def stale(self, resp: Response) -> bool:
+        """True when the node knows a newer ring than ours."""
+        epoch = resp.headers.get(EPOCH_HEADER, "")
+        return self.ring is not None and epoch.isdigit() and int(epoch) > self.ring.epoch
+
+    def candidates(self, call: Call) -> list[str]:
+        """Base URLs to try in order: owners of the key, then the other members, then seeds."""
+        out: list[str] = []
+        ring = self.ring
+        if ring is not None:
+            if call.key is not None:
+                out += [ring.member(m).url for m in ring.owners_of_key(call.key)]
+            members = [m.url for m in ring.members]
+            random.shuffle(members)
+            out += members
+        out += self.seeds
+        seen: set[str] = set()
+        return [u for u in out if not (u in seen or seen.add(u))]  # type: ignore[func-returns-value]
+
+    def ring_urls(self) -> list[str]:
+        urls = list(self.seeds)
+        if self.ring is not None:
+            urls = [m.url for m in self.ring.members] + urls
+        seen: set[str] = set()
+        return [u for u in urls if not (u in seen or seen.add(u))]  # type: ignore[func-returns-value]
+
+
+def no_ring(errors: Iterable[Exception]) -> NoRingError:
+    reasons = "; ".join(str(e) for e in errors) or "no seeds"
+    return NoRingError(f"no seed answered with a ring ({reasons})")
+
+
+def keys_path(prefix: str | None, start_after: str | None, limit: int | None) -> str:
+    return "/v1/keys" + _query(prefix=prefix or None, start_after=start_after, limit=limit)
+
+
+def keys_page(resp: Response) -> tuple[list[str], str | None]:
+    doc = json.loads(resp.body)
+    return list(doc["keys"]), doc.get("next")
+
+
+def previous_or_none(resp: Response) -> bytes | None:
+    """PUT/DELETE answers: 200 carries the previous value; 201/404 mean none."""
+    return resp.body if resp.status == 200 else None
+
+
+def batch_results(resp: Response) -> list[dict[str, Any]]:
+    doc = json.loads(resp.body)
+    out = []
+    for item in doc["results"]:
+        prev = item.get("previous")
+        out.append(
+            {
+                "status": item["status"],
+                "version": item["version"],
+                "previous": None if prev is None else base64.b64decode(prev),
+            }
+        )
+    return out
+
+
+def is_response_error(exc: Exception) -> bool:
+    return isinstance(exc, ResponseError)
+
+
+# -- the request loop, as a generator the shells drive -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Shell: send this request; send back a `Response`, or throw `TransportError`."""
+
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Shell: wait this long, then send back None."""
+
+    seconds: float
+
+
+Action = Send | Sleep
+
+
+def load_ring(router: Router, token: str | None) -> Generator[Action, Any, Ring]:
+    """Fetch /v1/ring from the members we know, then the seeds; install the first."""
+    errors: list[Exception] = []
+    for url in router.ring_urls():
+        try:
+            resp = yield Send(Call("GET", "/v1/ring").request(url, token))
+            return router.install(json.loads(decode(resp).body))
+        except (TransportError, ResponseError, ValueError) as exc:
+            if isinstance(exc, ResponseError) and exc.status in (401, 403):
+                raise
+            errors.append(exc)
+    raise no_ring(errors)
+
+
+def run_call(
+    call: Call, router: Router, policy: RetryPolicy, token: str | None, base_url: str | None = None
+) -> Generator[Action, Any, Response]:
+    """One call with routing, failover, backoff and ring refresh.
+
+    `base_url` pins the call to one node (status of a given node).
+    """
+    if router.ring is None and base_url is None:
+        yield from load_ring(router, token)
+    attempt = 0
+    while True:
+        urls = [base_url] if base_url else router.candidates(call)
+        url = urls[attempt % len(urls)]
+        try:
+            resp = decode((yield Send(call.request(url, token))))
+        except (TransportError, ResponseError) as exc:
+            if isinstance(exc, ResponseError) and exc.status == 409 and exc.code == "stale_epoch":
+                yield from _refresh(router, token)
+            elif not policy.should_retry(call, exc, attempt):
+                raise
+            else:
+                yield Sleep(policy.delay(attempt))
+            attempt += 1
+            if attempt >= policy.attempts:
+                raise
+            continue
+        if router.stale(resp):
+            yield from _refresh(router, token)
+        return resp
+
+
+def _refresh(router: Router, token: str | None) -> Generator[Action, Any, None]:
+    # on failure keep the ring we have; the next answer will tell again
+    with contextlib.suppress(NoRingError):
+        yield from load_ring(router, token)
+
+
+def service_names(target: str | Sequence[str]) -> list[tuple[str, int]]:
+    """The (host, port) of every `ringkv://host:port` in `target`, to resolve."""
+    items = [target] if isinstance(target, str) else list(target)
+    out = []
+    for item in items:
+        if item.startswith("ringkv://"):
+            hostport = item[len("ringkv://") :].rstrip("/")
+            host, _, port_text = hostport.rpartition(":")
+            if not host:
+                host, port_text = hostport, "8080"
+            if not port_text.isdigit():
+                raise ValueError(f"{item!r}: port must be a number")
+            out.append((host, int(port_text)))
+    return out
+
+
+def expand_seeds(
+    target: str | Sequence[str], resolve: Callable[[str, int], list[str]]
+) -> list[str]:
+    """Seed URLs from a URL, a list of URLs, or `ringkv://host:port` (all its addresses).
+
+    `ringkv://kv-peers.ns.svc.cluster.local:8080` names a headless Service:
+    every address it resolves to becomes a seed.
+    """
+    items = [target] if isinstance(target, str) else list(target)
+    names = iter(service_names(target))
+    seeds: list[str] = []
+    for item in items:
+        if item.startswith("ringkv://"):
+            host, port = next(names)
+            addrs = resolve(host, port)
+            if not addrs:
+                raise NoRingError(f"{host} resolved to no addresses")
+            seeds += [f"http://{a}:{port}" for a in addrs]
+        elif item.startswith(("http://", "https://")):
+            seeds.append(item.rstrip("/"))
+        else:
+            raise ValueError(f"{item!r} is not an http(s):// or ringkv:// URL")
+    return seeds

@@ -1,0 +1,237 @@
+"""`AsyncClient`: the asyncio shell around the sans-I/O core.
+
+Sends with one pooled aiohttp session, sleeps with `asyncio.sleep`. All
+decisions are in `_core`; the methods mirror `Client`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from ringkv import _core, errors
+from ringkv._core import Call, Request, Response, RetryPolicy, Router, Send
+from ringkv.errors import NotFoundError, TransportError
+from ringkv.keys import DEFAULT_LIMITS, Limits
+from ringkv.ring import Ring
+
+__all__ = ["AsyncBatch", "AsyncClient"]
+
+
+class AsyncClient:
+    """An asyncio ringkv client; use `async with AsyncClient(...) as kv:`."""
+
+    def __init__(
+        self,
+        target: str | Sequence[str],
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        pool_size: int = 64,
+        retry: RetryPolicy | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self._target = target
+        self._router: Router | None = None
+        self._token = token
+        self._timeout = timeout
+        self._pool_size = pool_size
+        self._retry = retry or RetryPolicy()
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _ready(self) -> Router:
+        if self._router is None:
+            loop = asyncio.get_running_loop()
+            resolved: dict[tuple[str, int], list[str]] = {}
+            for host, port in _core.service_names(self._target):
+                try:
+                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                except OSError as exc:
+                    raise TransportError(f"cannot resolve {host}: {exc}") from exc
+                resolved[(host, port)] = sorted({str(i[4][0]) for i in infos})
+            seeds = _core.expand_seeds(self._target, lambda h, p: resolved.get((h, p), []))
+            self._router = Router(seeds)
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._pool_size),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            )
+        return self._router
+
+    async def _send(self, req: Request) -> Response:
+        assert self._session is not None
+        try:
+            async with self._session.request(
+                req.method, req.url, data=req.body, headers=req.headers
+            ) as resp:
+                body = await resp.read()
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+                return Response(resp.status, headers, body)
+        except TimeoutError as exc:
+            raise errors.TimeoutError(
+                f"{req.method} {req.url}: no answer in {self._timeout}s"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransportError(f"{req.method} {req.url}: {exc!r}") from exc
+
+    async def _drive(self, gen: Generator[_core.Action, Any, Any]) -> Any:
+        value: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                action = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            if isinstance(action, Send):
+                try:
+                    value = await self._send(action.request)
+                except TransportError as exc:
+                    error = exc
+            else:
+                await asyncio.sleep(action.seconds)
+
+    async def _call(self, call: Call, base_url: str | None = None) -> Response:
+        router = await self._ready()
+        resp: Response = await self._drive(
+            _core.run_call(call, router, self._retry, self._token, base_url)
+        )
+        return resp
+
+    # -- keys ----------------------------------------------------------------
+
+    async def get(self, key: str | bytes, *, consistency: str | None = None) -> bytes | None:
+        call = _core.key_call("GET", key, self._limits, consistency=consistency)
+        try:
+            return (await self._call(call)).body
+        except NotFoundError:
+            return None
+
+    async def put(
+        self,
+        key: str | bytes,
+        value: bytes | str,
+        *,
+        consistency: str | None = None,
+        ttl: int | None = None,
+    ) -> bytes | None:
+        call = _core.key_call(
+            "PUT", key, self._limits, value=value, consistency=consistency, ttl=ttl
+        )
+        return _core.previous_or_none(await self._call(call))
+
+    async def delete(self, key: str | bytes, *, consistency: str | None = None) -> bytes | None:
+        call = _core.key_call("DELETE", key, self._limits, consistency=consistency)
+        try:
+            return _core.previous_or_none(await self._call(call))
+        except NotFoundError:
+            return None
+
+    async def keys(
+        self, prefix: str | None = None, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        out: list[str] = []
+        async for key in self.iter_keys(prefix, start_after):
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(key)
+        return out
+
+    async def iter_keys(
+        self, prefix: str | None = None, start_after: str | None = None, page_size: int = 1000
+    ) -> AsyncIterator[str]:
+        cursor = start_after
+        while True:
+            resp = await self._call(Call("GET", _core.keys_path(prefix, cursor, page_size)))
+            page, cursor = _core.keys_page(resp)
+            for key in page:
+                yield key
+            if cursor is None:
+                return
+
+    def batch(self, *, atomic: bool = False, consistency: str | None = None) -> AsyncBatch:
+        return AsyncBatch(self, atomic, consistency)
+
+    async def put_many(
+        self, items: Mapping[str, bytes | str], *, ttl: int | None = None
+    ) -> list[dict[str, Any]]:
+        return await self._batch([("put", k, v, ttl) for k, v in items.items()], False, None)
+
+    async def delete_many(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+        return await self._batch([("delete", k, None, None) for k in keys], False, None)
+
+    async def _batch(
+        self,
+        ops: Sequence[tuple[str, str | bytes, bytes | str | None, int | None]],
+        atomic: bool,
+        consistency: str | None,
+    ) -> list[dict[str, Any]]:
+        step = self._limits.max_batch_ops
+        chunks = [ops] if atomic else [ops[i : i + step] for i in range(0, len(ops), step)]
+        out: list[dict[str, Any]] = []
+        for chunk in chunks:
+            call = _core.batch_call(chunk, self._limits, atomic=atomic, consistency=consistency)
+            out += _core.batch_results(await self._call(call))
+        return out
+
+    # -- cluster -------------------------------------------------------------
+
+    async def ring(self, refresh: bool = True) -> Ring:
+        router = await self._ready()
+        ring = router.ring
+        if refresh or ring is None:
+            ring = await self._drive(_core.load_ring(router, self._token))
+        assert ring is not None
+        return ring
+
+    async def status(self, url: str | None = None) -> dict[str, Any]:
+        router = await self._ready()
+        resp = await self._call(Call("GET", "/v1/status"), url or router.seeds[0])
+        doc: dict[str, Any] = json.loads(resp.body)
+        return doc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> AsyncClient:
+        await self._ready()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncBatch:
+    def __init__(self, client: AsyncClient, atomic: bool, consistency: str | None) -> None:
+        self._client = client
+        self._atomic = atomic
+        self._consistency = consistency
+        self.ops: list[tuple[str, str | bytes, bytes | str | None, int | None]] = []
+        self.results: list[dict[str, Any]] | None = None
+
+    def put(self, key: str | bytes, value: bytes | str, *, ttl: int | None = None) -> AsyncBatch:
+        self.ops.append(("put", key, value, ttl))
+        return self
+
+    def delete(self, key: str | bytes) -> AsyncBatch:
+        self.ops.append(("delete", key, None, None))
+        return self
+
+    async def execute(self) -> list[dict[str, Any]]:
+        self.results = await self._client._batch(self.ops, self._atomic, self._consistency)
+        return self.results
+
+    async def __aenter__(self) -> AsyncBatch:
+        return self
+
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None and self.ops and self.results is None:
+            await self.execute()

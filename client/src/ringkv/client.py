@@ -1,0 +1,285 @@
+"""`Client`: the blocking shell around the sans-I/O core.
+
+Sends with `http.client` over a small keep-alive pool per node, safe to share
+between threads; sleeps with `time.sleep`. All decisions are in `_core`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from ringkv import _core, errors
+from ringkv._core import Call, Request, Response, RetryPolicy, Router, Send
+from ringkv.errors import NotFoundError, TransportError
+from ringkv.keys import DEFAULT_LIMITS, Limits
+from ringkv.ring import Ring
+
+__all__ = ["Batch", "Client"]
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise TransportError(f"cannot resolve {host}: {exc}") from exc
+    return sorted({str(info[4][0]) for info in infos})
+
+
+class _Pool:
+    """Keep-alive `HTTPConnection`s per (host, port), checked out one per request."""
+
+    def __init__(self, size: int, timeout: float) -> None:
+        self._size = size
+        self._timeout = timeout
+        self._idle: dict[tuple[str, str, int], queue.LifoQueue[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+
+    def _queue(self, key: tuple[str, str, int]) -> queue.LifoQueue[http.client.HTTPConnection]:
+        with self._lock:
+            q = self._idle.get(key)
+            if q is None:
+                q = self._idle[key] = queue.LifoQueue(self._size)
+            return q
+
+    def send(self, req: Request) -> Response:
+        url = urlsplit(req.url)
+        key = (url.scheme, url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+        path = url.path + (f"?{url.query}" if url.query else "")
+        idle = self._queue(key)
+        for fresh in (False, True):
+            conn = None
+            if not fresh:
+                try:
+                    conn = idle.get_nowait()
+                except queue.Empty:
+                    fresh = True
+            if conn is None:
+                cls = (
+                    http.client.HTTPSConnection if key[0] == "https" else http.client.HTTPConnection
+                )
+                conn = cls(key[1], key[2], timeout=self._timeout)
+            try:
+                conn.request(req.method, path, body=req.body, headers=req.headers)
+                resp = conn.getresponse()
+                body = resp.read()
+            except TimeoutError as exc:  # the builtin TimeoutError
+                conn.close()
+                raise errors.TimeoutError(
+                    f"{req.method} {req.url}: no answer in {self._timeout}s"
+                ) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if not fresh:
+                    continue  # a pooled connection the server had closed: try a new one
+                raise TransportError(f"{req.method} {req.url}: {exc!r}") from exc
+            if resp.will_close:
+                conn.close()
+            else:
+                try:
+                    idle.put_nowait(conn)
+                except queue.Full:
+                    conn.close()
+            headers = {k.lower(): v for k, v in resp.getheaders()}
+            return Response(resp.status, headers, body)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            for q in self._idle.values():
+                while True:
+                    try:
+                        q.get_nowait().close()
+                    except queue.Empty:
+                        break
+
+
+class Client:
+    """A blocking ringkv client that sends each key straight to one of its owners.
+
+    `target` is a URL (`http://kv.default.svc.cluster.local:8080`), a list of
+    seed URLs, or `ringkv://<headless service>:8080` (every address of it).
+    """
+
+    def __init__(
+        self,
+        target: str | Sequence[str],
+        *,
+        token: str | None = None,
+        timeout: float = 5.0,
+        pool_size: int = 32,
+        retry: RetryPolicy | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self._router = Router(_core.expand_seeds(target, _resolve))
+        self._token = token
+        self._retry = retry or RetryPolicy()
+        self._limits = limits
+        self._pool = _Pool(pool_size, timeout)
+        self._lock = threading.Lock()
+
+    # -- plumbing ------------------------------------------------------------
+
+    def _drive(self, gen: Generator[_core.Action, Any, Any]) -> Any:
+        value: Any = None
+        error: Exception | None = None
+        while True:
+            try:
+                action = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            if isinstance(action, Send):
+                try:
+                    value = self._pool.send(action.request)
+                except TransportError as exc:
+                    error = exc
+            else:
+                time.sleep(action.seconds)
+
+    def _call(self, call: Call, base_url: str | None = None) -> Response:
+        gen = _core.run_call(call, self._router, self._retry, self._token, base_url)
+        resp: Response = self._drive(gen)
+        return resp
+
+    # -- keys ----------------------------------------------------------------
+
+    def get(self, key: str | bytes, *, consistency: str | None = None) -> bytes | None:
+        """The value, or None when the key is absent, deleted or expired."""
+        call = _core.key_call("GET", key, self._limits, consistency=consistency)
+        try:
+            return self._call(call).body
+        except NotFoundError:
+            return None
+
+    def put(
+        self,
+        key: str | bytes,
+        value: bytes | str,
+        *,
+        consistency: str | None = None,
+        ttl: int | None = None,
+    ) -> bytes | None:
+        """Store `value`; return the previous value, or None if there was none."""
+        call = _core.key_call(
+            "PUT", key, self._limits, value=value, consistency=consistency, ttl=ttl
+        )
+        return _core.previous_or_none(self._call(call))
+
+    def delete(self, key: str | bytes, *, consistency: str | None = None) -> bytes | None:
+        """Delete `key`; return the value it had, or None if it had none."""
+        call = _core.key_call("DELETE", key, self._limits, consistency=consistency)
+        try:
+            return _core.previous_or_none(self._call(call))
+        except NotFoundError:
+            return None
+
+    def keys(
+        self, prefix: str | None = None, start_after: str | None = None, limit: int | None = None
+    ) -> list[str]:
+        """Sorted keys (all of them, or the first `limit`) after `start_after`."""
+        out: list[str] = []
+        for key in self.iter_keys(prefix, start_after):
+            if limit is not None and len(out) >= limit:
+                break
+            out.append(key)
+        return out
+
+    def iter_keys(
+        self, prefix: str | None = None, start_after: str | None = None, page_size: int = 1000
+    ) -> Iterator[str]:
+        """Every key in order, fetched a page at a time."""
+        cursor = start_after
+        while True:
+            resp = self._call(Call("GET", _core.keys_path(prefix, cursor, page_size)))
+            page, cursor = _core.keys_page(resp)
+            yield from page
+            if cursor is None:
+                return
+
+    def batch(self, *, atomic: bool = False, consistency: str | None = None) -> Batch:
+        return Batch(self, atomic, consistency)
+
+    def put_many(
+        self, items: Mapping[str, bytes | str], *, ttl: int | None = None
+    ) -> list[dict[str, Any]]:
+        ops = [("put", k, v, ttl) for k, v in items.items()]
+        return self._batch(ops, atomic=False, consistency=None)
+
+    def delete_many(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+        return self._batch([("delete", k, None, None) for k in keys], False, None)
+
+    def _batch(
+        self,
+        ops: Sequence[tuple[str, str | bytes, bytes | str | None, int | None]],
+        atomic: bool,
+        consistency: str | None,
+    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        step = 1 if atomic else self._limits.max_batch_ops
+        chunks = [ops] if atomic else [ops[i : i + step] for i in range(0, len(ops), step)]
+        for chunk in chunks:
+            call = _core.batch_call(chunk, self._limits, atomic=atomic, consistency=consistency)
+            out += _core.batch_results(self._call(call))
+        return out
+
+    # -- cluster -------------------------------------------------------------
+
+    def ring(self, refresh: bool = True) -> Ring:
+        ring = self._router.ring
+        if refresh or ring is None:
+            ring = self._drive(_core.load_ring(self._router, self._token))
+        assert ring is not None
+        return ring
+
+    def status(self, url: str | None = None) -> dict[str, Any]:
+        """/v1/status of one node (the first seed unless `url` is given)."""
+        resp = self._call(Call("GET", "/v1/status"), url or self._router.seeds[0])
+        doc: dict[str, Any] = json.loads(resp.body)
+        return doc
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Batch:
+    """Collects puts and deletes; `execute()` (or leaving the `with`) sends them."""
+
+    def __init__(self, client: Client, atomic: bool, consistency: str | None) -> None:
+        self._client = client
+        self._atomic = atomic
+        self._consistency = consistency
+        self.ops: list[tuple[str, str | bytes, bytes | str | None, int | None]] = []
+        self.results: list[dict[str, Any]] | None = None
+
+    def put(self, key: str | bytes, value: bytes | str, *, ttl: int | None = None) -> Batch:
+        self.ops.append(("put", key, value, ttl))
+        return self
+
+    def delete(self, key: str | bytes) -> Batch:
+        self.ops.append(("delete", key, None, None))
+        return self
+
+    def execute(self) -> list[dict[str, Any]]:
+        self.results = self._client._batch(self.ops, self._atomic, self._consistency)
+        return self.results
+
+    def __enter__(self) -> Batch:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None and self.ops and self.results is None:
+            self.execute()

@@ -1,0 +1,123 @@
+"""The exception tree of the ringkv client.
+
+    RingkvError
+    ├── TransportError            no answer: connection refused/reset, DNS
+    │   └── TimeoutError          no answer in time
+    ├── NoRingError               no seed answered with a ring
+    └── ResponseError             a node answered with an error (.status, .code)
+        ├── BadRequestError       400/413: bad key, value too large, bad query...
+        ├── AuthError             401/403: missing or wrong token
+        ├── NotFoundError         404 where absence is an error (never for get/delete)
+        ├── ConflictError         409: stale ring epoch, conflicting admin call
+        ├── NotEnoughReplicasError 503 not_enough_replicas (.needed, .answered)
+        ├── UnavailableError      other 5xx: node starting, shutting down, storage error
+        └── StorageFullError      507: the node's storage is full
+
+Every error says what happened in words; `ResponseError` also carries the
+node's JSON error code and message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthError",
+    "BadRequestError",
+    "ConflictError",
+    "NoRingError",
+    "NotEnoughReplicasError",
+    "NotFoundError",
+    "ResponseError",
+    "RingkvError",
+    "StorageFullError",
+    "TimeoutError",
+    "TransportError",
+    "UnavailableError",
+    "error_for",
+]
+
+
+class RingkvError(Exception):
+    """Base of every error the ringkv client raises."""
+
+
+class TransportError(RingkvError):
+    """The request got no answer (connection refused or reset, DNS failure)."""
+
+
+class TimeoutError(TransportError):
+    """The request got no answer in time."""
+
+
+class NoRingError(RingkvError):
+    """None of the seed URLs answered with a ring."""
+
+
+class ResponseError(RingkvError):
+    """A node answered with an error status."""
+
+    def __init__(self, status: int, code: str, message: str, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.body = body
+
+
+class BadRequestError(ResponseError):
+    pass
+
+
+class AuthError(ResponseError):
+    pass
+
+
+class NotFoundError(ResponseError):
+    pass
+
+
+class ConflictError(ResponseError):
+    pass
+
+
+class NotEnoughReplicasError(ResponseError):
+    @property
+    def needed(self) -> int | None:
+        value = self.body.get("needed")
+        return value if isinstance(value, int) else None
+
+    @property
+    def answered(self) -> int | None:
+        value = self.body.get("answered")
+        return value if isinstance(value, int) else None
+
+
+class UnavailableError(ResponseError):
+    pass
+
+
+class StorageFullError(ResponseError):
+    pass
+
+
+def error_for(status: int, body: dict[str, Any]) -> ResponseError:
+    """The exception for an error answer (`body` is the node's JSON error)."""
+    code = str(body.get("error", "unknown"))
+    message = str(body.get("message", ""))
+    cls: type[ResponseError]
+    if code == "not_enough_replicas":
+        cls = NotEnoughReplicasError
+    elif status in (400, 405, 413):
+        cls = BadRequestError
+    elif status in (401, 403):
+        cls = AuthError
+    elif status == 404:
+        cls = NotFoundError
+    elif status == 409:
+        cls = ConflictError
+    elif status == 507:
+        cls = StorageFullError
+    else:
+        cls = UnavailableError
+    return cls(status, code, message, body)

@@ -1,0 +1,212 @@
+"""The sans-I/O client core: routing, retries, error decoding, ring refresh."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Generator
+from typing import Any
+
+import pytest
+
+from ringkv import errors
+from ringkv._core import (
+    Call,
+    Request,
+    Response,
+    RetryPolicy,
+    Router,
+    Send,
+    Sleep,
+    batch_call,
+    decode,
+    expand_seeds,
+    key_call,
+    run_call,
+)
+from ringkv.keys import DEFAULT_LIMITS, InvalidKeyError
+from ringkv.ring import Member, initial_ring
+
+RING = initial_ring([Member(f"n{i}", f"http://h{i}:8080") for i in range(5)], 64, 3)
+
+
+def ring_response(epoch: int = 1) -> Response:
+    doc = RING.to_dict() | {"epoch": epoch}
+    return Response(200, {}, json.dumps(doc).encode())
+
+
+def drive(
+    gen: Generator[Any, Any, Any], answer: Callable[[Request], Response | Exception]
+) -> tuple[Any, list[Any]]:
+    """Run a core generator against a scripted transport; return (result, actions)."""
+    actions: list[Any] = []
+    value: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            action = gen.throw(error) if error is not None else gen.send(value)
+        except StopIteration as stop:
+            return stop.value, actions
+        actions.append(action)
+        value, error = None, None
+        if isinstance(action, Send):
+            result = answer(action.request)
+            if isinstance(result, Exception):
+                error = result
+            else:
+                value = result
+
+
+def test_keys_are_routed_to_their_owners_first() -> None:
+    router = Router(["http://seed:8080"])
+    router.install(RING.to_dict())
+    call = key_call("GET", "user:42", DEFAULT_LIMITS)
+    owners = [RING.member(m).url for m in RING.owners_of_key(b"user:42")]
+    candidates = router.candidates(call)
+    assert candidates[:3] == owners
+    assert set(candidates) == {m.url for m in RING.members} | {"http://seed:8080"}
+
+
+def test_first_call_loads_the_ring_then_goes_to_the_owner() -> None:
+    router = Router(["http://seed:8080"])
+    call = key_call("GET", "k", DEFAULT_LIMITS)
+    sent: list[str] = []
+
+    def answer(req: Request) -> Response:
+        sent.append(req.url)
+        if req.url.endswith("/v1/ring"):
+            return ring_response()
+        return Response(200, {"x-ringkv-epoch": "1"}, b"value")
+
+    resp, _ = drive(run_call(call, router, RetryPolicy(), "tok"), answer)
+    assert resp.body == b"value"
+    assert sent[0] == "http://seed:8080/v1/ring"
+    owner = RING.member(RING.owners_of_key(b"k")[0]).url
+    assert sent[1] == f"{owner}/v1/kv/k"
+
+
+def test_failover_to_the_next_owner_with_backoff() -> None:
+    router = Router(["http://seed:8080"])
+    router.install(RING.to_dict())
+    owners = [RING.member(m).url for m in RING.owners_of_key(b"k")]
+    down = {owners[0]}
+
+    def answer(req: Request) -> Response | Exception:
+        if any(req.url.startswith(d) for d in down):
+            return errors.TransportError("connection refused")
+        return Response(201, {}, b"")
+
+    call = key_call("PUT", "k", DEFAULT_LIMITS, value=b"v")
+    resp, actions = drive(run_call(call, router, RetryPolicy(), None), answer)
+    assert resp.status == 201
+    sends = [a.request.url for a in actions if isinstance(a, Send)]
+    assert sends == [f"{owners[0]}/v1/kv/k", f"{owners[1]}/v1/kv/k"]
+    assert any(isinstance(a, Sleep) for a in actions)
+
+
+def test_gives_up_after_the_attempts() -> None:
+    router = Router(["http://seed:8080"])
+    router.install(RING.to_dict())
+    call = key_call("GET", "k", DEFAULT_LIMITS)
+    with pytest.raises(errors.TransportError):
+        drive(
+            run_call(call, router, RetryPolicy(attempts=3), None),
+            lambda req: errors.TransportError("down"),
+        )
+
+
+def test_newer_epoch_in_an_answer_refreshes_the_ring() -> None:
+    router = Router(["http://seed:8080"])
+    router.install(RING.to_dict())
+
+    def answer(req: Request) -> Response:
+        if req.url.endswith("/v1/ring"):
+            return ring_response(epoch=7)
+        return Response(200, {"x-ringkv-epoch": "7"}, b"v")
+
+    drive(run_call(key_call("GET", "k", DEFAULT_LIMITS), router, RetryPolicy(), None), answer)
+    assert router.ring is not None
+    assert router.ring.epoch == 7
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "cls"),
+    [
+        (400, {"error": "invalid_key", "message": "x"}, errors.BadRequestError),
+        (413, {"error": "too_large", "message": "x"}, errors.BadRequestError),
+        (401, {"error": "unauthorized", "message": "x"}, errors.AuthError),
+        (403, {"error": "forbidden", "message": "x"}, errors.AuthError),
+        (404, {"error": "not_found", "message": "x"}, errors.NotFoundError),
+        (409, {"error": "stale_epoch", "message": "x"}, errors.ConflictError),
+        (
+            503,
+            {"error": "not_enough_replicas", "message": "x", "needed": 2, "answered": 1},
+            errors.NotEnoughReplicasError,
+        ),
+        (503, {"error": "unavailable", "message": "x"}, errors.UnavailableError),
+        (507, {"error": "storage_full", "message": "x"}, errors.StorageFullError),
+    ],
+)
+def test_error_decoding(status: int, body: dict[str, Any], cls: type[Exception]) -> None:
+    with pytest.raises(cls) as info:
+        decode(Response(status, {}, json.dumps(body).encode()))
+    assert isinstance(info.value, errors.ResponseError)
+    assert info.value.code == body["error"]
+    if cls is errors.NotEnoughReplicasError:
+        assert (info.value.needed, info.value.answered) == (2, 1)  # type: ignore[attr-defined]
+
+
+def test_a_non_json_error_still_decodes() -> None:
+    with pytest.raises(errors.UnavailableError, match="502 http_error: bad gateway"):
+        decode(Response(502, {}, b"bad gateway"))
+
+
+def test_retry_decisions() -> None:
+    policy = RetryPolicy(attempts=4)
+    get = Call("GET", "/v1/kv/k", b"k")
+    put = Call("PUT", "/v1/kv/k", b"k", b"v")
+    quorum = errors.NotEnoughReplicasError(503, "not_enough_replicas", "", {})
+    bad = errors.BadRequestError(400, "invalid_key", "", {})
+    assert policy.should_retry(put, errors.TransportError("x"), 0)
+    assert policy.should_retry(get, quorum, 0)
+    assert not policy.should_retry(put, quorum, 0)  # may have landed: never repeat blindly
+    assert not policy.should_retry(get, bad, 0)
+    assert not policy.should_retry(get, errors.TransportError("x"), 3)
+    delays = [policy.delay(a, rand=lambda: 1.0) for a in range(8)]
+    assert delays[:3] == [0.05, 0.1, 0.2]
+    assert max(delays) == policy.max_backoff_s
+    assert policy.delay(2, rand=lambda: 0.0) == 0
+
+
+def test_requests_are_built_and_checked_before_sending() -> None:
+    call = key_call("PUT", "a/b c", DEFAULT_LIMITS, value="é", consistency="all", ttl=5)
+    assert call.path == "/v1/kv/a%2Fb%20c?consistency=all&ttl=5"
+    assert call.body == "é".encode()
+    req = call.request("http://h:1", "t")
+    assert req.headers == {"Authorization": "Bearer t"}
+    with pytest.raises(InvalidKeyError):
+        key_call("GET", "", DEFAULT_LIMITS)
+    with pytest.raises(ValueError, match="consistency"):
+        key_call("GET", "k", DEFAULT_LIMITS, consistency="most")
+    with pytest.raises(ValueError, match="ttl"):
+        key_call("PUT", "k", DEFAULT_LIMITS, value=b"", ttl=0)
+    atomic = batch_call([("put", "u{1}a", b"x", None)], DEFAULT_LIMITS, atomic=True)
+    assert atomic.key == b"u{1}a"
+    assert json.loads(atomic.body or b"")["ops"][0] == {
+        "op": "put",
+        "key": "u{1}a",
+        "value": "eA==",
+    }
+
+
+def test_seeds_from_urls_and_headless_service_names() -> None:
+    def resolve(host: str, port: int) -> list[str]:
+        assert (host, port) == ("kv-peers.ns.svc.cluster.local", 8080)
+        return ["10.0.0.1", "10.0.0.2"]
+
+    assert expand_seeds("http://kv:8080/", resolve) == ["http://kv:8080"]
+    assert expand_seeds("ringkv://kv-peers.ns.svc.cluster.local:8080", resolve) == [
+        "http://10.0.0.1:8080",
+        "http://10.0.0.2:8080",
+    ]
+    with pytest.raises(ValueError, match="not an http"):
+        expand_seeds("kv:8080", resolve)
