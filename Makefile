@@ -49,7 +49,7 @@ lint: $(STAMP) ## ruff check + format check, mypy --strict, import-linter contra
 ##@ Testing
 
 .PHONY: test
-test: lint test-unit test-integration ## Lint, unit and integration tests (what CI runs)
+test: lint test-unit test-integration test-k8s-api ## Lint, unit, integration and tier-3 (kube-apiserver) tests: what CI runs
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Unit tests of pure logic (fast)
@@ -59,17 +59,30 @@ test-unit: $(STAMP) ## Unit tests of pure logic (fast)
 test-integration: $(STAMP) ## Tests against real node processes on 127.0.0.1
 	$(PY) -m pytest -m "cluster" $(PYTEST_ARGS)
 
+.PHONY: e2e
+e2e: e2e-smoke ## End-to-end on kind (builds Kubernetes and images offline on a cold machine)
+
 .PHONY: check
-check: test ## The whole gate: everything `make test` runs
+check: test e2e ## The whole gate: make test, then the kind end-to-end tests
 
 ##@ Benchmarks
 
 .PHONY: bench
-bench: bench-node ## All benchmarks
+bench: bench-node bench-cluster bench-client ## All benchmarks
 
 .PHONY: bench-node
 bench-node: $(STAMP) ## One node vs redis-server (appendfsync always) with wrk / redis-benchmark
 	bash bench/node_single.sh
+
+.PHONY: bench-cluster
+bench-cluster: $(STAMP) ## 3-node cluster (N=3, quorum, fsync) vs 3-member etcd, both with wrk
+	bash bench/cluster.sh
+
+.PHONY: bench-client
+bench-client: $(STAMP) ## Python client throughput (async 64 in flight, sync 8 threads)
+	$(PY) bench/client.py
+
+include e2e/cluster/k8s.mk
 
 ##@ Housekeeping
 

@@ -1,6 +1,6 @@
 """Write key:0 .. key:N-1 (100-byte values) through /v1/batch so GET runs find them.
 
-    python bench/prefill.py http://127.0.0.1:7100 100000 [token]
+python bench/prefill.py http://127.0.0.1:7100 100000 [token]
 """
 
 from __future__ import annotations
