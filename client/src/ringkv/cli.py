@@ -205,15 +205,103 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def _local_up(args: argparse.Namespace) -> int:
-    from ringkv.local import LocalCluster, cluster_token, plan_nodes
+    from ringkv.local import LocalCluster, cluster_token, load_manifest, plan_nodes, save_manifest
 
     token = cluster_token(args.data_dir, args.token)
     extra = ["--token", token, "--data-auth", "on" if args.auth else "off"]
     if args.durability:
         extra += ["--durability", args.durability]
-    nodes = plan_nodes(args.nodes, args.host, args.port, args.data_dir)
-    cluster = LocalCluster(nodes, extra, token_path=os.path.join(args.data_dir, "token"))
+    if args.drop_delay:
+        extra += ["--drop-delay", args.drop_delay]
+    if load_manifest(args.data_dir) is None:
+        nodes = plan_nodes(args.nodes, args.host, args.port, args.data_dir)
+        save_manifest(args.data_dir, [{"id": n.id, "port": n.port} for n in nodes])
+    else:
+        print(f"ringkv: using the nodes in {args.data_dir}/cluster.json", file=sys.stderr)
+    cluster = LocalCluster(
+        args.data_dir, args.host, extra, token_path=os.path.join(args.data_dir, "token")
+    )
     return cluster.up()
+
+
+def _rebalance_to(args: argparse.Namespace, members: list[Any], seed: str) -> Any:
+    from ringkv.admin import Rebalancer
+    from ringkv.local import cluster_token
+
+    bar = _progress(None, "rebalance", not args.quiet)
+    last = [""]
+
+    def on_progress(step: Any, docs: dict[str, Any]) -> None:
+        total = sum(d.get("partitions_to_stream", 0) for d in docs.values())
+        done = sum(d.get("partitions_streamed", 0) for d in docs.values())
+        if isinstance(bar, _NoBar):
+            line = f"{step.action}: {step.reason} ({done}/{total} partitions streamed)"
+            if line != last[0]:
+                print(line, file=sys.stderr)
+                last[0] = line
+        else:
+            bar.total = total
+            bar.n = done
+            bar.set_postfix_str(step.action)
+            bar.refresh()
+
+    rebalancer = Rebalancer(cluster_token(args.data_dir, None))
+    try:
+        return rebalancer.change(seed, members, on_progress=on_progress, timeout_s=args.timeout)
+    finally:
+        bar.close()
+        rebalancer.close()
+
+
+def _local_add(args: argparse.Namespace) -> int:
+    from ringkv.local import active, load_manifest, save_manifest, wait_ready
+    from ringkv.ring import Member
+
+    nodes = load_manifest(args.data_dir)
+    if nodes is None:
+        raise ValueError(f"no local cluster in {args.data_dir}: run `ringkv local up` first")
+    joining = [n for n in nodes if n.get("state") == "joining"]
+    if joining:  # a previous add-node stopped half way: finish it
+        new = joining[0]
+    else:
+        number = 1 + max(int(n["id"].rsplit("-", 1)[1]) for n in nodes)
+        new = {"id": f"node-{number}", "port": max(n["port"] for n in nodes) + 1}
+        nodes.append(new)
+    new["state"] = "joining"  # running, but not yet given partitions
+    save_manifest(args.data_dir, nodes)
+    members = active(nodes, args.host, args.data_dir)
+    url = next(m.url for m in members if m.id == new["id"])
+    if not wait_ready(url, 60):
+        raise ValueError(f"{new['id']} did not start: is `ringkv local up` running?")
+    seed = next(m.url for m in members if m.id != new["id"])
+    ring = _rebalance_to(args, [Member(m.id, m.url) for m in members], seed)
+    new["state"] = "active"
+    save_manifest(args.data_dir, nodes)
+    print(f"{new['id']} joined at {url}: ring epoch {ring.epoch}, {len(members)} nodes")
+    return 0
+
+
+def _local_remove(args: argparse.Namespace) -> int:
+    from ringkv.local import active, load_manifest, save_manifest
+    from ringkv.ring import Member
+
+    nodes = load_manifest(args.data_dir)
+    if nodes is None:
+        raise ValueError(f"no local cluster in {args.data_dir}: run `ringkv local up` first")
+    members = active(nodes, args.host, args.data_dir)
+    victim = args.id or members[-1].id
+    if victim not in {m.id for m in members}:
+        raise ValueError(f"{victim} is not an active node of this cluster")
+    keep = [m for m in members if m.id != victim]
+    if not keep:
+        raise ValueError("cannot remove the last node")
+    ring = _rebalance_to(args, [Member(m.id, m.url) for m in keep], keep[0].url)
+    for n in nodes:
+        if n["id"] == victim:
+            n["state"] = "removed"
+    save_manifest(args.data_dir, nodes)
+    print(f"{victim} decommissioned: ring epoch {ring.epoch}, {len(keep)} nodes (data kept)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,7 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="require the token on data routes too (admin/internal routes always need it)",
     )
     up.add_argument("--durability", choices=["fsync", "async"], default=None)
+    up.add_argument("--drop-delay", default=None, help="keep moved-away partitions this long")
     up.set_defaults(func=_local_up)
+    for name, func, text in (
+        ("add-node", _local_add, "add a node and rebalance onto it"),
+        ("remove-node", _local_remove, "move data off a node, then stop it"),
+    ):
+        p = local_sub.add_parser(name, help=text)
+        p.add_argument("--data-dir", default=".ringkv")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--timeout", type=float, default=1800.0)
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "remove-node":
+            p.add_argument("--id", default=None, help="the node to remove (default: the newest)")
+        p.set_defaults(func=func)
     return parser
 
 

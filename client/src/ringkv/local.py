@@ -8,6 +8,7 @@ data stays for the next `up`. No Kubernetes involved.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -18,6 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 __all__ = ["LocalCluster", "LocalNode", "plan_nodes"]
 
@@ -96,25 +98,76 @@ def wait_ready(url: str, timeout_s: float) -> bool:
     return False
 
 
+def _manifest_path(data_dir: str) -> str:
+    return os.path.join(data_dir, "cluster.json")
+
+
+def load_manifest(data_dir: str) -> list[dict[str, Any]] | None:
+    """The nodes of the local cluster in DATA_DIR (written by `up`), or None."""
+    try:
+        with open(_manifest_path(data_dir)) as f:
+            nodes: list[dict[str, Any]] = json.load(f)["nodes"]
+            return nodes
+    except FileNotFoundError:
+        return None
+
+
+def save_manifest(data_dir: str, nodes: list[dict[str, Any]]) -> None:
+    os.makedirs(data_dir, exist_ok=True)
+    tmp = _manifest_path(data_dir) + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"nodes": nodes}, f, indent=1)
+    os.replace(tmp, _manifest_path(data_dir))
+
+
+def active(nodes: list[dict[str, Any]], host: str, data_dir: str) -> list[LocalNode]:
+    return [
+        LocalNode(n["id"], host, n["port"], os.path.join(data_dir, n["id"]))
+        for n in nodes
+        if n.get("state", "active") in ("active", "joining")
+    ]
+
+
 @dataclass
 class LocalCluster:
-    nodes: list[LocalNode]
+    """Runs the nodes listed in DATA_DIR/cluster.json and follows its changes.
+
+    `add-node` and `remove-node` edit that file (and drive the rebalance);
+    this supervisor starts the nodes that appear and stops the ones removed.
+    """
+
+    data_dir: str
+    host: str
     extra_args: list[str] = field(default_factory=list)
     token_path: str = ""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
     max_restarts: int = 5
 
-    def start(self, node: LocalNode) -> None:
+    def nodes(self) -> list[LocalNode]:
+        return active(load_manifest(self.data_dir) or [], self.host, self.data_dir)
+
+    def start(self, node: LocalNode, peers: list[LocalNode]) -> None:
         os.makedirs(node.data_dir, exist_ok=True)
         log = open(os.path.join(node.data_dir, "node.log"), "ab")  # noqa: SIM115
         self.procs[node.id] = subprocess.Popen(
-            node_command(node, self.nodes, self.extra_args),
+            node_command(node, peers, self.extra_args),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         log.close()
+
+    def stop_one(self, node_id: str, timeout_s: float = 15.0) -> None:
+        proc = self.procs.pop(node_id, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     def stop(self, timeout_s: float = 15.0) -> None:
         for proc in self.procs.values():
@@ -128,7 +181,7 @@ class LocalCluster:
                 proc.kill()
                 proc.wait()
 
-    def up(self, *, ready_timeout_s: float = 30.0, out: object = sys.stdout) -> int:
+    def up(self, *, ready_timeout_s: float = 30.0) -> int:
         """Start every node, print their URLs, supervise until interrupted."""
         stopping = False
 
@@ -138,48 +191,59 @@ class LocalCluster:
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            for node in self.nodes:
-                self.start(node)
-            for node in self.nodes:
+            nodes = self.nodes()
+            for node in nodes:
+                self.start(node, nodes)
+            for node in nodes:
                 if not wait_ready(node.url, ready_timeout_s):
                     log_path = os.path.join(node.data_dir, "node.log")
                     print(
                         f"ringkv: {node.id} did not become ready; see {log_path}", file=sys.stderr
                     )
                     return 1
-            n = min(3, len(self.nodes))
-            print(
-                f"ringkv local cluster up: {len(self.nodes)} nodes, replication factor {n}",
-                flush=True,
-            )
-            for node in self.nodes:
+            print(f"ringkv local cluster up: {len(nodes)} nodes", flush=True)
+            for node in nodes:
                 print(f"  {node.id}  {node.url}  data: {node.data_dir}", flush=True)
             print(f"token: {self.token_path}  (export RINGKV_TOKEN=$(cat {self.token_path}))")
             print("Ctrl-C stops the nodes; data stays.", flush=True)
             while not stopping:
                 time.sleep(0.2)
-                for node in self.nodes:
-                    proc = self.procs[node.id]
-                    if proc.poll() is not None and not stopping:
-                        n = self.restarts.get(node.id, 0) + 1
-                        self.restarts[node.id] = n
-                        if n > self.max_restarts:
-                            log_path = os.path.join(node.data_dir, "node.log")
-                            print(
-                                f"ringkv: {node.id} keeps failing; giving up (see {log_path})",
-                                file=sys.stderr,
-                            )
-                            return 1
-                        print(
-                            f"ringkv: {node.id} exited with {proc.returncode}; restart #{n}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                        time.sleep(min(5.0, 0.2 * 2**n))
-                        self.start(node)
+                self._follow_manifest()
+                if not self._restart_dead():
+                    return 1
             return 0
         finally:
             print("stopping nodes...", flush=True)
             self.stop()
             for s, handler in old.items():
                 signal.signal(s, handler)
+
+    def _follow_manifest(self) -> None:
+        nodes = self.nodes()
+        wanted = {n.id for n in nodes}
+        for node in nodes:
+            if node.id not in self.procs:
+                print(f"ringkv: starting {node.id} at {node.url}", flush=True)
+                self.start(node, nodes)
+        for node_id in list(self.procs):
+            if node_id not in wanted:
+                print(f"ringkv: stopping removed {node_id}", flush=True)
+                self.stop_one(node_id)
+
+    def _restart_dead(self) -> bool:
+        nodes = {n.id: n for n in self.nodes()}
+        for node_id, proc in list(self.procs.items()):
+            if proc.poll() is None or node_id not in nodes:
+                continue
+            n = self.restarts.get(node_id, 0) + 1
+            self.restarts[node_id] = n
+            if n > self.max_restarts:
+                log_path = os.path.join(nodes[node_id].data_dir, "node.log")
+                print(
+                    f"ringkv: {node_id} keeps failing; giving up (see {log_path})", file=sys.stderr
+                )
+                return False
+            print(f"ringkv: {node_id} exited with {proc.returncode}; restart #{n}", file=sys.stderr)
+            time.sleep(min(5.0, 0.2 * 2**n))
+            self.start(nodes[node_id], list(nodes.values()))
+        return True

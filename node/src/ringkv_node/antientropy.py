@@ -91,7 +91,7 @@ class AntiEntropy:
                 diff = differing(local, theirs, shared)
                 result.buckets_differing += len(diff)
                 for part, bucket in diff:
-                    pulled, pushed = await self._sync_bucket(peer, part, bucket)
+                    pulled, pushed = await self.sync_bucket(peer, part, bucket)
                     result.pulled += pulled
                     result.pushed += pushed
             except Exception as exc:  # one unreachable peer must not stop the round
@@ -102,7 +102,8 @@ class AntiEntropy:
         self.out_of_sync = result.buckets_differing
         return result
 
-    async def _sync_bucket(self, peer: str, part: int, bucket: int) -> tuple[int, int]:
+    async def sync_bucket(self, peer: str, part: int, bucket: int) -> tuple[int, int]:
+        """Pull newer records of one bucket from `peer` and push ours it lacks."""
         theirs: dict[bytes, Record] = {}
         after = b""
         while True:

@@ -18,6 +18,7 @@ from urllib.parse import unquote_to_bytes
 from aiohttp import web
 
 from ringkv_node import protocol
+from ringkv_node.admin_api import ADMIN_ROUTES
 from ringkv_node.coordinator import NotEnoughReplicasError
 from ringkv_node.errors import ApiError
 from ringkv_node.groupcommit import ClosedError
@@ -359,6 +360,7 @@ _ROUTES: list[tuple[str, str, dict[str, Handler]]] = [
         (f"/internal/v1/{name}", "always", {"POST": handler})
         for name, handler in INTERNAL_ROUTES.items()
     ],
+    *[(path, "always", handlers) for path, handlers in ADMIN_ROUTES],
 ]
 
 

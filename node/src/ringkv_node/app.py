@@ -66,6 +66,7 @@ def create_app(
         transport = HttpTransport(
             settings.node_id,
             lambda: holder[0].ring,
+            lambda peer: holder[0].member_url(peer),
             settings.token,
             timeout_s=settings.replica_timeout_s,
         )

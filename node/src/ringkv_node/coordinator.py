@@ -51,8 +51,10 @@ class Coordinator:
         transport: Transport,
         hints: Hints,
         get_ring: Callable[[], Ring],
+        get_pending: Callable[[], Ring | None] = lambda: None,
     ) -> None:
         self.node_id = node_id
+        self.get_pending = get_pending
         self.kv = kv
         self.transport = transport
         self.hints = hints
@@ -83,24 +85,39 @@ class Coordinator:
         if fut.cancelled() or fut.exception() is not None:
             self._track(asyncio.ensure_future(self.hints.add(owner, items)))
 
-    async def write(self, key: bytes, rec: Record, level: str) -> WriteResult:
+    def write_plan(self, key: bytes, level: str) -> tuple[tuple[str, ...], list[Group]]:
+        """Owners to write to, and the acknowledgements each owner set needs.
+
+        While a new ring is joining, writes go to the old and the new owners and
+        need a quorum of each: reads switch to the new owners at commit, and
+        must find every acknowledged write there.
+        """
         owners = self.owners(key)
+        groups = [(frozenset(owners), required_acks(level, len(owners)))]
+        pending = self.get_pending()
+        if pending is None:
+            return owners, groups
+        new = pending.owners_of_key(key)
+        groups.append((frozenset(new), required_acks(level, len(new))))
+        return owners + tuple(o for o in new if o not in owners), groups
+
+    async def write(self, key: bytes, rec: Record, level: str) -> WriteResult:
+        targets, groups = self.write_plan(key, level)
         self.kv.hlc.observe(rec.version.ts)
-        if len(owners) == 1 and owners[0] == self.node_id:  # one replica, and it is us
+        if len(targets) == 1 and targets[0] == self.node_id:  # one replica, and it is us
             return WriteResult(await self.kv.enqueue_apply(key, rec), 1)
-        needed = required_acks(level, len(owners))
-        futs = [self._start_write(o, key, rec) for o in owners]
-        acks = await gather_quorum(futs, needed)
-        if len(acks) < needed:
+        futs = {o: self._start_write(o, key, rec) for o in targets}
+        acked = await gather_groups(futs, groups)
+        short = unmet(acked, groups)
+        if short is not None:
             # Say truthfully how many have it: the local write is only an fsync away.
-            if self.node_id in owners:
-                local = futs[owners.index(self.node_id)]
-                await asyncio.wait([local])
-            acks = [
-                f.result() for f in futs if f.done() and not f.cancelled() and not f.exception()
-            ]
-            raise NotEnoughReplicasError(needed, len(acks), len(owners), "write")
-        return WriteResult(newest(acks), len(acks))
+            if self.node_id in futs:
+                await asyncio.wait([futs[self.node_id]])
+            acked = {o: f.result() for o, f in futs.items() if _succeeded(f)}
+            group, needed = unmet(acked, groups) or short
+            answered = len(acked.keys() & group)
+            raise NotEnoughReplicasError(needed, answered, len(group), "write")
+        return WriteResult(newest(acked.values()), len(acked))
 
     async def write_atomic(
         self, items: list[tuple[bytes, Record]], level: str
@@ -109,8 +126,7 @@ class Coordinator:
 
         Returns, per item, the newest previous record among acknowledging owners.
         """
-        owners = self.owners(items[0][0])
-        needed = required_acks(level, len(owners))
+        targets, groups = self.write_plan(items[0][0], level)
         for _, rec in items:
             self.kv.hlc.observe(rec.version.ts)
 
@@ -123,17 +139,19 @@ class Coordinator:
                 await self.hints.add(owner, items)
                 raise
 
-        results = await asyncio.gather(*(one(o) for o in owners), return_exceptions=True)
-        acked: list[list[Record | None]] = []
-        for r in results:
+        results = await asyncio.gather(*(one(o) for o in targets), return_exceptions=True)
+        acked: dict[str, list[Record | None]] = {}
+        for owner, r in zip(targets, results, strict=True):
             if isinstance(r, PeerError):
                 continue
             if isinstance(r, BaseException):
                 raise r
-            acked.append(r)
-        if len(acked) < needed:
-            raise NotEnoughReplicasError(needed, len(acked), len(owners), "write")
-        return [newest(column) for column in zip(*acked, strict=True)]
+            acked[owner] = r
+        short = unmet(acked, groups)
+        if short is not None:
+            group, needed = short
+            raise NotEnoughReplicasError(needed, len(acked.keys() & group), len(group), "write")
+        return [newest(column) for column in zip(*acked.values(), strict=True)]
 
     # -- reads ---------------------------------------------------------------
 
@@ -222,6 +240,47 @@ async def gather_quorum(futs: list[asyncio.Future[Any]], needed: int) -> list[An
         return results
     await done
     return results
+
+
+Group = tuple[frozenset[str], int]  # owners, acknowledgements they must give
+
+
+def unmet(acked: dict[str, Any], groups: list[Group]) -> Group | None:
+    """The first owner group short of its acknowledgements, or None."""
+    for group in groups:
+        if len(acked.keys() & group[0]) < group[1]:
+            return group
+    return None
+
+
+def _succeeded(fut: asyncio.Future[Any]) -> bool:
+    return fut.done() and not fut.cancelled() and fut.exception() is None
+
+
+async def gather_groups(
+    futs: dict[str, asyncio.Future[Any]], groups: list[Group]
+) -> dict[str, Any]:
+    """Results by owner, as soon as every group has its acks or one never can."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    acked: dict[str, Any] = {}
+    failed: set[str] = set()
+
+    def on_done(owner: str, fut: asyncio.Future[Any]) -> None:
+        error = None if fut.cancelled() else fut.exception()  # always retrieve it
+        if done.done():
+            return
+        if fut.cancelled() or error is not None:
+            failed.add(owner)
+        else:
+            acked[owner] = fut.result()
+        if unmet(acked, groups) is None or any(len(g - failed) < n for g, n in groups):
+            done.set_result(None)
+
+    for owner, fut in futs.items():
+        fut.add_done_callback(lambda f, o=owner: on_done(o, f))  # type: ignore[misc]
+    await done
+    return dict(acked)
 
 
 async def _quietly(fut: asyncio.Future[Any]) -> None:

@@ -157,6 +157,18 @@ class KV:
             await asyncio.gather(*(self.storage.write(_bind(k, r, now)) for k, r in stamped))
         )
 
+    async def drop_partition(self, part: int, limit: int) -> int:
+        """Forget up to `limit` records of a partition this node no longer owns."""
+
+        def op(wt: WriteTxn) -> int:
+            rows = wt.partition_keys(part, limit)
+            for key, rec in rows:
+                wt.remove(key, rec)
+            return len(rows)
+
+        dropped: int = await self.storage.write(op)
+        return dropped
+
     async def purge(self, limit: int = 1000) -> int:
         """Drop expired keys and tombstones past their grace period; return how many."""
         now = self.clock_ms()

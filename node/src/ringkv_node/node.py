@@ -27,6 +27,7 @@ from ringkv_node.metrics import Metrics
 from ringkv_node.quorum import ListingEntry, Page, merge_pages
 from ringkv_node.settings import Settings
 from ringkv_node.storage import WriteTxn
+from ringkv_node.streaming import catch_up, copy_partition
 from ringkv_node.transport import PeerError, Transport
 
 __all__ = ["RING_META_KEY", "Node"]
@@ -34,6 +35,7 @@ __all__ = ["RING_META_KEY", "Node"]
 log = logging.getLogger("ringkv.node")
 
 RING_META_KEY = b"ring"
+PENDING_META_KEY = b"pending-ring"
 
 
 def ring_from_settings(settings: Settings) -> Ring:
@@ -59,8 +61,13 @@ class Node:
         self._started = monotonic()
         self.ring: Ring = ring_from_settings(settings)
         self.hints = Hints(kv.storage)
+        self.pending: Ring | None = None  # a joining ring (epoch + 1), until commit or abort
+        self.streamed: set[int] = set()  # gained partitions copied and caught up
+        self.stream_errors: dict[int, str] = {}
+        self._streamer: asyncio.Task[None] | None = None
+        self._dropper: asyncio.Task[None] | None = None
         self.coordinator = Coordinator(
-            settings.node_id, kv, transport, self.hints, lambda: self.ring
+            settings.node_id, kv, transport, self.hints, lambda: self.ring, lambda: self.pending
         )
         self.anti_entropy = AntiEntropy(
             settings.node_id,
@@ -78,11 +85,34 @@ class Node:
     # -- ring ----------------------------------------------------------------
 
     async def load_ring(self) -> None:
-        """Use the ring stored in LMDB, or store the epoch-1 ring from --peers."""
+        """The ring stored in LMDB; else a peer's ring (joining a running cluster,
+        this node then owns nothing until a rebalance); else the epoch-1 ring
+        every node builds alike from --peers (a new cluster)."""
         raw = self.kv.storage.get_meta(RING_META_KEY)
         if raw is not None:
             self.ring = Ring.from_dict(json.loads(raw))
+            pending = self.kv.storage.get_meta(PENDING_META_KEY)
+            if pending is not None:
+                doc = json.loads(pending)
+                self.pending = Ring.from_dict(doc["ring"])
+                self.streamed = set(doc.get("streamed", []))
+                if doc.get("streaming"):
+                    self.start_streaming()
             return
+        for peer in self.ring.member_ids:
+            if peer == self.settings.node_id:
+                continue
+            try:
+                found = Ring.from_dict(await self.transport.call(peer, "ring", {}))
+            except (PeerError, ValueError):
+                continue
+            if found.partitions == self.ring.partitions:
+                log.info("joined the ring of %s (epoch %d)", peer, found.epoch)
+                self.ring = found
+                break
+        forget = getattr(self.transport, "forget_failures", None)
+        if forget is not None:
+            forget()  # peers that were still starting are not down
         await self._store_ring(self.ring)
 
     async def _store_ring(self, ring: Ring) -> None:
@@ -92,6 +122,174 @@ class Node:
             wt.put_meta(RING_META_KEY, data)
 
         await self.kv.storage.write(store)
+
+    async def _store_pending(self, streaming: bool) -> None:
+        doc = None
+        if self.pending is not None:
+            doc = {
+                "ring": self.pending.to_dict(),
+                "streamed": sorted(self.streamed),
+                "streaming": streaming,
+            }
+
+        def store(wt: WriteTxn) -> None:
+            if doc is None:
+                wt.delete_meta(PENDING_META_KEY)
+            else:
+                wt.put_meta(PENDING_META_KEY, json.dumps(doc).encode())
+
+        await self.kv.storage.write(store)
+
+    def member_url(self, member: str) -> str:
+        """A member's URL from the current ring, else from the joining one."""
+        for ring in (self.ring, self.pending):
+            if ring is not None and member in ring.member_ids:
+                return ring.member(member).url
+        raise KeyError(member)
+
+    # -- membership change (admin) -------------------------------------------------
+
+    def gained(self) -> list[int]:
+        """Partitions the joining ring gives this node that it does not own now."""
+        if self.pending is None:
+            return []
+        me = self.settings.node_id
+        return sorted(self.pending.partitions_of(me) - self.ring.partitions_of(me))
+
+    async def join(self, ring: Ring) -> str:
+        """Install a joining ring: writes go to old and new owners from now on."""
+        if ring.partitions != self.ring.partitions:
+            raise ApiError(409, "conflict", "the partition count of a cluster never changes")
+        if ring.epoch <= self.ring.epoch:
+            if ring.epoch == self.ring.epoch and ring == self.ring:
+                return "committed"
+            raise ApiError(
+                409, "stale_epoch", f"epoch {ring.epoch} is not newer than {self.ring.epoch}"
+            )
+        if self.pending is not None:
+            if self.pending == ring:
+                return "joining"
+            raise ApiError(
+                409,
+                "conflict",
+                f"ring epoch {self.pending.epoch} is already joining; commit or abort it first",
+            )
+        if ring.epoch != self.ring.epoch + 1:
+            raise ApiError(409, "conflict", f"a joining ring must have epoch {self.ring.epoch + 1}")
+        self.pending = ring
+        self.streamed = set()
+        self.stream_errors = {}
+        await self._store_pending(streaming=False)
+        log.info(
+            "ring epoch %d joining (%d partitions to stream here)", ring.epoch, len(self.gained())
+        )
+        return "joining"
+
+    def start_streaming(self) -> None:
+        if self._streamer is None or self._streamer.done():
+            self._streamer = asyncio.ensure_future(self._stream_all())
+
+    async def stream(self, epoch: int) -> None:
+        """Every node holds the joining ring: copy the gained partitions now."""
+        self._expect_pending(epoch)
+        await self._store_pending(streaming=True)
+        self.start_streaming()
+
+    async def _stream_all(self) -> None:
+        assert self.pending is not None
+        pending = self.pending
+        for part in self.gained():
+            if part in self.streamed:
+                continue
+            while self.pending is pending:
+                sources = [o for o in self.ring.owners(part) if o != self.settings.node_id]
+                try:
+                    source = next(s for s in sources if not self.coordinator.transport_down(s))
+                except StopIteration:
+                    source = sources[0]
+                try:
+                    await copy_partition(self.kv, self.transport, source, part)
+                    await catch_up(self.anti_entropy, self.transport, source, part)
+                except PeerError as exc:
+                    self.stream_errors[part] = str(exc)
+                    sources.append(sources.pop(0))
+                    await asyncio.sleep(0.5)
+                    continue
+                self.stream_errors.pop(part, None)
+                self.streamed.add(part)
+                await self._store_pending(streaming=True)
+                break
+
+    def progress(self) -> dict[str, Any]:
+        gained = self.gained()
+        done = len([p for p in gained if p in self.streamed])
+        return {
+            "node_id": self.settings.node_id,
+            "epoch": self.ring.epoch,
+            "pending_epoch": None if self.pending is None else self.pending.epoch,
+            "streaming": self._streamer is not None and not self._streamer.done(),
+            "partitions_to_stream": len(gained),
+            "partitions_streamed": done,
+            "in_sync": self.pending is not None and done == len(gained),
+            "pending_ring": None if self.pending is None else self.pending.to_dict(),
+            "errors": {str(p): e for p, e in self.stream_errors.items()},
+        }
+
+    def _expect_pending(self, epoch: int) -> None:
+        if self.pending is None or self.pending.epoch != epoch:
+            have = "none" if self.pending is None else str(self.pending.epoch)
+            raise ApiError(
+                409, "stale_epoch", f"no joining ring epoch {epoch} here (joining: {have})"
+            )
+
+    async def commit(self, epoch: int) -> str:
+        """The joining ring becomes the ring; drop what this node no longer owns, later."""
+        if self.ring.epoch == epoch and self.pending is None:
+            return "committed"
+        self._expect_pending(epoch)
+        assert self.pending is not None
+        if self.gained() and len(self.streamed & set(self.gained())) < len(self.gained()):
+            raise ApiError(409, "conflict", "this node has not finished streaming")
+        ring, self.pending = self.pending, None
+        await self._store_ring(ring)
+        self.ring = ring
+        await self._store_pending(streaming=False)
+        for target in list(self.hints.backlog):
+            if target not in ring.member_ids:
+                self.hints.backlog.pop(target, None)
+        self._schedule_drop()
+        log.info("ring epoch %d committed", ring.epoch)
+        return "committed"
+
+    async def abort(self, epoch: int) -> str:
+        if self.pending is None or self.pending.epoch != epoch:
+            return "aborted"
+        self.pending = None
+        if self._streamer is not None:
+            self._streamer.cancel()
+        await self._store_pending(streaming=False)
+        self._schedule_drop()
+        log.info("ring epoch %d aborted", epoch)
+        return "aborted"
+
+    def _schedule_drop(self) -> None:
+        if self._dropper is None or self._dropper.done():
+            self._dropper = asyncio.ensure_future(self._drop_unowned())
+
+    async def _drop_unowned(self) -> None:
+        """After a safety delay, delete partitions this node neither owns nor will own."""
+        await asyncio.sleep(self.settings.drop_delay_s)
+        me = self.settings.node_id
+        keep = set(self.ring.partitions_of(me))
+        if self.pending is not None:
+            keep |= self.pending.partitions_of(me)
+        for part in range(self.ring.partitions):
+            if part in keep:
+                continue
+            while True:
+                dropped = await self.kv.drop_partition(part, limit=1000)
+                if dropped < 1000:
+                    break
 
     async def install_ring(self, ring: Ring) -> bool:
         """Adopt `ring` if it is newer than ours; refuse a different Q."""
@@ -203,6 +401,7 @@ class Node:
             "version": __version__,
             "advertise_url": self.settings.advertise_url,
             "epoch": self.ring.epoch,
+            "pending_epoch": None if self.pending is None else self.pending.epoch,
             "partitions": self.ring.partitions,
             "replication_factor": self.ring.replication_factor,
             "members": list(self.ring.member_ids),

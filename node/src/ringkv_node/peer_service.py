@@ -55,9 +55,10 @@ async def serve(kv: KV, name: str, doc: Any) -> Any:
         return {p: mine[p] for p in wanted if p in mine}
     if name == "bucket":
         try:
-            part, bucket, after = int(doc["partition"]), int(doc["bucket"]), bytes(doc["after"])
+            part, after = int(doc["partition"]), bytes(doc["after"])
+            bucket = None if doc.get("bucket") is None else int(doc["bucket"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError("bucket: expected partition, bucket, after") from None
+            raise ValueError("bucket: expected partition, bucket (or null), after") from None
         recs = kv.storage.partition_records(part, after=after, bucket=bucket, limit=BUCKET_PAGE)
         return {"records": wire.encode_records(recs), "more": len(recs) >= BUCKET_PAGE}
     raise ValueError(f"unknown peer call {name!r}")

@@ -58,6 +58,7 @@ class Settings:
     anti_entropy_interval_s: float = 30.0
     hint_interval_s: float = 1.0
     replica_timeout_s: float = 2.0
+    drop_delay_s: float = 60.0
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
@@ -133,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--anti-entropy-interval", help="compare digests with peers this often (default 30s)")
     add("--hint-interval", help="retry hinted handoff this often (default 1s)")
     add("--replica-timeout", help="give up on a peer request after this (default 2s)")
+    add("--drop-delay", help="after a ring commit, keep partitions no longer owned this long")
     return p
 
 
@@ -162,6 +164,7 @@ _ENV = {
     "anti_entropy_interval": "RINGKV_ANTI_ENTROPY_INTERVAL",
     "hint_interval": "RINGKV_HINT_INTERVAL",
     "replica_timeout": "RINGKV_REPLICA_TIMEOUT",
+    "drop_delay": "RINGKV_DROP_DELAY",
 }
 
 
@@ -289,4 +292,5 @@ def parse_settings(
         anti_entropy_interval_s=max(0.1, duration("anti_entropy_interval", "30s")),
         hint_interval_s=max(0.05, duration("hint_interval", "1s")),
         replica_timeout_s=max(0.05, duration("replica_timeout", "2s")),
+        drop_delay_s=duration("drop_delay", "60s"),
     )

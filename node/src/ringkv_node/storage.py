@@ -147,6 +147,23 @@ class WriteTxn:
     def put_meta(self, name: bytes, value: bytes) -> None:
         self._txn.put(name, value, db=self._dbs["meta"])
 
+    def delete_meta(self, name: bytes) -> None:
+        self._txn.delete(name, db=self._dbs["meta"])
+
+    def partition_keys(self, part: int, limit: int) -> list[tuple[bytes, Record]]:
+        """Up to `limit` records of one partition, in key order (for dropping it)."""
+        prefix = _PART.pack(part)
+        out: list[tuple[bytes, Record]] = []
+        with self._txn.cursor(db=self._data) as cur:
+            if not cur.set_range(prefix):
+                return out
+            for item in cur.iternext():
+                pkey, raw = cast("tuple[bytes, bytes]", item)
+                if not pkey.startswith(prefix) or len(out) >= limit:
+                    break
+                out.append((pkey[2:], records.decode(raw)))
+        return out
+
     def due(self, index: str, upto: int, limit: int) -> list[tuple[int, bytes]]:
         """Index entries (`expiry` or `tombs`) with a stamp <= upto, oldest first."""
         out: list[tuple[int, bytes]] = []

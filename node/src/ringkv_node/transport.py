@@ -54,6 +54,7 @@ class HttpTransport:
         self,
         node_id: str,
         get_ring: Callable[[], Ring],
+        member_url: Callable[[str], str],
         token: str | None,
         *,
         timeout_s: float = 2.0,
@@ -61,6 +62,7 @@ class HttpTransport:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._get_ring = get_ring
+        self._member_url = member_url
         self._headers = {"Content-Type": wire.CONTENT_TYPE, "X-Ringkv-Node": node_id}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
@@ -89,6 +91,10 @@ class HttpTransport:
         if self._session is not None:
             await self._session.close()
 
+    def forget_failures(self) -> None:
+        """Forget which peers failed (after start-up, when they were still starting)."""
+        self._down_until.clear()
+
     def is_down(self, peer: str) -> bool:
         until = self._down_until.get(peer)
         return until is not None and self._monotonic() < until
@@ -97,7 +103,7 @@ class HttpTransport:
         if self.is_down(peer):
             raise PeerError(peer, "marked down after a recent failure")
         try:
-            url = self._get_ring().member(peer).url
+            url = self._member_url(peer)
         except KeyError:
             raise PeerError(peer, "not a member of the ring") from None
         epoch = str(self._get_ring().epoch)

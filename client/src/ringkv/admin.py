@@ -1,0 +1,129 @@
+"""Driving a rebalance over HTTP: the I/O shell around `ringkv.rebalance`.
+
+`Rebalancer` asks every node of the old and new ring for its state, runs the
+step `next_step` chooses, and repeats until the new ring is committed
+everywhere. It keeps no state of its own: killed and re-run, it continues
+from what the nodes report. The operator and `ringkv local add-node` /
+`remove-node` use it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ringkv._core import Request
+from ringkv.client import _Pool
+from ringkv.errors import ResponseError, TransportError, error_for
+from ringkv.rebalance import NodeView, Step, next_step, participants, plan, target_from_views
+from ringkv.ring import Member, Ring
+
+__all__ = ["Rebalancer"]
+
+
+class Rebalancer:
+    def __init__(self, token: str, *, timeout: float = 10.0) -> None:
+        self._token = token
+        self._pool = _Pool(8, timeout)
+
+    def _call(self, method: str, url: str, doc: Any = None) -> Any:
+        body = None if doc is None else json.dumps(doc).encode()
+        headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
+        resp = self._pool.send(Request(method, url, body, headers))
+        if resp.status >= 400:
+            try:
+                err = json.loads(resp.body)
+            except ValueError:
+                err = {"error": "http_error", "message": resp.body[:200].decode(errors="replace")}
+            raise error_for(resp.status, err)
+        return json.loads(resp.body)
+
+    def ring(self, url: str) -> Ring:
+        return Ring.from_dict(self._call("GET", f"{url}/v1/ring"))
+
+    def views(self, urls: dict[str, str]) -> tuple[dict[str, NodeView], dict[str, Any]]:
+        views: dict[str, NodeView] = {}
+        docs: dict[str, Any] = {}
+        for node, url in urls.items():
+            try:
+                docs[node] = self._call("GET", f"{url}/admin/v1/rebalance")
+                views[node] = NodeView.from_progress(node, docs[node])
+            except (TransportError, ResponseError):
+                views[node] = NodeView(node, False)
+        return views, docs
+
+    def run(
+        self,
+        old: Ring,
+        target: Ring,
+        *,
+        timeout_s: float = 600.0,
+        on_progress: Callable[[Step, dict[str, Any]], None] | None = None,
+    ) -> None:
+        """Move the cluster from `old` to `target` (epoch old + 1); return when committed."""
+        if target.epoch != old.epoch + 1:
+            raise ValueError(f"target epoch must be {old.epoch + 1}")
+        urls = {m: _url(old, target, m) for m in participants(old, target)}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            views, docs = self.views(urls)
+            step = next_step(target, views)
+            if on_progress is not None:
+                on_progress(step, docs)
+            if step.action == "done":
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rebalance to epoch {target.epoch} not done: {step.reason}")
+            for node in step.nodes if step.action != "wait" else ():
+                url = urls[node]
+                try:
+                    if step.action == "join":
+                        self._call("POST", f"{url}/admin/v1/ring/join", target.to_dict())
+                    else:
+                        self._call(
+                            "POST", f"{url}/admin/v1/ring/{step.action}", {"epoch": target.epoch}
+                        )
+                except (TransportError, ResponseError):
+                    pass  # seen again in the next round of views
+            time.sleep(0.2)
+
+    def resume(self, seed_url: str, **kwargs: Any) -> Ring | None:
+        """Finish a rebalance some earlier driver left half done; return its ring."""
+        current = self.ring(seed_url)
+        rings = {current.epoch: current}
+        for member in current.members:
+            try:
+                ring = self.ring(member.url)
+            except (TransportError, ResponseError):
+                continue
+            rings.setdefault(ring.epoch, ring)
+        urls = {m.id: m.url for r in rings.values() for m in r.members}
+        _, docs = self.views(urls)
+        pending = target_from_views(docs)
+        if pending is None:
+            return None
+        old = rings.get(pending.epoch - 1)
+        if old is None:
+            raise ValueError(f"joining ring epoch {pending.epoch} follows no ring seen here")
+        self.run(old, pending, **kwargs)
+        return pending
+
+    def change(self, seed_url: str, members: list[Member], **kwargs: Any) -> Ring:
+        """Move the cluster to `members` (resuming first whatever was in progress)."""
+        self.resume(seed_url, **kwargs)
+        current = self.ring(seed_url)
+        try:
+            target = plan(current, members)
+        except ValueError:  # already there (a resumed run did this very change)
+            return current
+        self.run(current, target, **kwargs)
+        return target
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _url(old: Ring, target: Ring, member: str) -> str:
+    return (target if member in target.member_ids else old).member(member).url
