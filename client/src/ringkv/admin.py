@@ -124,6 +124,12 @@ class Rebalancer:
     def close(self) -> None:
         self._pool.close()
 
+    def __enter__(self) -> Rebalancer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def _url(old: Ring, target: Ring, member: str) -> str:
     return (target if member in target.member_ids else old).member(member).url

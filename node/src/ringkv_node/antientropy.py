@@ -90,20 +90,32 @@ class AntiEntropy:
                 theirs = {int(p): list(d) for p, d in doc.items()}
                 diff = differing(local, theirs, shared)
                 result.buckets_differing += len(diff)
+                by_part: dict[int, list[int]] = {}
                 for part, bucket in diff:
-                    pulled, pushed = await self.sync_bucket(peer, part, bucket)
-                    result.pulled += pulled
-                    result.pushed += pushed
+                    by_part.setdefault(part, []).append(bucket)
+                for part, buckets in by_part.items():
+                    if self.get_ring().epoch != ring.epoch:
+                        return self._finish(result)  # ownership moved: start afresh
+                    # many differing buckets: one ranged read of the partition is cheaper
+                    todo: list[int | None] = [None] if len(buckets) > 4 else list(buckets)
+                    for which in todo:
+                        pulled, pushed = await self.sync_bucket(peer, part, which)
+                        result.pulled += pulled
+                        result.pushed += pushed
             except Exception as exc:  # one unreachable peer must not stop the round
                 log.debug("anti-entropy with %s failed: %r", peer, exc)
                 result.failed_peers.append(peer)
+        return self._finish(result)
+
+    def _finish(self, result: Round) -> Round:
         self.last = result
         self.last_at_ms = self.clock_ms()
         self.out_of_sync = result.buckets_differing
         return result
 
-    async def sync_bucket(self, peer: str, part: int, bucket: int) -> tuple[int, int]:
-        """Pull newer records of one bucket from `peer` and push ours it lacks."""
+    async def sync_bucket(self, peer: str, part: int, bucket: int | None) -> tuple[int, int]:
+        """Pull newer records of one bucket (None: the whole partition) from `peer`
+        and push ours it lacks."""
         theirs: dict[bytes, Record] = {}
         after = b""
         while True:

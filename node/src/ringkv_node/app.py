@@ -98,6 +98,7 @@ def create_app(
         tasks = [
             asyncio.create_task(_sweep(app, settings.sweep_interval_s), name="sweeper"),
             asyncio.create_task(node.hint_loop(), name="hints"),
+            asyncio.create_task(node.drop_loop(), name="drop"),
         ]
         if len(node.ring.members) > 1:
             tasks.append(asyncio.create_task(node.anti_entropy_loop(), name="anti-entropy"))

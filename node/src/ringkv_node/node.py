@@ -65,7 +65,7 @@ class Node:
         self.streamed: set[int] = set()  # gained partitions copied and caught up
         self.stream_errors: dict[int, str] = {}
         self._streamer: asyncio.Task[None] | None = None
-        self._dropper: asyncio.Task[None] | None = None
+        self.unowned_since: dict[int, float] = {}
         self.coordinator = Coordinator(
             settings.node_id, kv, transport, self.hints, lambda: self.ring, lambda: self.pending
         )
@@ -273,23 +273,40 @@ class Node:
         return "aborted"
 
     def _schedule_drop(self) -> None:
-        if self._dropper is None or self._dropper.done():
-            self._dropper = asyncio.ensure_future(self._drop_unowned())
+        """Partitions this node stopped owning are dropped by `drop_loop`, later."""
+        now = self._monotonic()
+        for part in self._unowned_with_data():
+            self.unowned_since.setdefault(part, now)
 
-    async def _drop_unowned(self) -> None:
-        """After a safety delay, delete partitions this node neither owns nor will own."""
-        await asyncio.sleep(self.settings.drop_delay_s)
+    def _unowned_with_data(self) -> list[int]:
         me = self.settings.node_id
         keep = set(self.ring.partitions_of(me))
         if self.pending is not None:
             keep |= self.pending.partitions_of(me)
-        for part in range(self.ring.partitions):
-            if part in keep:
-                continue
-            while True:
-                dropped = await self.kv.drop_partition(part, limit=1000)
-                if dropped < 1000:
-                    break
+        digests = self.kv.storage.bucket_digests()
+        return [p for p, row in digests.items() if p not in keep and any(row)]
+
+    async def drop_loop(self) -> None:
+        """Delete partitions this node has not owned for --drop-delay (also records a
+        coordinator with an old ring sent here after the move)."""
+        delay = self.settings.drop_delay_s
+        while True:
+            await asyncio.sleep(min(5.0, max(0.2, delay / 2)))
+            now = self._monotonic()
+            unowned = set(self._unowned_with_data())
+            for part in list(self.unowned_since):
+                if part not in unowned:
+                    del self.unowned_since[part]
+            for part in unowned:
+                since = self.unowned_since.setdefault(part, now)
+                if now - since < delay:
+                    continue
+                try:
+                    while await self.kv.drop_partition(part, limit=1000) >= 1000:
+                        pass
+                except Exception:
+                    log.exception("dropping partition %d failed", part)
+                log.info("dropped partition %d (owned elsewhere now)", part)
 
     async def install_ring(self, ring: Ring) -> bool:
         """Adopt `ring` if it is newer than ours; refuse a different Q."""
