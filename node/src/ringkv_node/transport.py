@@ -119,7 +119,10 @@ class HttpTransport:
                     self.epoch_seen(peer, int(peer_epoch))
                 if resp.status != 200:
                     raise PeerError(peer, f"{name} answered {resp.status}: {body[:200]!r}")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except TimeoutError as exc:  # slow is not down: do not skip it next time
+            raise PeerError(peer, f"{name} timed out: {exc!r}") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            # refused or reset: skip this peer (hint instead) for a moment
             self._down_until[peer] = self._monotonic() + self._down_for
             raise PeerError(peer, f"{name} failed: {exc!r}") from None
         self._down_until.pop(peer, None)
