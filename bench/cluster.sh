@@ -18,34 +18,9 @@ VENV=${VENV:-.venv}
 BASE=${BASE_PORT:-17200}
 TOKEN=bench-token
 
-need() {
-    local missing=()
-    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "installing ${missing[*]} from Debian..." >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null \
-            || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
-    fi
-}
+source bench/lib.sh
 need wrk etcd-server curl
-
-WORK=$(mktemp -d /tmp/ringkv-cluster-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_http() {
-    for _ in $(seq 1 150); do
-        curl -fsS "${@:2}" "$1" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "not ready: $1" >&2
-    return 1
-}
+bench_workdir ringkv-cluster-bench
 
 # run_wrk MODE URL... -> "ops p50 p99" (ops summed, latencies the worst)
 run_wrk() {
@@ -55,7 +30,7 @@ run_wrk() {
         local c=$per
         [ $i -lt $extra ] && c=$((c + 1))
         MODE=$mode wrk -t1 -c"$c" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" \
-            -s bench/wrk/multi.lua "$url" >"$WORK/wrk-$mode-$i.txt" 2>&1 &
+            -s "$WORK/multi.lua" "$url" >"$WORK/wrk-$mode-$i.txt" 2>&1 &
         i=$((i + 1))
     done
     wait $(jobs -p | tail -n "$n") 2>/dev/null || true
@@ -67,6 +42,9 @@ run_wrk() {
         ops += v["ops"]; if (v["p50_ms"] > p50) p50 = v["p50_ms"]; if (v["p99_ms"] > p99) p99 = v["p99_ms"]
     } END { printf "%.0f %.3f %.3f\n", ops, p50, p99 }'
 }
+
+# wrk takes one script: append the reporter
+cat bench/wrk/multi.lua bench/wrk/report.lua >"$WORK/multi.lua"
 
 # -- ringkv: 3 nodes, N=3, quorum, fsync -------------------------------------------
 PEERS=""
@@ -106,7 +84,6 @@ for u in "${EURLS[@]}"; do wait_http "$u/health"; done
 read -r E_PUT E_PUT50 E_PUT99 < <(run_wrk etcd-put "${EURLS[@]}")
 read -r E_GET E_GET50 E_GET99 < <(run_wrk etcd-get "${EURLS[@]}")
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 printf '\n3-node ringkv (N=3, W=R=2, fsync) vs 3-member etcd %s: %s connections over 3 members, %ss per run\n\n' \
     "$(etcd --version 2>/dev/null | head -n1 | awk '{print $3}')" "$CONNS" "$DURATION"
 printf '%-28s %12s %10s %10s\n' "test" "ops/s" "p50 ms" "p99 ms"

@@ -19,34 +19,9 @@ VENV=${VENV:-.venv}
 NODE_PORT=${NODE_PORT:-17180}
 REDIS_PORT=${REDIS_PORT:-17181}
 
-need() {
-    local missing=()
-    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "installing ${missing[*]} from Debian..." >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null \
-            || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; }
-    fi
-}
+source bench/lib.sh
 need wrk redis-server redis-tools util-linux
-
-WORK=$(mktemp -d /tmp/ringkv-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_http() {
-    for _ in $(seq 1 100); do
-        curl -fsS "$1" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "not ready: $1" >&2
-    return 1
-}
+bench_workdir ringkv-bench
 
 # -- ringkv ------------------------------------------------------------------
 taskset -c "$SERVER_CPU" "$VENV/bin/ringkv-node" --id bench --listen "127.0.0.1:$NODE_PORT" \
@@ -88,7 +63,6 @@ redis_run() { # test -> "ops p50 p99"
 read -r R_SET R_SET50 R_SET99 < <(redis_run set 40000)
 read -r R_GET R_GET50 R_GET99 < <(redis_run get 80000)
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 printf '\nringkv single node vs redis-server (appendfsync always): %s connections, %ss per run,\n' "$CONNS" "$DURATION"
 printf 'server on CPU %s, load on CPU %s, 100-byte values, %s keys\n\n' "$SERVER_CPU" "$LOAD_CPU" "$KEYS"
 printf '%-28s %12s %10s %10s\n' "test" "ops/s" "p50 ms" "p99 ms"

@@ -118,7 +118,7 @@ def key_call(
 
 
 def batch_call(
-    ops: Sequence[tuple[str, str | bytes, bytes | str | None, int | None]],
+    ops: Sequence[BatchOp],
     limits: Limits,
     *,
     atomic: bool = False,
@@ -149,6 +149,36 @@ def batch_call(
     body = json.dumps(doc).encode()
     # an atomic batch lives in one partition: send it to that partition's owners
     return Call("POST", "/v1/batch", first_key if atomic else None, body, "application/json")
+
+
+BatchOp = tuple[str, "str | bytes", "bytes | str | None", "int | None"]
+
+
+class BatchOps:
+    """Puts and deletes collected for one or more /v1/batch calls (both shells)."""
+
+    def __init__(self, atomic: bool, consistency: str | None) -> None:
+        self.atomic = atomic
+        self.consistency = consistency
+        self.ops: list[BatchOp] = []
+        self.results: list[dict[str, Any]] | None = None
+
+    def put(self, key: str | bytes, value: bytes | str, *, ttl: int | None = None) -> Any:
+        self.ops.append(("put", key, value, ttl))
+        return self
+
+    def delete(self, key: str | bytes) -> Any:
+        self.ops.append(("delete", key, None, None))
+        return self
+
+
+def batch_calls(
+    ops: Sequence[BatchOp], limits: Limits, atomic: bool, consistency: str | None
+) -> list[Call]:
+    """The /v1/batch calls for `ops`: one if atomic, else chunks of the batch limit."""
+    step = limits.max_batch_ops
+    chunks = [ops] if atomic else [ops[i : i + step] for i in range(0, len(ops), step)]
+    return [batch_call(c, limits, atomic=atomic, consistency=consistency) for c in chunks]
 
 
 def decode(resp: Response) -> Response:

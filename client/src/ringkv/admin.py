@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ringkv._core import Request
+from ringkv._core import Request, decode
 from ringkv.client import _Pool
-from ringkv.errors import ResponseError, TransportError, error_for
+from ringkv.errors import ResponseError, TransportError
 from ringkv.rebalance import NodeView, Step, next_step, participants, plan, target_from_views
 from ringkv.ring import Member, Ring
 
@@ -31,14 +31,7 @@ class Rebalancer:
     def _call(self, method: str, url: str, doc: Any = None) -> Any:
         body = None if doc is None else json.dumps(doc).encode()
         headers = {"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"}
-        resp = self._pool.send(Request(method, url, body, headers))
-        if resp.status >= 400:
-            try:
-                err = json.loads(resp.body)
-            except ValueError:
-                err = {"error": "http_error", "message": resp.body[:200].decode(errors="replace")}
-            raise error_for(resp.status, err)
-        return json.loads(resp.body)
+        return json.loads(decode(self._pool.send(Request(method, url, body, headers))).body)
 
     def ring(self, url: str) -> Ring:
         return Ring.from_dict(self._call("GET", f"{url}/v1/ring"))

@@ -167,16 +167,10 @@ class AsyncClient:
         return await self._batch([("delete", k, None, None) for k in keys], False, None)
 
     async def _batch(
-        self,
-        ops: Sequence[tuple[str, str | bytes, bytes | str | None, int | None]],
-        atomic: bool,
-        consistency: str | None,
+        self, ops: Sequence[_core.BatchOp], atomic: bool, consistency: str | None
     ) -> list[dict[str, Any]]:
-        step = self._limits.max_batch_ops
-        chunks = [ops] if atomic else [ops[i : i + step] for i in range(0, len(ops), step)]
         out: list[dict[str, Any]] = []
-        for chunk in chunks:
-            call = _core.batch_call(chunk, self._limits, atomic=atomic, consistency=consistency)
+        for call in _core.batch_calls(ops, self._limits, atomic, consistency):
             out += _core.batch_results(await self._call(call))
         return out
 
@@ -209,24 +203,15 @@ class AsyncClient:
         await self.close()
 
 
-class AsyncBatch:
+class AsyncBatch(_core.BatchOps):
+    """Collects puts and deletes; `await execute()` (or leaving `async with`) sends them."""
+
     def __init__(self, client: AsyncClient, atomic: bool, consistency: str | None) -> None:
+        super().__init__(atomic, consistency)
         self._client = client
-        self._atomic = atomic
-        self._consistency = consistency
-        self.ops: list[tuple[str, str | bytes, bytes | str | None, int | None]] = []
-        self.results: list[dict[str, Any]] | None = None
-
-    def put(self, key: str | bytes, value: bytes | str, *, ttl: int | None = None) -> AsyncBatch:
-        self.ops.append(("put", key, value, ttl))
-        return self
-
-    def delete(self, key: str | bytes) -> AsyncBatch:
-        self.ops.append(("delete", key, None, None))
-        return self
 
     async def execute(self) -> list[dict[str, Any]]:
-        self.results = await self._client._batch(self.ops, self._atomic, self._consistency)
+        self.results = await self._client._batch(self.ops, self.atomic, self.consistency)
         return self.results
 
     async def __aenter__(self) -> AsyncBatch:

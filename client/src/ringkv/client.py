@@ -217,16 +217,10 @@ class Client:
         return self._batch([("delete", k, None, None) for k in keys], False, None)
 
     def _batch(
-        self,
-        ops: Sequence[tuple[str, str | bytes, bytes | str | None, int | None]],
-        atomic: bool,
-        consistency: str | None,
+        self, ops: Sequence[_core.BatchOp], atomic: bool, consistency: str | None
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        step = 1 if atomic else self._limits.max_batch_ops
-        chunks = [ops] if atomic else [ops[i : i + step] for i in range(0, len(ops), step)]
-        for chunk in chunks:
-            call = _core.batch_call(chunk, self._limits, atomic=atomic, consistency=consistency)
+        for call in _core.batch_calls(ops, self._limits, atomic, consistency):
             out += _core.batch_results(self._call(call))
         return out
 
@@ -255,26 +249,15 @@ class Client:
         self.close()
 
 
-class Batch:
+class Batch(_core.BatchOps):
     """Collects puts and deletes; `execute()` (or leaving the `with`) sends them."""
 
     def __init__(self, client: Client, atomic: bool, consistency: str | None) -> None:
+        super().__init__(atomic, consistency)
         self._client = client
-        self._atomic = atomic
-        self._consistency = consistency
-        self.ops: list[tuple[str, str | bytes, bytes | str | None, int | None]] = []
-        self.results: list[dict[str, Any]] | None = None
-
-    def put(self, key: str | bytes, value: bytes | str, *, ttl: int | None = None) -> Batch:
-        self.ops.append(("put", key, value, ttl))
-        return self
-
-    def delete(self, key: str | bytes) -> Batch:
-        self.ops.append(("delete", key, None, None))
-        return self
 
     def execute(self) -> list[dict[str, Any]]:
-        self.results = self._client._batch(self.ops, self._atomic, self._consistency)
+        self.results = self._client._batch(self.ops, self.atomic, self.consistency)
         return self.results
 
     def __enter__(self) -> Batch:
