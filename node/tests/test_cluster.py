@@ -7,7 +7,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -69,17 +69,31 @@ async def get(http: aiohttp.ClientSession, node: NodeProcess, key: str, **q: str
         return r.status, await r.read()
 
 
+async def all_replicas(http: aiohttp.ClientSession, cluster: Cluster, key: str) -> set[object]:
+    answers: set[object] = set()
+    for n in cluster.nodes:
+        status, body = await get(http, n, key, consistency="one")
+        answers.add((status, body) if status == 200 else status)
+    return answers
+
+
+async def eventually(probe: Callable[[], Awaitable[object]], want: object) -> None:
+    deadline = time.monotonic() + 5
+    while (got := await probe()) != want:
+        assert time.monotonic() < deadline, f"still {got!r}, want {want!r}"
+        await asyncio.sleep(0.02)
+
+
 async def test_any_node_serves_any_key(cluster: Cluster, http: aiohttp.ClientSession) -> None:
     a, b, c = cluster.nodes
     assert await put(http, a, "k", b"v1") == (201, b"")
     assert await get(http, b, "k") == (200, b"v1")
     assert await put(http, c, "k", b"v2") == (200, b"v1")  # previous value
-    for n in cluster.nodes:  # every replica holds it (consistency=one reads locally)
-        assert await get(http, n, "k", consistency="one") == (200, b"v2")
+    # every replica holds it (consistency=one reads locally; the third may lag a moment)
+    await eventually(lambda: all_replicas(http, cluster, "k"), {(200, b"v2")})
     async with http.delete(f"{b.url}/v1/kv/k") as r:
         assert (r.status, await r.read()) == (200, b"v2")
-    for n in cluster.nodes:
-        assert (await get(http, n, "k", consistency="one"))[0] == 404
+    await eventually(lambda: all_replicas(http, cluster, "k"), {404})
     async with http.get(f"{a.url}/v1/status") as r:
         status = await r.json()
     assert status["members"] == ["n0", "n1", "n2"]

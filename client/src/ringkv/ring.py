@@ -27,8 +27,12 @@ DEFAULT_PARTITIONS = 256
 DEFAULT_REPLICATION_FACTOR = 3
 
 
-def _hashed_bytes(key: str | bytes) -> bytes:
-    """The bytes that decide the partition: the hash tag if the key has one."""
+def hash_tag(key: str | bytes) -> bytes:
+    """The bytes that decide the partition: the hash tag if the key has one.
+
+    For bytes without a tag this is the key object itself (callers may test
+    `hash_tag(key) is key` to reuse a hash of the whole key).
+    """
     data = key.encode("utf-8") if isinstance(key, str) else key
     start = data.find(b"{")
     if start != -1:
@@ -54,7 +58,7 @@ def _check_partitions(partitions: object) -> int:
 def partition(key: str | bytes, partitions: int = DEFAULT_PARTITIONS) -> int:
     """Partition of `key` among `partitions` (a power of two): top bits of xxh64."""
     shift = 64 - (_check_partitions(partitions).bit_length() - 1)
-    return int(xxhash.xxh64_intdigest(_hashed_bytes(key))) >> shift
+    return int(xxhash.xxh64_intdigest(hash_tag(key))) >> shift
 
 
 def partitioner(partitions: int) -> Callable[[bytes], int]:
@@ -63,7 +67,7 @@ def partitioner(partitions: int) -> Callable[[bytes], int]:
     digest = xxhash.xxh64_intdigest
 
     def part(key: bytes) -> int:
-        return int(digest(_hashed_bytes(key))) >> shift
+        return int(digest(hash_tag(key))) >> shift
 
     return part
 
@@ -165,10 +169,10 @@ class Ring:
 
     def owners_of_key(self, key: str | bytes) -> tuple[str, ...]:
         """Owners of the partition `key` maps to, preferred coordinator first."""
-        return self.owner_table[xxhash.xxh64_intdigest(_hashed_bytes(key)) >> self._shift]
+        return self.owner_table[xxhash.xxh64_intdigest(hash_tag(key)) >> self._shift]
 
     def partition_of(self, key: str | bytes) -> int:
-        return int(xxhash.xxh64_intdigest(_hashed_bytes(key))) >> self._shift
+        return int(xxhash.xxh64_intdigest(hash_tag(key))) >> self._shift
 
     def owners(self, partition: int) -> tuple[str, ...]:
         if not 0 <= partition < self.partitions:

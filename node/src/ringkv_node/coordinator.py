@@ -85,14 +85,15 @@ class Coordinator:
         if fut.cancelled() or fut.exception() is not None:
             self._track(asyncio.ensure_future(self.hints.add(owner, items)))
 
-    def write_plan(self, key: bytes, level: str) -> tuple[tuple[str, ...], list[Group]]:
+    def write_plan(
+        self, owners: tuple[str, ...], key: bytes, level: str
+    ) -> tuple[tuple[str, ...], list[Group]]:
         """Owners to write to, and the acknowledgements each owner set needs.
 
         While a new ring is joining, writes go to the old and the new owners and
         need a quorum of each: reads switch to the new owners at commit, and
         must find every acknowledged write there.
         """
-        owners = self.owners(key)
         groups = [(frozenset(owners), required_acks(level, len(owners)))]
         pending = self.get_pending()
         if pending is None:
@@ -102,10 +103,12 @@ class Coordinator:
         return owners + tuple(o for o in new if o not in owners), groups
 
     async def write(self, key: bytes, rec: Record, level: str) -> WriteResult:
-        targets, groups = self.write_plan(key, level)
-        self.kv.hlc.observe(rec.version.ts)
-        if len(targets) == 1 and targets[0] == self.node_id:  # one replica, and it is us
+        owners = self.owners(key)
+        if owners == (self.node_id,) and self.get_pending() is None:
+            # one replica, and it is us: no quorum to gather
             return WriteResult(await self.kv.enqueue_apply(key, rec), 1)
+        targets, groups = self.write_plan(owners, key, level)
+        self.kv.hlc.observe(rec.version.ts)
         futs = {o: self._start_write(o, key, rec) for o in targets}
         acked = await gather_groups(futs, groups)
         short = unmet(acked, groups)
@@ -126,7 +129,7 @@ class Coordinator:
 
         Returns, per item, the newest previous record among acknowledging owners.
         """
-        targets, groups = self.write_plan(items[0][0], level)
+        targets, groups = self.write_plan(self.owners(items[0][0]), items[0][0], level)
         for _, rec in items:
             self.kv.hlc.observe(rec.version.ts)
 

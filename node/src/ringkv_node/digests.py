@@ -12,7 +12,6 @@ tree). Pure: no I/O.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 
 import xxhash
@@ -22,18 +21,22 @@ from ringkv.versions import Version
 __all__ = ["BUCKETS", "bucket_of", "combine", "record_digest"]
 
 BUCKETS = 64
-_TS = struct.Struct(">Q")
+_hash = xxhash.xxh64_intdigest
+_node_hashes: dict[str, int] = {}
 
 
 def bucket_of(key: bytes) -> int:
-    # low bits: independent of the partition, which uses the top bits
-    return int(xxhash.xxh64_intdigest(key, seed=1)) & (BUCKETS - 1)
+    """Low bits of the key's xxh64: independent of the partition (the top bits)."""
+    return int(_hash(key)) & (BUCKETS - 1)
 
 
 def record_digest(key: bytes, version: Version) -> int:
-    return int(
-        xxhash.xxh64_intdigest(key + b"\x00" + _TS.pack(version.ts) + version.node.encode(), seed=2)
-    )
+    """A 64-bit fingerprint of (key, version): the key hashed with the timestamp
+    as seed, mixed with a hash of the writer id."""
+    node_hash = _node_hashes.get(version.node)
+    if node_hash is None:
+        node_hash = _node_hashes[version.node] = int(_hash(version.node.encode(), seed=3))
+    return int(_hash(key, seed=version.ts)) ^ node_hash
 
 
 def combine(digests: Iterable[int]) -> int:

@@ -31,12 +31,9 @@ class Applied(NamedTuple):
     record: Record
 
 
-def _apply_in(wt: WriteTxn, key: bytes, rec: Record, now_ms: int) -> Applied:
-    prev = wt.get(key)
-    if prev is not None and not rec.newer_than(prev):
-        return Applied(prev, False, rec)
-    wt.put(key, rec, prev)
-    return Applied(prev, True, rec)
+def _apply_in(wt: WriteTxn, key: bytes, rec: Record) -> Applied:
+    prev, written = wt.apply_lww(key, rec)
+    return Applied(prev, written, rec)
 
 
 class KV:
@@ -115,23 +112,20 @@ class KV:
     async def apply(self, key: bytes, rec: Record) -> Applied:
         """Store `rec` if it is newer than what is there (durable on return)."""
         self.hlc.observe(rec.version.ts)
-        now = self.clock_ms()
-        applied: Applied = await self.storage.write(lambda wt: _apply_in(wt, key, rec, now))
+        applied: Applied = await self.storage.write(lambda wt: _apply_in(wt, key, rec))
         return applied
 
     def enqueue_apply(self, key: bytes, rec: Record) -> asyncio.Future[Record | None]:
         """Apply `rec`; the future resolves to the previous record once durable."""
         self.hlc.observe(rec.version.ts)
-        now = self.clock_ms()
-        return self.storage.enqueue(lambda wt: _apply_in(wt, key, rec, now).previous)
+        return self.storage.enqueue(lambda wt: wt.apply_lww(key, rec)[0])
 
     async def apply_many(self, items: Sequence[tuple[bytes, Record]]) -> list[Applied]:
         """Apply several records in one transaction (a replica batch, or an atomic one)."""
         for _, rec in items:
             self.hlc.observe(rec.version.ts)
-        now = self.clock_ms()
         result: list[Applied] = await self.storage.write(
-            lambda wt: [_apply_in(wt, k, r, now) for k, r in items]
+            lambda wt: [_apply_in(wt, k, r) for k, r in items]
         )
         return result
 
@@ -146,16 +140,13 @@ class KV:
         stamped = [
             (op.key, self.stamp(op.value, op.ttl_s, tombstone=op.op == "delete")) for op in ops
         ]
-        now = self.clock_ms()
         if atomic:
             result: list[Applied] = await self.storage.write(
-                lambda wt: [_apply_in(wt, k, r, now) for k, r in stamped]
+                lambda wt: [_apply_in(wt, k, r) for k, r in stamped]
             )
             return result
         # Not atomic: each op is its own write, but they still share commits.
-        return list(
-            await asyncio.gather(*(self.storage.write(_bind(k, r, now)) for k, r in stamped))
-        )
+        return list(await asyncio.gather(*(self.storage.write(_bind(k, r)) for k, r in stamped)))
 
     async def drop_partition(self, part: int, limit: int) -> int:
         """Forget up to `limit` records of a partition this node no longer owns."""
@@ -177,8 +168,8 @@ class KV:
         return purged
 
 
-def _bind(key: bytes, rec: Record, now: int) -> Callable[[WriteTxn], Applied]:
-    return lambda wt: _apply_in(wt, key, rec, now)
+def _bind(key: bytes, rec: Record) -> Callable[[WriteTxn], Applied]:
+    return lambda wt: _apply_in(wt, key, rec)
 
 
 def _purge_in(wt: WriteTxn, now_ms: int, grace_ms: int, limit: int) -> int:

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import lmdb
+import xxhash
 
-from ringkv.ring import partitioner
+from ringkv.ring import hash_tag, partitioner
 from ringkv_node import records
 from ringkv_node.digests import BUCKETS, bucket_of, record_digest
 from ringkv_node.groupcommit import GroupCommitter, Outcome
@@ -47,6 +48,8 @@ __all__ = [
 _U64 = struct.Struct(">Q")
 _PART = struct.Struct(">H")
 _HLC_KEY = b"hlc"
+_BUCKET_MASK = BUCKETS - 1
+_xxh64 = xxhash.xxh64_intdigest
 _DBS = ("data", "meta", "expiry", "tombs", "hints")
 
 
@@ -79,20 +82,56 @@ class WriteTxn:
     collected here and folded into the in-memory table only after commit.
     """
 
-    __slots__ = ("_data", "_dbs", "_partition_of", "_txn", "digest_delta", "max_ts")
+    __slots__ = ("_data", "_dbs", "_partition_of", "_shift", "_txn", "digest_delta", "max_ts")
 
     def __init__(
-        self, txn: lmdb.Transaction, dbs: dict[str, Any], partition_of: Callable[[bytes], int]
+        self,
+        txn: lmdb.Transaction,
+        dbs: dict[str, Any],
+        partition_of: Callable[[bytes], int],
+        shift: int,
     ) -> None:
         self._txn = txn
         self._dbs = dbs
         self._data = dbs["data"]
         self._partition_of = partition_of
+        self._shift = shift
         self.max_ts = 0
         self.digest_delta: dict[tuple[int, int], int] = {}
 
     def _pkey(self, key: bytes) -> bytes:
         return _PART.pack(self._partition_of(key)) + key
+
+    def apply_lww(self, key: bytes, rec: Record) -> tuple[Record | None, bool]:
+        """Store `rec` unless a newer version is there: (previous, written).
+
+        `get` + `put` fused for the write hot path: the key is hashed once for
+        its partition and bucket, and read and written at one LMDB key.
+        """
+        h = _xxh64(key)
+        tag = hash_tag(key)
+        part = (h if tag is key else _xxh64(tag)) >> self._shift
+        pkey = _PART.pack(part) + key
+        txn = self._txn
+        raw = cast("bytes | None", txn.get(pkey, db=self._data))
+        prev = None if raw is None else records.decode(raw)
+        if prev is not None and rec.version <= prev.version:
+            return prev, False
+        if prev is not None and (prev.expires_ms or prev.tombstone):
+            self._unindex(key, prev)
+        txn.put(pkey, records.encode(rec), db=self._data)
+        delta = record_digest(key, rec.version)
+        if prev is not None:
+            delta ^= record_digest(key, prev.version)
+        dkey = (part, h & _BUCKET_MASK)
+        self.digest_delta[dkey] = self.digest_delta.get(dkey, 0) ^ delta
+        if rec.expires_ms:
+            txn.put(_U64.pack(rec.expires_ms) + key, b"", db=self._dbs["expiry"])
+        if rec.tombstone:
+            txn.put(_U64.pack(rec.version.ts) + key, b"", db=self._dbs["tombs"])
+        if rec.version.ts > self.max_ts:
+            self.max_ts = rec.version.ts
+        return prev, True
 
     def get(self, key: bytes) -> Record | None:
         # buffers=False (the default): lmdb hands out bytes, never memoryviews
@@ -200,6 +239,7 @@ class Storage:
         self.path = path
         self.partitions = partitions
         self._partition_of = partitioner(partitions)
+        self._shift = 64 - (partitions.bit_length() - 1)
         self._env = lmdb.open(
             path,
             map_size=map_size,
@@ -252,7 +292,7 @@ class Storage:
     def _apply(self, ops: list[WriteOp]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self._env.begin(write=True) as txn:
-            wt = WriteTxn(txn, self._dbs, self._partition_of)
+            wt = WriteTxn(txn, self._dbs, self._partition_of, self._shift)
             for op in ops:
                 try:
                     outcomes.append(Outcome(value=op(wt)))
