@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ._controlplane import ControlPlane
 
@@ -32,9 +33,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _read_state(d: Path) -> dict[str, object] | None:
+def _read_state(d: Path) -> dict[str, Any] | None:
     try:
-        state: dict[str, object] = json.loads((d / "state.json").read_text())
+        state: dict[str, Any] = json.loads((d / "state.json").read_text())
     except (OSError, ValueError):
         return None
     return state
@@ -42,7 +43,7 @@ def _read_state(d: Path) -> dict[str, object] | None:
 
 def up(d: Path, controller_manager: bool) -> int:
     state = _read_state(d)
-    if state and all(_alive(int(p)) for p in state["pids"].values()):  # type: ignore[union-attr]
+    if state and all(_alive(int(p)) for p in state["pids"].values()):
         print(f"already up: {state['url']}\nexport KUBECONFIG={state['kubeconfig']}")
         return 0
     down(d, quiet=True)
@@ -57,7 +58,7 @@ def up(d: Path, controller_manager: bool) -> int:
 
 def down(d: Path, quiet: bool = False) -> int:
     state = _read_state(d)
-    pids = [int(p) for p in state["pids"].values()] if state else []  # type: ignore[union-attr]
+    pids = [int(p) for p in state["pids"].values()] if state else []
     for pid in reversed(pids):  # controller-manager, apiserver, then etcd
         if _alive(pid):
             os.kill(pid, signal.SIGTERM)
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "down":
         return down(a.state_dir)
     state = _read_state(a.state_dir)
-    if not state or not all(_alive(int(p)) for p in state["pids"].values()):  # type: ignore[union-attr]
+    if not state or not all(_alive(int(p)) for p in state["pids"].values()):
         print("down")
         return 1
     print(f"up: {state['url']}\nexport KUBECONFIG={state['kubeconfig']}")
