@@ -9,6 +9,7 @@ Fixtures:
   kube_controller_manager  session: adds kube-controller-manager to it
   kube_api_client          session: kubernetes.client.ApiClient as system:masters
   kube_namespace           function: a fresh namespace, deleted afterwards
+  kubeconfig_env           function: KUBECONFIG set to the control plane's (for kopf, kubectl)
 
 When the binaries are missing the tests are skipped, unless
 ``RINGKV_REQUIRE_K8S=1`` (set by ``make test``), which turns that into a failure.
@@ -86,6 +87,13 @@ def kube_api_client(kube_control_plane: ControlPlane) -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+def kubeconfig_env(kube_control_plane: ControlPlane, monkeypatch: pytest.MonkeyPatch) -> str:
+    path = str(kube_control_plane.kubeconfig)
+    monkeypatch.setenv("KUBECONFIG", path)
+    return path
 
 
 @pytest.fixture
