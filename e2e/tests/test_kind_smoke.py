@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.kind, pytest.mark.timeout(900)]
 
 IMAGE = os.environ.get("NODE_IMAGE", "ringkv/node:e2e")
 STS, SVC, REPLICAS = "kv", "kv-peers", 3
+IMAGE_ERRORS = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName"}
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +165,14 @@ def wait_ready(kubectl: Kubectl, ns: str, timeout: float = 300) -> dict[str, dic
         ]
         if len(ready) == REPLICAS:
             return pods
+        problems = [
+            f"{n}: {w['reason']}"
+            for n, p in pods.items()
+            for c in p["status"].get("containerStatuses", [])
+            if (w := c.get("state", {}).get("waiting")) and w.get("reason") in IMAGE_ERRORS
+        ]
+        if problems:
+            pytest.fail(f"{problems}: is {IMAGE} loaded? (e2e/cluster/kind-up.sh load)")
         crashing = [
             n
             for n, p in pods.items()
