@@ -21,6 +21,42 @@ mkdir -p "$STATE"
 
 cluster_exists() { "$KIND" get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; }
 
+create() {  # create IMAGE OFFLINE
+  local image="$1" offline="$2" cfg="$STATE/$KIND_CLUSTER.yaml"
+  {
+    echo "kind: Cluster"
+    echo "apiVersion: kind.x-k8s.io/v1alpha4"
+    if $offline; then
+      echo "networking:"
+      echo "  disableDefaultCNI: true   # the node image carries a static ptp CNI config"
+    fi
+    echo "nodes:"
+    echo "- role: control-plane"
+  } >"$cfg"
+  log "kind create cluster $KIND_CLUSTER ($image)"
+  if ! "$KIND" create cluster --name "$KIND_CLUSTER" --image "$image" --config "$cfg" \
+       --kubeconfig "$KUBECONFIG_OUT" --wait 240s; then
+    "$KIND" export logs --name "$KIND_CLUSTER" "$STATE/logs-$KIND_CLUSTER" >/dev/null 2>&1 || true
+    die "kind create cluster failed; logs in $STATE/logs-$KIND_CLUSTER (delete with: $0 down)"
+  fi
+}
+
+# The node must be Ready, CoreDNS and the storage provisioner rolled out.
+# kubectl gives up at once while the API server is still starting: retry.
+ready() {  # ready OFFLINE SECONDS
+  local kc=("$K8S_BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_OUT") deadline=$((SECONDS + $2))
+  while [ $SECONDS -lt $deadline ]; do
+    if "${kc[@]}" wait --for=condition=Ready node --all --timeout=20s >/dev/null 2>&1 &&
+       "${kc[@]}" -n kube-system rollout status deploy/coredns --timeout=20s >/dev/null 2>&1 &&
+       { ! $1 || "${kc[@]}" -n local-path-storage rollout status deploy/local-path-provisioner \
+            --timeout=20s >/dev/null 2>&1; }; then
+      return 0
+    fi
+    sleep 2
+  done
+  return 1
+}
+
 up() {
   "$CLUSTER_DIR/dockerd.sh" up
   "$CLUSTER_DIR/build-tools.sh" kind
@@ -32,42 +68,24 @@ up() {
   fi
   local node="$KIND_CLUSTER-control-plane"
   if cluster_exists && [ "$(docker inspect -f '{{.Config.Image}}' "$node" 2>/dev/null)" != "$image" ]; then
-    log "cluster $KIND_CLUSTER runs $(docker inspect -f '{{.Config.Image}}' "$node"), not $image: recreating it"
+    log "cluster $KIND_CLUSTER runs $(docker inspect -f '{{.Config.Image}}' "$node" 2>/dev/null), not $image: recreating it"
     "$KIND" delete cluster --name "$KIND_CLUSTER"
   fi
   if cluster_exists; then
     if [ "$(docker inspect -f '{{.State.Running}}' "$node" 2>/dev/null)" != true ]; then
       log "cluster $KIND_CLUSTER exists but $node is not running: starting it"
-      docker start "$node" >/dev/null
+      docker start "$node" >/dev/null || true
     fi
-    "$KIND" get kubeconfig --name "$KIND_CLUSTER" >"$KUBECONFIG_OUT"
-    log "cluster $KIND_CLUSTER already up"
+    "$KIND" get kubeconfig --name "$KIND_CLUSTER" >"$KUBECONFIG_OUT" 2>/dev/null || true
+    if ! ready "$offline" 150; then
+      log "cluster $KIND_CLUSTER does not come back: recreating it"
+      "$KIND" delete cluster --name "$KIND_CLUSTER"
+      create "$image" "$offline"
+    fi
   else
-    local cfg="$STATE/$KIND_CLUSTER.yaml"
-    {
-      echo "kind: Cluster"
-      echo "apiVersion: kind.x-k8s.io/v1alpha4"
-      if $offline; then
-        echo "networking:"
-        echo "  disableDefaultCNI: true   # the node image carries a static ptp CNI config"
-      fi
-      echo "nodes:"
-      echo "- role: control-plane"
-    } >"$cfg"
-    log "kind create cluster $KIND_CLUSTER ($image)"
-    if ! "$KIND" create cluster --name "$KIND_CLUSTER" --image "$image" --config "$cfg" \
-         --kubeconfig "$KUBECONFIG_OUT" --wait 240s; then
-      "$KIND" export logs --name "$KIND_CLUSTER" "$STATE/logs-$KIND_CLUSTER" >/dev/null 2>&1 || true
-      die "kind create cluster failed; logs in $STATE/logs-$KIND_CLUSTER (delete with: $0 down)"
-    fi
+    create "$image" "$offline"
   fi
-  # The node must be Ready and CoreDNS and the storage provisioner running before tests.
-  local kc=("$K8S_BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_OUT")
-  "${kc[@]}" wait --for=condition=Ready node --all --timeout=180s >/dev/null
-  "${kc[@]}" -n kube-system rollout status deploy/coredns --timeout=180s >/dev/null
-  if $offline; then
-    "${kc[@]}" -n local-path-storage rollout status deploy/local-path-provisioner --timeout=180s >/dev/null
-  fi
+  ready "$offline" 180 || die "cluster $KIND_CLUSTER not ready (make kind-down kind-up recreates it)"
   log "cluster $KIND_CLUSTER ready; export KUBECONFIG=$KUBECONFIG_OUT"
 }
 
