@@ -131,4 +131,9 @@ done
 docker commit --change 'ENTRYPOINT [ "/usr/local/bin/entrypoint", "/sbin/init" ]' --change 'CMD []' \
   "$cid" "$NODE_TAG" >/dev/null
 log "built $NODE_TAG"
+# Older recipes' images only take disk; ones a container still uses are kept (rm fails).
+for old in $(docker images --format '{{.Repository}}:{{.Tag}}' "$IMAGE_PREFIX/kind-node" "$IMAGE_PREFIX/kind-node-base"); do
+  case "$old" in "$NODE_TAG" | "$base_tag" | "$base_tag-2") ;; *) docker image rm "$old" >/dev/null 2>&1 || true ;; esac
+done
+rm -f "$IMAGES_DIR"/rootfs-kind-node-base-*.tar.tmp
 echo "KIND_NODE_IMAGE=$NODE_TAG"
