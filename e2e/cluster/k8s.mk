@@ -1,6 +1,6 @@
 # Kubernetes test infrastructure (issue 6). Included from the top-level Makefile,
-# which defines VENV := .venv and PY := $(VENV)/bin/python. Paths are relative
-# to the repository root (make runs there).
+# which defines VENV := .venv, PY := $(VENV)/bin/python and STAMP (the venv's
+# install stamp; empty is fine). Paths are relative to the repository root.
 #
 # Caches live outside the repo in ~/.cache/ringkv (override with RINGKV_CACHE);
 # Go's module and build caches are the usual ~/go/pkg/mod and ~/.cache/go-build.
@@ -23,10 +23,10 @@ k8s-tools: ## Build the pinned Kubernetes binaries, kind, helm, etcd, CoreDNS, l
 k8s-test-bins: ## Tier 3 binaries only: etcd (Debian) + kube-apiserver + kube-controller-manager
 	$(K8S_CLUSTER_DIR)/test-bins.sh
 
-test-k8s-api: k8s-test-bins ## Run the tier-3 tests (real kube-apiserver on 127.0.0.1)
+test-k8s-api: $(STAMP) k8s-test-bins ## Run the tier-3 tests (real kube-apiserver on 127.0.0.1)
 	RINGKV_REQUIRE_K8S=1 $(PY) -m pytest e2e/tests -m "k8s_api and not kind"
 
-apiserver-up: k8s-test-bins ## Start etcd + kube-apiserver + controller-manager on loopback; prints KUBECONFIG
+apiserver-up: $(STAMP) k8s-test-bins ## Start etcd + kube-apiserver + controller-manager on loopback; prints KUBECONFIG
 	PYTHONPATH=e2e $(PY) -m kubeharness up
 
 apiserver-down: ## Stop what apiserver-up started
@@ -38,7 +38,7 @@ dockerd-up: ## Start dockerd (with the CAP_SYS_RESOURCE runtime wrapper where ne
 kind-image: ## Assemble the offline kind node image (skipped when already in Docker)
 	$(K8S_CLUSTER_DIR)/build-kind-image.sh
 
-images: ## Build the Debian Python base image and our node image (ringkv/node:e2e)
+images: $(STAMP) ## Build the Debian Python base image and our node image (ringkv/node:e2e)
 	PYBIN=$(abspath $(PY)) $(K8S_CLUSTER_DIR)/build-app-images.sh
 
 kind-up: ## Create kind cluster ringkv-e2e if absent; kubeconfig ~/.cache/ringkv/kind/ringkv-e2e.kubeconfig
@@ -47,6 +47,6 @@ kind-up: ## Create kind cluster ringkv-e2e if absent; kubeconfig ~/.cache/ringkv
 kind-down: ## Delete the kind cluster (KIND_CLUSTER, default ringkv-e2e)
 	$(K8S_CLUSTER_DIR)/kind-up.sh down
 
-e2e-smoke: k8s-tools kind-up images ## Build all, create kind if absent, load ringkv/node:e2e, run the tier-4 smoke
+e2e-smoke: $(STAMP) k8s-tools kind-up images ## Build all, create kind if absent, load ringkv/node:e2e, run the tier-4 smoke
 	$(K8S_CLUSTER_DIR)/kind-up.sh load
 	RINGKV_REQUIRE_KIND=1 $(PY) -m pytest e2e/tests -m kind
