@@ -123,7 +123,6 @@ class Client:
         self._retry = retry or RetryPolicy()
         self._limits = limits
         self._pool = _Pool(pool_size, timeout)
-        self._lock = threading.Lock()
 
     # -- plumbing ------------------------------------------------------------
 
