@@ -18,6 +18,7 @@ import aiohttp
 from ringkv.ring import Ring
 from ringkv_node import wire
 from ringkv_node.batcher import Batcher
+from ringkv_node.channel import Channel, ChannelError
 from ringkv_node.records import Record
 
 __all__ = ["HttpTransport", "PeerError", "Transport"]
@@ -73,6 +74,8 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
         self._writers: dict[str, Batcher[tuple[bytes, Record], Record | None]] = {}
         self._readers: dict[str, Batcher[bytes, Record | None]] = {}
+        self._channels: dict[str, Channel] = {}
+        self._timeout_s = timeout_s
         self.epoch_seen: Callable[[str, int], None] | None = None
 
     def _http(self) -> aiohttp.ClientSession:
@@ -88,6 +91,8 @@ class HttpTransport:
             await writer.close()
         for reader in self._readers.values():
             await reader.close()
+        for channel in self._channels.values():
+            await channel.close()
         if self._session is not None:
             await self._session.close()
 
@@ -128,14 +133,43 @@ class HttpTransport:
         self._down_until.pop(peer, None)
         return wire.loads(body)
 
+    async def _stream(self, peer: str, name: str, doc: Any) -> Any:
+        """A hot call over the peer's channel (one WebSocket, multiplexed)."""
+        if self.is_down(peer):
+            raise PeerError(peer, "marked down after a recent failure")
+        channel = self._channels.get(peer)
+        if channel is None:
+            try:
+                url = self._member_url(peer)
+            except KeyError:
+                raise PeerError(peer, "not a member of the ring") from None
+
+            def on_epoch(epoch: int) -> None:
+                if self.epoch_seen is not None:
+                    self.epoch_seen(peer, epoch)
+
+            channel = self._channels[peer] = Channel(self._http(), url, self._headers, on_epoch)
+        try:
+            answer = await channel.call(name, doc, self._get_ring().epoch, self._timeout_s)
+        except TimeoutError as exc:  # slow is not down
+            raise PeerError(peer, f"{name} timed out: {exc!r}") from None
+        except ChannelError as exc:
+            if not exc.refused:
+                self._down_until[peer] = self._monotonic() + self._down_for
+                self._channels.pop(peer, None)
+                await channel.close()
+            raise PeerError(peer, f"{name} failed: {exc}") from None
+        self._down_until.pop(peer, None)
+        return answer
+
     async def replicate_many(
         self, peer: str, items: Sequence[tuple[bytes, Record]]
     ) -> list[Record | None]:
-        doc = await self._post(peer, "replicate", wire.encode_records(items))
+        doc = await self._stream(peer, "replicate", wire.encode_records(items))
         return [wire.maybe_record(raw) for raw in doc]
 
     async def _read_many(self, peer: str, keys: Sequence[bytes]) -> list[Record | None]:
-        doc = await self._post(peer, "read", list(keys))
+        doc = await self._stream(peer, "read", list(keys))
         return [wire.maybe_record(raw) for raw in doc]
 
     def replicate(self, peer: str, key: bytes, rec: Record) -> asyncio.Future[Record | None]:
