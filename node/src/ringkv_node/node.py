@@ -24,7 +24,7 @@ from ringkv_node.errors import ApiError
 from ringkv_node.hints import Hints
 from ringkv_node.kv import KV
 from ringkv_node.metrics import Metrics
-from ringkv_node.quorum import ListingEntry, Page, merge_pages
+from ringkv_node.quorum import ListingEntry, Page, merge_pages, required_acks
 from ringkv_node.settings import Settings
 from ringkv_node.storage import WriteTxn
 from ringkv_node.streaming import catch_up, copy_partition
@@ -197,29 +197,50 @@ class Node:
         self.start_streaming()
 
     async def _stream_all(self) -> None:
+        """Copy each gained partition, then reconcile it with a quorum of its owners.
+
+        The copy comes from one current owner, which may have missed a write a
+        quorum of owners acknowledged (it gets it later by hint). Reconciling
+        with a read quorum of the current owners, as anti-entropy does, finds
+        every such write before this node may serve reads at commit.
+        """
         assert self.pending is not None
         pending = self.pending
+        me = self.settings.node_id
         for part in self.gained():
             if part in self.streamed:
                 continue
+            owners = [o for o in self.ring.owners(part) if o != me]
+            needed = required_acks("quorum", len(self.ring.owners(part)))
+            attempt = 0
             while self.pending is pending:
-                sources = [o for o in self.ring.owners(part) if o != self.settings.node_id]
+                shift = attempt % len(owners)
+                order = owners[shift:] + owners[:shift]
+                up = [o for o in order if not self.coordinator.transport_down(o)] or order
+                reconciled = 0
+                errors = []
                 try:
-                    source = next(s for s in sources if not self.coordinator.transport_down(s))
-                except StopIteration:
-                    source = sources[0]
-                try:
-                    await copy_partition(self.kv, self.transport, source, part)
-                    await catch_up(self.anti_entropy, self.transport, source, part)
+                    await copy_partition(self.kv, self.transport, up[0], part)
                 except PeerError as exc:
-                    self.stream_errors[part] = str(exc)
-                    sources.append(sources.pop(0))
-                    await asyncio.sleep(0.5)
-                    continue
-                self.stream_errors.pop(part, None)
-                self.streamed.add(part)
-                await self._store_pending(streaming=True)
-                break
+                    errors.append(str(exc))
+                else:
+                    for owner in up:
+                        try:
+                            await catch_up(self.anti_entropy, self.transport, owner, part)
+                            reconciled += 1
+                        except PeerError as exc:
+                            errors.append(str(exc))
+                if reconciled >= needed or (reconciled and reconciled == len(owners)):
+                    self.stream_errors.pop(part, None)
+                    self.streamed.add(part)
+                    await self._store_pending(streaming=True)
+                    break
+                self.stream_errors[part] = (
+                    f"reconciled with {reconciled} of {len(owners)} owners, need {needed}: "
+                    + "; ".join(errors)
+                )
+                attempt += 1
+                await asyncio.sleep(0.5)
 
     def progress(self) -> dict[str, Any]:
         gained = self.gained()
