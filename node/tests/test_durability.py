@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -20,26 +22,43 @@ HOT_KEYS = 8  # overwritten again and again: the last acknowledged value must wi
 
 
 @dataclass
-class History:
-    """Per key: every value attempted in order, and how many were acknowledged."""
+class Attempt:
+    value: bytes
+    start: float
+    end: float = math.inf  # when it was acknowledged, or known to have failed
+    acked: bool = False
 
-    attempts: dict[str, list[bytes]] = field(default_factory=dict)
-    acked_upto: dict[str, int] = field(default_factory=dict)  # index of last acked attempt
+
+@dataclass
+class History:
+    """Every write attempted on each key, with when it started and ended.
+
+    Concurrent writers race on the hot keys, so the order attempts were made
+    is not the order the node applied them. The legal final values of a key
+    are those of attempts no acknowledged write superseded: a write that
+    started after an attempt ended was stamped later and must win over it.
+    """
+
+    attempts: dict[str, list[Attempt]] = field(default_factory=dict)
     acks: int = 0
 
-    def attempt(self, key: str, value: bytes) -> int:
-        values = self.attempts.setdefault(key, [])
-        values.append(value)
-        return len(values) - 1
+    def attempt(self, key: str, value: bytes) -> Attempt:
+        a = Attempt(value, time.monotonic())
+        self.attempts.setdefault(key, []).append(a)
+        return a
 
-    def ack(self, key: str, index: int) -> None:
-        self.acks += 1
-        if index > self.acked_upto.get(key, -1):
-            self.acked_upto[key] = index
+    def done(self, a: Attempt, acked: bool) -> None:
+        a.end = time.monotonic()
+        a.acked = acked
+        self.acks += acked
+
+    def acked_keys(self) -> list[str]:
+        return [k for k, attempts in self.attempts.items() if any(a.acked for a in attempts)]
 
     def acceptable(self, key: str) -> list[bytes]:
-        """Values a read may return: the last acked one or any later attempt."""
-        return self.attempts[key][self.acked_upto[key] :]
+        attempts = self.attempts[key]
+        acked_starts = [b.start for b in attempts if b.acked]
+        return [a.value for a in attempts if not any(s > a.end for s in acked_starts)]
 
 
 async def writer(
@@ -51,14 +70,14 @@ async def writer(
         seq += 1
         key = f"hot-{rng.randrange(HOT_KEYS)}" if seq % 3 == 0 else f"w{wid}-{seq}"
         value = f"{wid}:{seq}:{os.urandom(4).hex()}".encode() * rng.randint(1, 50)
-        index = hist.attempt(key, value)
+        attempt = hist.attempt(key, value)
         try:
             async with http.put(f"{url}/v1/kv/{key}", data=value) as r:
-                if r.status in (200, 201):
-                    hist.ack(key, index)
-                else:
+                hist.done(attempt, acked=r.status in (200, 201))
+                if r.status not in (200, 201):
                     return
         except (TimeoutError, aiohttp.ClientError):
+            hist.done(attempt, acked=False)
             return  # the node died under us
 
 
@@ -71,7 +90,7 @@ async def verify(http: aiohttp.ClientSession, url: str, hist: History) -> int:
             body = await r.read()
         assert body in hist.acceptable(key), f"key {key}: acknowledged value lost"
 
-    keys = list(hist.acked_upto)
+    keys = hist.acked_keys()
     await asyncio.gather(*(check(k) for k in keys))
     return len(keys)
 
