@@ -103,12 +103,12 @@ class Coordinator:
         return owners + tuple(o for o in new if o not in owners), groups
 
     async def write(self, key: bytes, rec: Record, level: str) -> WriteResult:
+        """Write `rec`, stamped by this node's clock (`KV.stamp`), to the key's owners."""
         owners = self.owners(key)
         if owners == (self.node_id,) and self.get_pending() is None:
             # one replica, and it is us: no quorum to gather
             return WriteResult(await self.kv.enqueue_apply(key, rec), 1)
         targets, groups = self.write_plan(owners, key, level)
-        self.kv.hlc.observe(rec.version.ts)
         futs = {o: self._start_write(o, key, rec) for o in targets}
         acked = await gather_groups(futs, groups)
         short = unmet(acked, groups)
@@ -130,8 +130,6 @@ class Coordinator:
         Returns, per item, the newest previous record among acknowledging owners.
         """
         targets, groups = self.write_plan(self.owners(items[0][0]), items[0][0], level)
-        for _, rec in items:
-            self.kv.hlc.observe(rec.version.ts)
 
         async def one(owner: str) -> list[Record | None]:
             if owner == self.node_id:

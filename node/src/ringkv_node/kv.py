@@ -116,8 +116,8 @@ class KV:
         return applied
 
     def enqueue_apply(self, key: bytes, rec: Record) -> asyncio.Future[Record | None]:
-        """Apply `rec`; the future resolves to the previous record once durable."""
-        self.hlc.observe(rec.version.ts)
+        """Apply `rec`, stamped here (no clock to fold in); the future resolves to
+        the previous record once durable."""
         return self.storage.enqueue(lambda wt: wt.apply_lww(key, rec)[0])
 
     async def apply_many(self, items: Sequence[tuple[bytes, Record]]) -> list[Applied]:
