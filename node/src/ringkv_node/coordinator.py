@@ -111,6 +111,9 @@ class Coordinator:
         targets, groups = self.write_plan(owners, key, level)
         futs = {o: self._start_write(o, key, rec) for o in targets}
         acked = await gather_groups(futs, groups)
+        for fut in futs.values():  # slower owners finish (or get hinted) in the background
+            if not fut.done():
+                self._track(fut)
         short = unmet(acked, groups)
         if short is not None:
             # Say truthfully how many have it: the local write is only an fsync away.
@@ -206,8 +209,11 @@ class Coordinator:
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Let background repairs and slow replica writes finish (on shutdown)."""
-        if self._background:
-            await asyncio.wait(list(self._background), timeout=timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        # finishing work can start more (a failed replica write adds a hint)
+        while self._background and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self._background), timeout=remaining)
 
 
 async def gather_quorum(futs: list[asyncio.Future[Any]], needed: int) -> list[Any]:
