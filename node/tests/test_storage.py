@@ -18,9 +18,7 @@ def rec(ts: int, value: bytes = b"v", **kw: object) -> Record:
 
 def put(key: bytes, r: Record):  # type: ignore[no-untyped-def]
     def op(wt: WriteTxn) -> Record | None:
-        prev = wt.get(key)
-        wt.put(key, r, prev)
-        return prev
+        return wt.apply_lww(key, r)[0]
 
     return op
 
@@ -40,7 +38,7 @@ async def test_write_read_scan_and_reopen(storage: Storage, tmp_path: Path) -> N
     assert storage.get(b"k3") == rec(4)
     assert storage.get(b"nope") is None
     assert [k for k, _ in storage.scan(b"k5", inclusive=False, limit=3)] == [b"k6", b"k7", b"k8"]
-    assert len(list(storage.iter_all(batch=3))) == 10
+    assert len(storage.scan(b"", inclusive=True, limit=100)) == 10
     assert storage.hlc_floor() == 10
     storage.close()
     again = Storage(str(tmp_path / "db"), map_size=64 << 20)
@@ -73,7 +71,7 @@ async def test_refused_op_does_not_spoil_its_batch(storage: Storage) -> None:
 
 async def test_a_buggy_op_fails_alone_and_writes_nothing(storage: Storage) -> None:
     def buggy(wt: WriteTxn) -> None:
-        wt.put(b"half", rec(5), None)
+        wt.apply_lww(b"half", rec(5))
         raise KeyError("bug")
 
     results = await asyncio.gather(

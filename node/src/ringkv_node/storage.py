@@ -138,19 +138,6 @@ class WriteTxn:
         raw = cast("bytes | None", self._txn.get(self._pkey(key), db=self._data))
         return None if raw is None else records.decode(raw)
 
-    def put(self, key: bytes, rec: Record, prev: Record | None) -> None:
-        """Store `rec` for `key`, replacing `prev` (as read in this transaction)."""
-        self._unindex(key, prev)
-        part = self._partition_of(key)
-        self._txn.put(_PART.pack(part) + key, records.encode(rec), db=self._data)
-        self._fingerprint(part, key, prev, rec)
-        if rec.expires_ms:
-            self._txn.put(_U64.pack(rec.expires_ms) + key, b"", db=self._dbs["expiry"])
-        if rec.tombstone:
-            self._txn.put(_U64.pack(rec.version.ts) + key, b"", db=self._dbs["tombs"])
-        if rec.version.ts > self.max_ts:
-            self.max_ts = rec.version.ts
-
     def remove(self, key: bytes, prev: Record) -> None:
         """Forget `key` entirely (purge): no tombstone is left."""
         self._unindex(key, prev)
@@ -340,16 +327,6 @@ class Storage:
                 if len(out) >= limit:
                     break
         return out
-
-    def iter_all(self, batch: int = 1000) -> Iterator[tuple[bytes, Record]]:
-        """Every record in key order, read in short transactions of `batch` keys."""
-        start, inclusive = b"", True
-        while True:
-            chunk = self.scan(start, inclusive=inclusive, limit=batch)
-            yield from chunk
-            if len(chunk) < batch:
-                return
-            start, inclusive = chunk[-1][0], False
 
     # -- anti-entropy and streaming -------------------------------------------
 
