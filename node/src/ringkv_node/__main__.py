@@ -1,19 +1,23 @@
-"""`ringkv-node`: parse flags/variables, run the app on uvloop, drain on SIGTERM."""
+"""`ringkv-node`: parse flags/variables, serve on uvloop behind the fast lane, drain on SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 
 from aiohttp import web
 
 from ringkv_node.app import create_app
-from ringkv_node.settings import SettingsError, parse_settings
+from ringkv_node.frontdoor import FrontSite
+from ringkv_node.settings import Settings, SettingsError, parse_settings
 
-__all__ = ["main"]
+__all__ = ["main", "serve"]
+
+log = logging.getLogger("ringkv.node")
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -22,6 +26,28 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+async def serve(settings: Settings) -> None:
+    """Run the node until SIGTERM or SIGINT, then drain and close (STYLE §5)."""
+    runner = web.AppRunner(
+        create_app(settings),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout_s,
+    )
+    await runner.setup()  # cleanup_ctx: storage and ring open here
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = FrontSite(runner, settings.host, settings.port, settings.shutdown_timeout_s)
+        await site.start()
+        await stop.wait()
+        log.info("stopping: draining requests")
+    finally:
+        await runner.cleanup()  # the site first, then aiohttp's drain, then cleanup_ctx
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,16 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     loop = _new_loop()
     asyncio.set_event_loop(loop)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        shutdown_timeout=settings.shutdown_timeout_s,
-        print=None,
-        loop=loop,
-        reuse_address=True,
-    )
+    try:
+        loop.run_until_complete(serve(settings))
+    finally:
+        loop.close()
     return 0
 
 

@@ -1,40 +1,34 @@
 """HTTP API v1 handlers: parse, call the KV layer, answer. Nothing else.
 
-Every refusal is an `ApiError` turned into JSON by `error_middleware`, which
-also checks the token and records metrics, so handlers stay a few lines each.
+Every refusal is an `ApiError` turned into JSON by the `endpoint` wrapper,
+which also checks the token and records metrics, so handlers stay a few lines
+each. The key routes live in `dataplane`, shared with the fast lane
+(`frontdoor`), which serves most of them before aiohttp sees the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
 
-from ringkv_node import protocol
+from ringkv_node import dataplane, protocol
 from ringkv_node.admin_api import ADMIN_ROUTES
-from ringkv_node.coordinator import NotEnoughReplicasError
+from ringkv_node.dataplane import api_error, check_auth
 from ringkv_node.errors import ApiError
-from ringkv_node.groupcommit import ClosedError
 from ringkv_node.internal_api import INTERNAL_ROUTES
 from ringkv_node.protocol import key_or_error
 from ringkv_node.records import Record, is_live
 from ringkv_node.state import METRICS_KEY, NODE_KEY, SETTINGS_KEY
-from ringkv_node.storage import StorageError, StorageFullError
 
 __all__ = ["endpoint", "routes"]
 
-log = logging.getLogger("ringkv.node")
-
 VERSION_HEADER = "X-Ringkv-Version"
 EPOCH_HEADER = "X-Ringkv-Epoch"
-OCTETS = "application/octet-stream"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -74,18 +68,6 @@ def _auth_scope(path: str) -> str:
     return "open"
 
 
-def _check_auth(request: web.Request, scope: str, token: str | None, data_auth: bool) -> None:
-    if scope == "open" or (scope == "data" and (token is None or not data_auth)):
-        return
-    if token is None:
-        raise ApiError(403, "forbidden", "admin and internal routes need the node to have --token")
-    header = request.headers.get("Authorization", "")
-    if not header.startswith("Bearer "):
-        raise ApiError(401, "unauthorized", "missing Authorization: Bearer <token>")
-    if not hmac.compare_digest(header[7:].encode(), token.encode()):
-        raise ApiError(403, "forbidden", "wrong token")
-
-
 def endpoint(
     route: str, scope: str | None = None, *, token: str | None = None, data_auth: bool = True
 ) -> Callable[[Handler], Handler]:
@@ -107,28 +89,17 @@ def endpoint(
             resp: web.StreamResponse
             try:
                 if not open_route:
-                    _check_auth(request, scope or _auth_scope(request.path), token, data_auth)
+                    check_auth(
+                        request.headers.get("Authorization"),
+                        scope or _auth_scope(request.path),
+                        token,
+                        data_auth,
+                    )
                 resp = await handler(request)
-            except ApiError as exc:
-                resp = error_response(exc)
             except web.HTTPException as exc:
                 resp = error_response(_from_http_exception(exc, request))
-            except StorageFullError as exc:
-                resp = error_response(ApiError(507, "storage_full", str(exc)))
-            except NotEnoughReplicasError as exc:
-                resp = error_response(
-                    ApiError(
-                        503,
-                        "not_enough_replicas",
-                        str(exc),
-                        {"needed": exc.needed, "answered": exc.answered},
-                    )
-                )
-            except (StorageError, ClosedError) as exc:
-                resp = error_response(ApiError(503, "unavailable", str(exc)))
-            except Exception:
-                log.exception("unhandled error on %s %s", request.method, request.path)
-                resp = error_response(ApiError(500, "internal", "internal error; see the log"))
+            except Exception as exc:
+                resp = error_response(api_error(exc, f"{request.method} {request.path}"))
             if tell_epoch:
                 resp.headers[EPOCH_HEADER] = str(app[NODE_KEY].ring.epoch)
             app[METRICS_KEY].observe_request(
@@ -172,62 +143,36 @@ def _query(request: web.Request) -> Mapping[str, str]:
     return request.query if "?" in request.raw_path else _NO_QUERY
 
 
-def _level(query: Mapping[str, str], default: str) -> str:
-    return protocol.parse_consistency(query.get("consistency")) or default
+def _path(request: web.Request) -> str:
+    return request.raw_path.partition("?")[0]
+
+
+def _response(reply: dataplane.Reply) -> web.Response:
+    headers = {} if reply.version is None else {VERSION_HEADER: reply.version}
+    return web.Response(
+        body=reply.body, status=reply.status, content_type=reply.content_type, headers=headers
+    )
 
 
 async def get_key(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
-    key = path_key(request)
-    rec = await node.coordinator.read(key, _level(_query(request), node.settings.read_consistency))
-    if not is_live(rec, node.kv.clock_ms()):
-        return error_response(ApiError.not_found())
-    assert rec is not None
-    return web.Response(
-        body=rec.value, content_type=OCTETS, headers={VERSION_HEADER: str(rec.version)}
-    )
+    reply = dataplane.get_key(node, _path(request), _query(request))
+    return _response(reply if isinstance(reply, dataplane.Reply) else await reply)
 
 
 async def put_key(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
-    kv = node.kv
-    limits = kv_limits(request)
-    key = path_key(request)
-    query = _query(request)
-    level = _level(query, node.settings.write_consistency)
-    ttl = protocol.parse_ttl(query.get("ttl"))
     length = request.content_length
-    if length is not None and length > limits.max_value_bytes:
-        raise ApiError.too_large(f"value is {length} bytes; the limit is {limits.max_value_bytes}")
+    too_large = None if length is None else dataplane.value_too_large(length, node)
+    if too_large is not None:
+        raise too_large
     body = await request.read()
-    if len(body) > limits.max_value_bytes:
-        raise ApiError.too_large(
-            f"value is {len(body)} bytes; the limit is {limits.max_value_bytes}"
-        )
-    rec = kv.stamp(body, ttl)
-    result = await node.coordinator.write(key, rec, level)
-    headers = {VERSION_HEADER: str(rec.version)}
-    prev = result.previous
-    if is_live(prev, kv.clock_ms()):
-        assert prev is not None
-        return web.Response(body=prev.value, status=200, content_type=OCTETS, headers=headers)
-    return web.Response(status=201, headers=headers)
+    return _response(await dataplane.put_key(node, _path(request), _query(request), body))
 
 
 async def delete_key(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
-    kv = node.kv
-    key = path_key(request)
-    level = _level(_query(request), node.settings.write_consistency)
-    rec = kv.stamp(b"", None, tombstone=True)
-    result = await node.coordinator.write(key, rec, level)
-    prev = result.previous
-    if not is_live(prev, kv.clock_ms()):
-        return error_response(ApiError.not_found())
-    assert prev is not None
-    return web.Response(
-        body=prev.value, content_type=OCTETS, headers={VERSION_HEADER: str(rec.version)}
-    )
+    return _response(await dataplane.delete_key(node, _path(request), _query(request)))
 
 
 async def list_keys(request: web.Request) -> web.StreamResponse:
@@ -327,20 +272,6 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         body=request.app[METRICS_KEY].render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
     )
-
-
-_KV_PREFIX = "/v1/kv/"
-
-
-def path_key(request: web.Request) -> bytes:
-    """The key from the raw path, percent-decoded to bytes and validated.
-
-    aiohttp's decoded `match_info` keeps invalid UTF-8 escapes such as `%FF` as
-    literal text; a key must be refused, not silently renamed.
-    """
-    raw = request.raw_path.partition("?")[0][len(_KV_PREFIX) :]
-    key = unquote_to_bytes(raw) if "%" in raw else raw.encode()
-    return key_or_error(key, kv_limits(request))
 
 
 def kv_limits(request: web.Request) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, NamedTuple
 
 from ringkv.ring import Ring
@@ -168,10 +168,24 @@ class Coordinator:
 
     async def read(self, key: bytes, level: str) -> Record | None:
         """The newest record among R owners (tombstones and expired included)."""
+        now = self.read_now(key, level)
+        return await now if isinstance(now, Coroutine) else now
+
+    def read_now(
+        self, key: bytes, level: str
+    ) -> Record | Coroutine[Any, Any, Record | None] | None:
+        """`read`, answered at once when this node's own copy is enough.
+
+        Otherwise the coroutine to await: the fast lane serves local reads
+        without a task per request.
+        """
         owners = self.owners(key)
         needed = required_acks(level, len(owners))
         if needed == 1 and self.node_id in owners:
             return self.kv.storage.get(key)
+        return self._read(key, owners, needed)
+
+    async def _read(self, key: bytes, owners: tuple[str, ...], needed: int) -> Record | None:
         order = sorted(owners, key=lambda o: (o != self.node_id, self.transport_down(o)))
         answers: dict[str, Record | None] = {}
         asked = 0

@@ -1,0 +1,146 @@
+"""The key routes without a web framework: request parts in, a `Reply` out.
+
+`GET/PUT/DELETE /v1/kv/{key}` are answered by two shells: the fast lane
+(`frontdoor`, most traffic) and aiohttp (`api`, connections the fast lane
+hands over). Both call these functions, so a key route means the same thing
+on either, and both turn exceptions into the same JSON errors through
+`api_error`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import unquote_to_bytes
+
+from ringkv_node import protocol
+from ringkv_node.coordinator import NotEnoughReplicasError
+from ringkv_node.errors import ApiError
+from ringkv_node.groupcommit import ClosedError
+from ringkv_node.records import Record, is_live
+from ringkv_node.storage import StorageError, StorageFullError
+
+if TYPE_CHECKING:
+    from ringkv_node.node import Node
+
+__all__ = [
+    "KV_PREFIX",
+    "OCTETS",
+    "Reply",
+    "api_error",
+    "check_auth",
+    "delete_key",
+    "get_key",
+    "key_from_path",
+    "put_key",
+    "value_too_large",
+]
+
+log = logging.getLogger("ringkv.node")
+
+KV_PREFIX = "/v1/kv/"
+OCTETS = "application/octet-stream"
+
+
+class Reply(NamedTuple):
+    status: int
+    body: bytes = b""
+    content_type: str | None = None
+    version: str | None = None  # X-Ringkv-Version
+
+
+def key_from_path(path: str, node: Node) -> bytes:
+    """The key from a raw `/v1/kv/...` path, percent-decoded to bytes and validated.
+
+    Decoded from the raw path, not a framework's decoded one: an invalid
+    UTF-8 escape such as `%FF` must be refused, not silently renamed.
+    """
+    raw = path[len(KV_PREFIX) :]
+    key = unquote_to_bytes(raw) if "%" in raw else raw.encode()
+    return protocol.key_or_error(key, node.settings.limits)
+
+
+def _level(query: Mapping[str, str], default: str) -> str:
+    return protocol.parse_consistency(query.get("consistency")) or default
+
+
+def get_key(node: Node, path: str, query: Mapping[str, str]) -> Reply | Coroutine[Any, Any, Reply]:
+    """The reply, or (when other owners must answer) the coroutine that makes it."""
+    key = key_from_path(path, node)
+    now = node.coordinator.read_now(key, _level(query, node.settings.read_consistency))
+    if isinstance(now, Coroutine):
+        return _get_later(node, now)
+    return _found(node, now)
+
+
+async def _get_later(node: Node, read: Coroutine[Any, Any, Record | None]) -> Reply:
+    return _found(node, await read)
+
+
+def _found(node: Node, rec: Record | None) -> Reply:
+    if rec is None or not is_live(rec, node.kv.clock_ms()):
+        raise ApiError.not_found()
+    return Reply(200, rec.value, OCTETS, str(rec.version))
+
+
+def value_too_large(length: int, node: Node) -> ApiError | None:
+    limit = node.settings.limits.max_value_bytes
+    if length > limit:
+        return ApiError.too_large(f"value is {length} bytes; the limit is {limit}")
+    return None
+
+
+async def put_key(node: Node, path: str, query: Mapping[str, str], body: bytes) -> Reply:
+    kv = node.kv
+    key = key_from_path(path, node)
+    level = _level(query, node.settings.write_consistency)
+    ttl = protocol.parse_ttl(query.get("ttl"))
+    too_large = value_too_large(len(body), node)
+    if too_large is not None:
+        raise too_large
+    rec = kv.stamp(body, ttl)
+    prev = (await node.coordinator.write(key, rec, level)).previous
+    if prev is not None and is_live(prev, kv.clock_ms()):
+        return Reply(200, prev.value, OCTETS, str(rec.version))
+    return Reply(201, b"", None, str(rec.version))
+
+
+async def delete_key(node: Node, path: str, query: Mapping[str, str]) -> Reply:
+    kv = node.kv
+    key = key_from_path(path, node)
+    level = _level(query, node.settings.write_consistency)
+    rec = kv.stamp(b"", None, tombstone=True)
+    prev = (await node.coordinator.write(key, rec, level)).previous
+    if prev is None or not is_live(prev, kv.clock_ms()):
+        raise ApiError.not_found()
+    return Reply(200, prev.value, OCTETS, str(rec.version))
+
+
+def api_error(exc: Exception, what: str) -> ApiError:
+    """The JSON error a request that raised `exc` answers with (`what`: for the log)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, StorageFullError):
+        return ApiError(507, "storage_full", str(exc))
+    if isinstance(exc, NotEnoughReplicasError):
+        extra: dict[str, object] = {"needed": exc.needed, "answered": exc.answered}
+        return ApiError(503, "not_enough_replicas", str(exc), extra)
+    if isinstance(exc, StorageError | ClosedError):
+        return ApiError(503, "unavailable", str(exc))
+    log.error("unhandled error on %s", what, exc_info=exc)
+    return ApiError(500, "internal", "internal error; see the log")
+
+
+def check_auth(authorization: str | None, scope: str, token: str | None, data_auth: bool) -> None:
+    """Refuse a request its scope (`open`, `data`, `always`) does not let in."""
+    if scope == "open" or (scope == "data" and (token is None or not data_auth)):
+        return
+    if token is None:
+        raise ApiError(403, "forbidden", "admin and internal routes need the node to have --token")
+    header = authorization or ""
+    if not header.startswith("Bearer "):
+        raise ApiError(401, "unauthorized", "missing Authorization: Bearer <token>")
+    if not hmac.compare_digest(header[7:].encode(), token.encode()):
+        raise ApiError(403, "forbidden", "wrong token")

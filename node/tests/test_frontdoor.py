@@ -1,0 +1,154 @@
+"""The fast lane on a real node: raw HTTP/1.1 on one socket, as clients really send it.
+
+Order of pipelined answers, requests split across packets, the hand-over of
+a connection to aiohttp in the middle of a conversation, `Connection: close`,
+and metrics for what the fast lane answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import NamedTuple
+
+import pytest
+
+from nodeproc import NodeProcess
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    proc = NodeProcess("n1", tmp_path_factory.mktemp("frontdoor"))
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+class Answer(NamedTuple):
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class Conn:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def answer(self) -> Answer:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+        return Answer(status, headers, body)
+
+    async def closed_by_server(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(1), 10) == b""
+
+
+@pytest.fixture
+async def conn(node: NodeProcess) -> AsyncIterator[Conn]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    yield Conn(reader, writer)
+    writer.close()
+    await writer.wait_closed()
+
+
+def put(key: str, value: bytes) -> bytes:
+    head = f"PUT /v1/kv/{key} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(value)}\r\n\r\n"
+    return head.encode() + value
+
+
+def get(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: t\r\n{extra}\r\n".encode()
+
+
+async def test_pipelined_requests_are_answered_in_order(conn: Conn) -> None:
+    await conn.send(
+        put("pipe", b"one") + put("pipe", b"two") + get("/v1/kv/pipe") + get("/v1/kv/nope")
+    )
+    first, second, read, missing = [await conn.answer() for _ in range(4)]
+    assert (first.status, first.body) == (201, b"")
+    assert (second.status, second.body) == (200, b"one")  # the previous value
+    assert (read.status, read.body) == (200, b"two")
+    assert read.headers["x-ringkv-version"] == second.headers["x-ringkv-version"]
+    assert read.headers["content-type"] == "application/octet-stream"
+    assert missing.status == 404
+    assert missing.body.startswith(b'{"error":"not_found"')
+    for answer in (first, second, read, missing):
+        assert answer.headers["x-ringkv-epoch"] == "1"
+        assert "date" in answer.headers
+
+
+async def test_a_request_split_into_single_bytes(conn: Conn) -> None:
+    for byte in put("split", b"xyz"):
+        await conn.send(bytes([byte]))
+    assert (await conn.answer()).status == 201
+    await conn.send(get("/v1/kv/split"))
+    assert (await conn.answer()).body == b"xyz"
+
+
+async def test_other_routes_hand_the_connection_to_aiohttp_mid_conversation(conn: Conn) -> None:
+    await conn.send(put("mixed", b"v1"))
+    assert (await conn.answer()).status == 201
+    # /v1/status is aiohttp's; the key route after it rides the same connection
+    await conn.send(get("/v1/status") + get("/v1/kv/mixed"))
+    status, read = await conn.answer(), await conn.answer()
+    assert status.status == 200
+    assert b'"node_id":"n1"' in status.body
+    assert (read.status, read.body) == (200, b"v1")
+    assert read.headers["x-ringkv-epoch"] == "1"
+
+
+async def test_a_chunked_put_is_answered_by_aiohttp(conn: Conn) -> None:
+    await conn.send(
+        b"PUT /v1/kv/chunked HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    assert (await conn.answer()).status == 201
+    await conn.send(get("/v1/kv/chunked"))
+    assert (await conn.answer()).body == b"abcde"
+
+
+async def test_bad_key_and_bad_query_get_json_errors_and_the_connection_lives(conn: Conn) -> None:
+    await conn.send(get("/v1/kv/%FF") + get("/v1/kv/a?consistency=most") + put("ok", b"1"))
+    bad_key, bad_query, fine = [await conn.answer() for _ in range(3)]
+    assert (bad_key.status, bad_query.status, fine.status) == (400, 400, 201)
+    assert bad_key.body.startswith(b'{"error":"invalid_key"')
+    assert bad_query.headers["content-type"] == "application/json"
+
+
+async def test_connection_close_is_honoured(conn: Conn) -> None:
+    await conn.send(get("/v1/kv/nope", "Connection: close\r\n"))
+    answer = await conn.answer()
+    assert answer.status == 404
+    assert answer.headers["connection"] == "close"
+    assert await conn.closed_by_server()
+
+
+async def test_fast_lane_requests_are_in_the_metrics(conn: Conn) -> None:
+    for _ in range(3):
+        await conn.send(get("/v1/kv/metered"))
+        assert (await conn.answer()).status == 404
+    await conn.send(get("/metrics"))
+    text = (await conn.answer()).body.decode()
+    line = next(
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("ringkv_requests_total{")
+        and 'route="/v1/kv/{key}"' in ln
+        and 'method="GET"' in ln
+        and 'status="404"' in ln
+    )
+    assert float(line.rsplit(" ", 1)[1]) >= 3
