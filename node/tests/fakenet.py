@@ -124,7 +124,9 @@ def build(tmp: Path, size: int = 3, partitions: int = 16) -> tuple[FakeNetwork, 
             kv,
             hints,
             Coordinator(member, kv, transport, hints, lambda: ring),
-            AntiEntropy(member, kv, transport, lambda: ring, clock_ms=clock, grace_ms=60_000),
+            AntiEntropy(
+                member, kv, transport, lambda: ring, clock_ms=clock, grace_ms=60_000, settle_s=0
+            ),
             transport,
         )
     return net, ring, clock

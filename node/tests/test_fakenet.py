@@ -133,3 +133,31 @@ async def test_anti_entropy_propagates_deletes(net: FakeNetwork) -> None:
     assert local(net, "n2", b"gone") == b"v"
     await net.members["n2"].anti_entropy.run_round()
     assert local(net, "n2", b"gone") is None
+
+
+async def test_anti_entropy_leaves_a_write_that_lands_while_it_looks(net: FakeNetwork) -> None:
+    """A bucket differing only because a write is in flight is not exchanged."""
+    n0 = net.members["n0"]
+    rec = n0.kv.stamp(b"v", None)
+    await n0.kv.apply(b"inflight", rec)  # the other replicas' copies are on their way
+    transport = n0.anti_entropy.transport
+    calls: list[str] = []
+    real_call = transport.call
+
+    async def call(peer: str, name: str, doc: object) -> object:
+        answer = await real_call(peer, name, doc)
+        calls.append(name)
+        if calls == ["digests"]:  # ... and land
+            for other in ("n1", "n2"):
+                await net.members[other].kv.apply(b"inflight", rec)
+        return answer
+
+    transport.call = call  # type: ignore[method-assign]
+    result = await n0.anti_entropy.run_round()
+    assert "bucket" not in calls  # nothing was fetched
+    assert (result.pulled, result.pushed) == (0, 0)
+    # a real difference is still found and repaired
+    await n0.kv.apply(b"only-here", n0.kv.stamp(b"w", None))
+    result = await n0.anti_entropy.run_round()
+    assert result.pushed >= 1
+    assert local(net, "n1", b"only-here") == b"w"

@@ -5,11 +5,13 @@ of bucket digests), then bucket digests of the partitions that differ, then
 fetch the peer's records of each differing bucket and reconcile both ways:
 newer remote records are applied here, newer local ones are pushed there.
 Runs periodically and soon after start-up, so a node that was down or cut
-off converges without a full copy.
+off converges without a full copy. Only buckets that still differ a moment
+later are exchanged: writes in flight make busy buckets differ briefly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,8 +61,10 @@ class AntiEntropy:
         *,
         clock_ms: Callable[[], int],
         grace_ms: int,
+        settle_s: float = 1.0,
     ) -> None:
         self.node_id = node_id
+        self.settle_s = settle_s
         self.kv = kv
         self.transport = transport
         self.get_ring = get_ring
@@ -73,11 +77,29 @@ class AntiEntropy:
     def _expired_tombstone(self, rec: Record) -> bool:
         return rec.tombstone and (rec.version.ts >> 16) + self.grace_ms <= self.clock_ms()
 
+    async def _differing(self, peer: str, shared: set[int]) -> list[tuple[int, int]]:
+        """Buckets that differ from `peer`'s now and still differ `settle_s` later.
+
+        Both sides' digests are read at the same moment; a bucket that differs
+        only because a write was in flight to one of them is left alone, so
+        a busy cluster does not stream whole partitions back and forth.
+        """
+        diff: set[tuple[int, int]] | None = None
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(self.settle_s)
+            doc = await self.transport.call(peer, "digests", {"partitions": sorted(shared)})
+            theirs = {int(p): list(d) for p, d in doc.items()}
+            now = set(differing(self.kv.storage.bucket_digests(), theirs, shared))
+            diff = now if diff is None else diff & now
+            if not diff:
+                break
+        return sorted(diff or ())
+
     async def run_round(self) -> Round:
         ring = self.get_ring()
         mine = set(ring.partitions_of(self.node_id))
         result = Round()
-        local = self.kv.storage.bucket_digests()
         for peer in ring.member_ids:
             if peer == self.node_id:
                 continue
@@ -86,9 +108,7 @@ class AntiEntropy:
                 continue
             result.peers += 1
             try:
-                doc = await self.transport.call(peer, "digests", {"partitions": sorted(shared)})
-                theirs = {int(p): list(d) for p, d in doc.items()}
-                diff = differing(local, theirs, shared)
+                diff = await self._differing(peer, shared)
                 result.buckets_differing += len(diff)
                 by_part: dict[int, list[int]] = {}
                 for part, bucket in diff:

@@ -156,8 +156,8 @@ def _response(reply: dataplane.Reply) -> web.Response:
 
 async def get_key(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
-    reply = dataplane.get_key(node, _path(request), _query(request))
-    return _response(reply if isinstance(reply, dataplane.Reply) else await reply)
+    answer = dataplane.get_key(node, _path(request), _query(request))
+    return _response(await dataplane.settle(answer))
 
 
 async def put_key(request: web.Request) -> web.StreamResponse:
@@ -167,12 +167,14 @@ async def put_key(request: web.Request) -> web.StreamResponse:
     if too_large is not None:
         raise too_large
     body = await request.read()
-    return _response(await dataplane.put_key(node, _path(request), _query(request), body))
+    answer = dataplane.put_key(node, _path(request), _query(request), body)
+    return _response(await dataplane.settle(answer))
 
 
 async def delete_key(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
-    return _response(await dataplane.delete_key(node, _path(request), _query(request)))
+    answer = dataplane.delete_key(node, _path(request), _query(request))
+    return _response(await dataplane.settle(answer))
 
 
 async def list_keys(request: web.Request) -> web.StreamResponse:

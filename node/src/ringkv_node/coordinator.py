@@ -104,10 +104,25 @@ class Coordinator:
 
     async def write(self, key: bytes, rec: Record, level: str) -> WriteResult:
         """Write `rec`, stamped by this node's clock (`KV.stamp`), to the key's owners."""
+        now = self.write_now(key, rec, level)
+        if isinstance(now, Coroutine):
+            return await now
+        return WriteResult(await now, 1)
+
+    def write_now(
+        self, key: bytes, rec: Record, level: str
+    ) -> asyncio.Future[Record | None] | Coroutine[Any, Any, WriteResult]:
+        """`write`: when this node is the key's only owner, the local write's
+        future (the previous record; no quorum to gather, no task to run);
+        otherwise the coroutine to await."""
         owners = self.owners(key)
         if owners == (self.node_id,) and self.get_pending() is None:
-            # one replica, and it is us: no quorum to gather
-            return WriteResult(await self.kv.enqueue_apply(key, rec), 1)
+            return self.kv.enqueue_apply(key, rec)
+        return self._write(key, rec, level, owners)
+
+    async def _write(
+        self, key: bytes, rec: Record, level: str, owners: tuple[str, ...]
+    ) -> WriteResult:
         targets, groups = self.write_plan(owners, key, level)
         futs = {o: self._start_write(o, key, rec) for o in targets}
         acked = await gather_groups(futs, groups)

@@ -9,14 +9,16 @@ on either, and both turn exceptions into the same JSON errors through
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from ringkv_node import protocol
-from ringkv_node.coordinator import NotEnoughReplicasError
+from ringkv_node.coordinator import NotEnoughReplicasError, WriteResult
 from ringkv_node.errors import ApiError
 from ringkv_node.groupcommit import ClosedError
 from ringkv_node.records import Record, is_live
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 __all__ = [
     "KV_PREFIX",
     "OCTETS",
+    "Answer",
+    "Pending",
     "Reply",
     "api_error",
     "check_auth",
@@ -35,6 +39,7 @@ __all__ = [
     "get_key",
     "key_from_path",
     "put_key",
+    "settle",
     "value_too_large",
 ]
 
@@ -49,6 +54,17 @@ class Reply(NamedTuple):
     body: bytes = b""
     content_type: str | None = None
     version: str | None = None  # X-Ringkv-Version
+
+
+class Pending(NamedTuple):
+    """A reply waiting for a future (a local write); `finish` makes it from the result."""
+
+    future: asyncio.Future[Any]
+    finish: Callable[[Any], Reply]
+
+
+# What a key route returns: the reply now, a future's, or a coroutine's.
+Answer = Reply | Pending | Coroutine[Any, Any, Reply]
 
 
 def key_from_path(path: str, node: Node) -> bytes:
@@ -92,7 +108,16 @@ def value_too_large(length: int, node: Node) -> ApiError | None:
     return None
 
 
-async def put_key(node: Node, path: str, query: Mapping[str, str], body: bytes) -> Reply:
+async def settle(answer: Answer) -> Reply:
+    """The reply an answer comes to (the aiohttp shell awaits it)."""
+    if isinstance(answer, Reply):
+        return answer
+    if isinstance(answer, Pending):
+        return answer.finish(await answer.future)
+    return await answer
+
+
+def put_key(node: Node, path: str, query: Mapping[str, str], body: bytes) -> Answer:
     kv = node.kv
     key = key_from_path(path, node)
     level = _level(query, node.settings.write_consistency)
@@ -101,21 +126,47 @@ async def put_key(node: Node, path: str, query: Mapping[str, str], body: bytes) 
     if too_large is not None:
         raise too_large
     rec = kv.stamp(body, ttl)
-    prev = (await node.coordinator.write(key, rec, level)).previous
-    if prev is not None and is_live(prev, kv.clock_ms()):
+    return _written(node, rec, node.coordinator.write_now(key, rec, level), _put_reply)
+
+
+def _put_reply(node: Node, rec: Record, prev: Record | None) -> Reply:
+    if prev is not None and is_live(prev, node.kv.clock_ms()):
         return Reply(200, prev.value, OCTETS, str(rec.version))
     return Reply(201, b"", None, str(rec.version))
 
 
-async def delete_key(node: Node, path: str, query: Mapping[str, str]) -> Reply:
+def delete_key(node: Node, path: str, query: Mapping[str, str]) -> Answer:
     kv = node.kv
     key = key_from_path(path, node)
     level = _level(query, node.settings.write_consistency)
     rec = kv.stamp(b"", None, tombstone=True)
-    prev = (await node.coordinator.write(key, rec, level)).previous
-    if prev is None or not is_live(prev, kv.clock_ms()):
+    return _written(node, rec, node.coordinator.write_now(key, rec, level), _delete_reply)
+
+
+def _delete_reply(node: Node, rec: Record, prev: Record | None) -> Reply:
+    if prev is None or not is_live(prev, node.kv.clock_ms()):
         raise ApiError.not_found()
     return Reply(200, prev.value, OCTETS, str(rec.version))
+
+
+_WriteReply = Callable[["Node", Record, "Record | None"], Reply]
+
+
+def _written(
+    node: Node,
+    rec: Record,
+    write: asyncio.Future[Record | None] | Coroutine[Any, Any, WriteResult],
+    reply: _WriteReply,
+) -> Answer:
+    if isinstance(write, Coroutine):
+        return _write_later(node, rec, write, reply)
+    return Pending(write, functools.partial(reply, node, rec))
+
+
+async def _write_later(
+    node: Node, rec: Record, write: Coroutine[Any, Any, WriteResult], reply: _WriteReply
+) -> Reply:
+    return reply(node, rec, (await write).previous)
 
 
 def api_error(exc: Exception, what: str) -> ApiError:

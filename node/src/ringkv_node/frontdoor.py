@@ -24,14 +24,14 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from ringkv_node import dataplane, http1
-from ringkv_node.dataplane import Reply
+from ringkv_node.dataplane import Pending, Reply
 from ringkv_node.errors import ApiError
 from ringkv_node.state import METRICS_KEY, NODE_KEY
 
@@ -43,6 +43,10 @@ KEEPALIVE_S = 75.0  # an idle connection is closed after this long (aiohttp's de
 _HIGH_WATER = 1 << 20  # stop reading from a connection with this much unanswered input
 _ROUTE = "/v1/kv/{key}"
 _NO_QUERY: dict[str, str] = {}
+
+
+def _same(reply: Reply) -> Reply:
+    return reply
 
 
 def _query(text: str) -> dict[str, str]:
@@ -86,7 +90,7 @@ class FrontDoor:
             self._date_s, self._date = now, http1.http_date(now)
         return self._date
 
-    def answer(self, req: http1.Request) -> Reply | Coroutine[Any, Any, Reply] | None:
+    def answer(self, req: http1.Request) -> dataplane.Answer | None:
         """The reply (or coroutine making it) for a fast-lane request; None: not ours."""
         method = req.method
         if method != "GET" and method != "PUT" and method != "DELETE":
@@ -151,7 +155,7 @@ class _Conn(asyncio.Protocol):
         self.door = door
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
-        self.task: asyncio.Task[Reply] | None = None  # the request being answered
+        self.task: asyncio.Future[Any] | None = None  # what the request being answered awaits
         self.paused = False
         self.loop = asyncio.get_running_loop()
         self.last_active = self.loop.time()
@@ -190,7 +194,7 @@ class _Conn(asyncio.Protocol):
                 return
             assert isinstance(req, http1.Request)
             started = time.perf_counter()
-            answer: Reply | Coroutine[Any, Any, Reply] | bytes | None
+            answer: dataplane.Answer | bytes | None
             try:
                 answer = door.answer(req)
             except Exception as exc:
@@ -205,9 +209,14 @@ class _Conn(asyncio.Protocol):
             elif isinstance(answer, Reply):
                 out.append(door.render(req, answer, started))
             else:
-                task = self.loop.create_task(answer)
-                task.add_done_callback(functools.partial(self._done, req=req, started=started))
-                self.task = task
+                if isinstance(answer, Pending):
+                    waiting, finish = answer.future, answer.finish
+                else:
+                    waiting, finish = self.loop.create_task(answer), _same
+                waiting.add_done_callback(
+                    functools.partial(self._done, finish=finish, req=req, started=started)
+                )
+                self.task = waiting
                 break
             if not req.keep_alive or door.stopping:
                 self._flush(out)
@@ -216,15 +225,25 @@ class _Conn(asyncio.Protocol):
         self._flush(out)
         self.last_active = self.loop.time()
 
-    def _done(self, task: asyncio.Task[Reply], *, req: http1.Request, started: float) -> None:
+    def _done(
+        self,
+        waited: asyncio.Future[Any],
+        *,
+        finish: Callable[[Any], Reply],
+        req: http1.Request,
+        started: float,
+    ) -> None:
         self.task = None
         door = self.door
-        if task.cancelled():
+        if waited.cancelled():
             data = door.error(req, ApiError(503, "unavailable", "node is shutting down"), started)
-        elif (exc := task.exception()) is not None:
+        elif (exc := waited.exception()) is not None:
             data = door.error(req, exc if isinstance(exc, Exception) else Exception(exc), started)
         else:
-            data = door.render(req, task.result(), started)
+            try:
+                data = door.render(req, finish(waited.result()), started)
+            except Exception as failure:  # e.g. DELETE of an absent key: 404
+                data = door.error(req, failure, started)
         if self.transport is None:
             return  # the client went away; the write itself is done or hinted
         self.transport.write(data)

@@ -19,8 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 __all__ = ["ClosedError", "GroupCommitter", "Outcome"]
 
@@ -31,9 +30,11 @@ class ClosedError(RuntimeError):
     """The committer is closed; the write was not applied."""
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The result of one operation: a value, or the exception it failed with."""
+class Outcome(NamedTuple):
+    """The result of one operation: a value, or the exception it failed with.
+
+    A named tuple: one is made per write, on the writer thread.
+    """
 
     value: Any = None
     error: BaseException | None = None
