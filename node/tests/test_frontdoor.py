@@ -8,7 +8,10 @@ and metrics for what the fast lane answered.
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -152,3 +155,16 @@ async def test_fast_lane_requests_are_in_the_metrics(conn: Conn) -> None:
         and 'status="404"' in ln
     )
     assert float(line.rsplit(" ", 1)[1]) >= 3
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = NodeProcess("busy", tmp_path, port=taken.getsockname()[1])
+        done = subprocess.run(
+            proc.command(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        )
+    assert done.returncode == 1
+    assert "cannot listen on http://127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr

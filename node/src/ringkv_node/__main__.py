@@ -28,6 +28,10 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+class ListenError(Exception):
+    """The node's port could not be bound (in use, or not allowed)."""
+
+
 async def serve(settings: Settings) -> None:
     """Run the node until SIGTERM or SIGINT, then drain and close (STYLE §5)."""
     runner = web.AppRunner(
@@ -43,7 +47,10 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         site = FrontSite(runner, settings.host, settings.port, settings.shutdown_timeout_s)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {site.name}: {exc.strerror or exc}") from None
         await stop.wait()
         log.info("stopping: draining requests")
     finally:
@@ -66,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(serve(settings))
+    except ListenError as exc:
+        print(f"ringkv-node: {exc}", file=sys.stderr)
+        return 1
     finally:
         loop.close()
     return 0

@@ -59,7 +59,7 @@ class Coordinator:
         self.transport = transport
         self.hints = hints
         self.get_ring = get_ring
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
         self.forwarded = 0  # requests for keys this node does not own
         self.coordinated = 0
 
@@ -232,9 +232,18 @@ class Coordinator:
             await self.transport.replicate(owner, key, rec)
 
     def _track(self, fut: asyncio.Future[Any]) -> None:
-        task = asyncio.ensure_future(_quietly(fut))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """Keep `fut` until it settles, and log how it failed (a callback, not a
+        task: the slowest replica of nearly every write ends here)."""
+        self._background.add(fut)
+        fut.add_done_callback(self._settled)
+
+    def _settled(self, fut: asyncio.Future[Any]) -> None:
+        self._background.discard(fut)
+        error = None if fut.cancelled() else fut.exception()
+        if isinstance(error, PeerError):
+            log.debug("background replica call failed: %s", error)
+        elif error is not None:
+            log.error("background replica call failed", exc_info=error)
 
     async def drain(self, timeout_s: float = 5.0) -> None:
         """Let background repairs and slow replica writes finish (on shutdown)."""
@@ -317,12 +326,3 @@ async def gather_groups(
         fut.add_done_callback(lambda f, o=owner: on_done(o, f))  # type: ignore[misc]
     await done
     return dict(acked)
-
-
-async def _quietly(fut: asyncio.Future[Any]) -> None:
-    try:
-        await fut
-    except PeerError as exc:
-        log.debug("background replica call failed: %s", exc)
-    except Exception:
-        log.exception("background replica call failed")

@@ -19,9 +19,6 @@ from ringkv_node.storage import Storage, WriteTxn
 
 __all__ = ["KV", "Applied"]
 
-# Bounds the synchronous work one listing does on the event loop.
-_MAX_SCANNED_PER_LIST = 50_000
-
 
 class Applied(NamedTuple):
     """Outcome of applying one record: what was there, and whether it was written."""
@@ -57,34 +54,6 @@ class KV:
         """The live record for `key`, or None (absent, deleted or expired)."""
         rec = self.storage.get(key)
         return rec if is_live(rec, self.clock_ms()) else None
-
-    def list_keys(
-        self, prefix: bytes, start_after: bytes | None, limit: int
-    ) -> tuple[list[bytes], bytes | None]:
-        """Live keys in order from the cursor; the next cursor, or None at the end."""
-        if start_after is not None and start_after >= prefix:
-            start, inclusive = start_after, False
-        else:
-            start, inclusive = prefix, True
-        now = self.clock_ms()
-        keys: list[bytes] = []
-        scanned = 0
-        while True:
-            chunk = self.storage.scan(start, inclusive=inclusive, limit=min(1000, limit + 1))
-            for key, rec in chunk:
-                if not key.startswith(prefix):
-                    return keys, None
-                scanned += 1
-                if is_live(rec, now):
-                    if len(keys) == limit:
-                        return keys, keys[-1]
-                    keys.append(key)
-                if scanned >= _MAX_SCANNED_PER_LIST:
-                    # Many dead entries: hand back a cursor rather than block the loop.
-                    return keys, key
-            if len(chunk) < min(1000, limit + 1):
-                return keys, None
-            start, inclusive = chunk[-1][0], False
 
     def scan_entries(
         self, prefix: bytes, start_after: bytes | None, limit: int
