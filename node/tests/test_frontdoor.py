@@ -12,9 +12,13 @@ import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
+
+from ringkv_node.peerlink import PATH
+from ringkv_node.records import decode
+from ringkv_node.wire import frame, take_frames
 
 from nodeproc import NodeProcess
 
@@ -68,8 +72,8 @@ async def conn(node: NodeProcess) -> AsyncIterator[Conn]:
     await writer.wait_closed()
 
 
-def put(key: str, value: bytes) -> bytes:
-    head = f"PUT /v1/kv/{key} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(value)}\r\n\r\n"
+def put(key: str, value: bytes, extra: str = "") -> bytes:
+    head = f"PUT /v1/kv/{key} HTTP/1.1\r\nHost: t\r\nContent-Length: {len(value)}\r\n{extra}\r\n"
     return head.encode() + value
 
 
@@ -168,3 +172,101 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "cannot listen on http://127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- peer links ------------------------------------------------------------------
+
+TOKEN = "link-token"
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    proc = NodeProcess("s1", tmp_path_factory.mktemp("peerlink"), extra=["--token", TOKEN])
+    proc.start()
+    yield proc
+    proc.kill()
+
+
+def upgrade(token: str | None, what: str = "ringkv-peer/1", path: str = PATH) -> bytes:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: {what}\r\n"
+        f"X-Ringkv-Node: tester\r\n{auth}\r\n"
+    ).encode()
+
+
+async def read_frames(conn: Conn, buf: bytearray, count: int) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for _ in range(100):
+        if len(docs) >= count:
+            return docs
+        data = await asyncio.wait_for(conn.reader.read(65536), 10)
+        assert data, "the node closed the link"
+        buf += data
+        docs += take_frames(buf)
+    raise AssertionError("no answer")
+
+
+async def open_raw(node: NodeProcess) -> Conn:
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    return Conn(reader, writer)
+
+
+async def test_a_peer_link_answers_framed_calls(secured: NodeProcess) -> None:
+    conn = await open_raw(secured)
+    try:
+        await conn.send(put("linked", b"v", f"Authorization: Bearer {TOKEN}\r\n"))
+        assert (await conn.answer()).status == 201
+        # the upgrade and the first call in one packet
+        await conn.send(
+            upgrade(TOKEN)
+            + frame({"id": 7, "call": "read", "doc": [b"linked", b"none"], "epoch": 1})
+        )
+        switched = await conn.answer()
+        assert switched.status == 101
+        assert switched.headers["upgrade"] == "ringkv-peer/1"
+        buf = bytearray()
+        (doc,) = await read_frames(conn, buf, 1)
+        assert doc["id"] == 7 and doc["epoch"] == 1
+        found, missing = doc["ok"]
+        assert decode(found).value == b"v" and missing is None
+        # a malformed call is refused by an answer, and the link lives on
+        await conn.send(
+            frame({"id": 8, "call": "replicate", "doc": "nonsense"})
+            + frame({"id": 9, "call": "digests", "doc": {"partitions": []}})
+        )
+        docs = await read_frames(conn, buf, 2)
+        assert docs[0]["id"] == 8 and "error" in docs[0]
+        assert docs[1] == {"id": 9, "ok": {}, "epoch": 1}
+        # bytes that are not a frame end the link
+        await conn.send(b"\xff\xff\xff\xffgarbage")
+        assert await conn.closed_by_server()
+    finally:
+        conn.writer.close()
+    assert "Traceback" not in secured.log()
+
+
+@pytest.mark.parametrize(("token", "status"), [(None, 401), ("wrong", 403)])
+async def test_a_peer_link_needs_the_token(
+    secured: NodeProcess, token: str | None, status: int
+) -> None:
+    conn = await open_raw(secured)
+    try:
+        await conn.send(upgrade(token))
+        answer = await conn.answer()
+        assert answer.status == status
+        assert answer.headers["content-type"] == "application/json"
+        assert await conn.closed_by_server()
+    finally:
+        conn.writer.close()
+
+
+async def test_other_upgrades_are_aiohttps(secured: NodeProcess) -> None:
+    conn = await open_raw(secured)
+    try:
+        await conn.send(upgrade(TOKEN, what="websocket", path="/internal/v1/ws"))
+        answer = await conn.answer()
+        assert answer.status == 404
+        assert answer.body.startswith(b'{"error":"not_found"')
+    finally:
+        conn.writer.close()

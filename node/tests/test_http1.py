@@ -74,7 +74,6 @@ def test_connection_close_is_honoured() -> None:
         pytest.param(
             b"PUT /a HTTP/1.1\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n", id="expect"
         ),
-        pytest.param(b"GET /a HTTP/1.1\r\nUpgrade: websocket\r\n\r\n", id="upgrade"),
         pytest.param(b"PUT /a HTTP/1.1\r\nContent-Length: -1\r\n\r\n", id="negative length"),
         pytest.param(b"PUT /a HTTP/1.1\r\nContent-Length: 1 2\r\n\r\n", id="two lengths"),
         pytest.param(b"PUT /a HTTP/1.1\r\nContent-Length: \xd9\xa3\r\n\r\n", id="unicode digit"),

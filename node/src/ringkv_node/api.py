@@ -290,7 +290,7 @@ _ROUTES: list[tuple[str, str, dict[str, Handler]]] = [
     ("/readyz", "open", {"GET": readyz, "HEAD": readyz}),
     ("/metrics", "open", {"GET": metrics}),
     *[
-        (f"/internal/v1/{name}", "always", {("GET" if name == "ws" else "POST"): handler})
+        (f"/internal/v1/{name}", "always", {"POST": handler})
         for name, handler in INTERNAL_ROUTES.items()
     ],
     *[(path, "always", handlers) for path, handlers in ADMIN_ROUTES],

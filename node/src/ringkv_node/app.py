@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from ringkv_node.api import routes
 from ringkv_node.kv import KV
@@ -116,8 +116,6 @@ def create_app(
         if NODE_KEY in app:
             node = app[NODE_KEY]
             node.draining = True
-            for ws in list(node.peer_sockets):
-                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"shutting down")
 
     app.on_shutdown.append(on_shutdown)
     return app

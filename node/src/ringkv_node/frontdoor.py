@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from ringkv_node import dataplane, http1
+from ringkv_node import dataplane, http1, peerlink
 from ringkv_node.dataplane import Pending, Reply
 from ringkv_node.errors import ApiError
 from ringkv_node.state import METRICS_KEY, NODE_KEY
@@ -42,6 +42,7 @@ log = logging.getLogger("ringkv.node")
 KEEPALIVE_S = 75.0  # an idle connection is closed after this long (aiohttp's default)
 _HIGH_WATER = 1 << 20  # stop reading from a connection with this much unanswered input
 _ROUTE = "/v1/kv/{key}"
+_PEER_ROUTE = peerlink.PATH
 _NO_QUERY: dict[str, str] = {}
 
 
@@ -63,6 +64,7 @@ class FrontDoor:
         self.app = app
         self.fallback = fallback
         self.conns: set[_Conn] = set()
+        self.links: set[peerlink.PeerServer] = set()  # peers' links into this node
         self.handed_over = 0
         node = app[NODE_KEY]
         settings = node.settings
@@ -107,10 +109,10 @@ class FrontDoor:
             return dataplane.put_key(self.node, path, query, req.body)
         return dataplane.delete_key(self.node, path, query)
 
-    def render(self, req: http1.Request, reply: Reply, started: float) -> bytes:
-        self.metrics.observe_request(
-            _ROUTE, req.method, reply.status, time.perf_counter() - started
-        )
+    def render(
+        self, req: http1.Request, reply: Reply, started: float, route: str = _ROUTE
+    ) -> bytes:
+        self.metrics.observe_request(route, req.method, reply.status, time.perf_counter() - started)
         extra = f"X-Ringkv-Epoch: {self.node.ring.epoch}\r\n"
         if reply.version is not None:
             extra += f"X-Ringkv-Version: {reply.version}\r\n"
@@ -120,10 +122,12 @@ class FrontDoor:
         )
         return head + reply.body
 
-    def error(self, req: http1.Request, exc: Exception, started: float) -> bytes:
+    def error(
+        self, req: http1.Request, exc: Exception, started: float, route: str = _ROUTE
+    ) -> bytes:
         err = exc if isinstance(exc, ApiError) else dataplane.api_error(exc, req.method + " kv")
         body = json.dumps(err.body(), separators=(",", ":")).encode()
-        return self.render(req, Reply(err.status, body, "application/json"), started)
+        return self.render(req, Reply(err.status, body, "application/json"), started, route)
 
     async def sweep(self, interval_s: float = 10.0) -> None:
         """Close connections idle for longer than the keep-alive timeout."""
@@ -138,6 +142,8 @@ class FrontDoor:
     async def stop(self, timeout_s: float) -> None:
         """Finish in-flight requests, then close every fast-lane connection."""
         self.stopping = True
+        for link in list(self.links):  # peers hint what they cannot send now
+            link.close()
         for conn in list(self.conns):
             if conn.task is None:
                 conn.close()
@@ -194,6 +200,10 @@ class _Conn(asyncio.Protocol):
                 return
             assert isinstance(req, http1.Request)
             started = time.perf_counter()
+            if "upgrade" in req.headers:
+                self._flush(out)
+                self._upgrade(req, started)
+                return
             answer: dataplane.Answer | bytes | None
             try:
                 answer = door.answer(req)
@@ -254,6 +264,36 @@ class _Conn(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
         self.serve()
+
+    def _upgrade(self, req: http1.Request, started: float) -> None:
+        """A peer link (`peerlink`) for the cluster's own calls; other upgrades go to aiohttp."""
+        door = self.door
+        transport = self.transport
+        assert transport is not None
+        if not (
+            req.method == "GET"
+            and req.target == peerlink.PATH
+            and req.headers["upgrade"] == peerlink.UPGRADE
+        ):
+            self._hand_over()
+            return
+        try:
+            dataplane.check_auth(req.headers.get("authorization"), "always", door.token, True)
+        except ApiError as exc:
+            transport.write(door.error(req._replace(keep_alive=False), exc, started, _PEER_ROUTE))
+            self.close()
+            return
+        del self.buf[: req.end]
+        door.metrics.observe_request(_PEER_ROUTE, "GET", 101, time.perf_counter() - started)
+        transport.write(peerlink.upgrade_answer(door.node.ring.epoch))
+        door.forget(self)
+        self.transport = None
+        link = peerlink.PeerServer(door.node, req.headers.get("x-ringkv-node", ""), door.links)
+        transport.set_protocol(link)
+        link.connection_made(transport)
+        if self.buf:
+            data, self.buf = bytes(self.buf), bytearray()
+            link.data_received(data)
 
     def _flush(self, out: list[bytes]) -> None:
         if out and self.transport is not None:

@@ -10,8 +10,9 @@ unusual request means and how to refuse a malformed one:
 
 - request line `METHOD SP origin-form-target SP HTTP/1.1`;
 - header fields `name: value`, each name once, no obsolete line folding;
-- a body only by `Content-Length` (no `Transfer-Encoding`, no `Expect`,
-  no `Upgrade`), at most `max_body` bytes.
+- a body only by `Content-Length` (no `Transfer-Encoding`, no `Expect`),
+  at most `max_body` bytes. (`Upgrade` is the caller's to judge: the fast
+  lane takes the peer-link upgrade and hands every other one to aiohttp.)
 
 Pure: no I/O; a caller keeps the buffer and the offset of the next request.
 """
@@ -33,7 +34,7 @@ __all__ = [
 MAX_HEAD_BYTES: Final = 16384  # the request line and headers; aiohttp's limit too
 
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
-_REFUSED_FIELDS = frozenset({"transfer-encoding", "expect", "upgrade"})
+_REFUSED_FIELDS = frozenset({"transfer-encoding", "expect"})
 
 
 class Request(NamedTuple):

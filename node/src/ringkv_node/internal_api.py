@@ -7,11 +7,10 @@ newer ring spreads (gossip by piggyback).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from ringkv.ring import Ring
 from ringkv_node import wire
@@ -57,48 +56,6 @@ def _peer_call(name: str) -> Handler:
     return handler
 
 
-async def channel(request: web.Request) -> web.StreamResponse:
-    """The peer channel: msgpack calls over one WebSocket (see `channel`)."""
-    node = request.app[NODE_KEY]
-    ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024)
-    await ws.prepare(request)
-    node.peer_sockets.add(ws)  # closed on shutdown, so draining does not wait for them
-    peer = request.headers.get("X-Ringkv-Node", "")
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def answer(doc: dict[str, Any]) -> None:
-        reply: dict[str, Any] = {"id": doc.get("id")}
-        try:
-            reply["ok"] = await serve(node.kv, str(doc.get("call")), doc.get("doc"))
-        except ValueError as exc:
-            reply["error"] = str(exc)
-        except Exception as exc:
-            reply["error"] = f"internal error: {exc!r}"
-        reply["epoch"] = node.ring.epoch
-        if not ws.closed:
-            await ws.send_bytes(wire.dumps(reply))
-
-    async for msg in ws:
-        if msg.type != WSMsgType.BINARY:
-            continue
-        try:
-            doc = wire.loads(msg.data)
-        except ValueError:
-            continue
-        if not isinstance(doc, dict):
-            continue
-        epoch = doc.get("epoch")
-        if peer and isinstance(epoch, int) and epoch > node.ring.epoch:
-            node.epoch_seen(peer, epoch)
-        task = asyncio.ensure_future(answer(doc))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-    for task in list(tasks):
-        task.cancel()
-    node.peer_sockets.discard(ws)
-    return ws
-
-
 async def ping(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     return _answer(request, {"id": node.settings.node_id, "epoch": node.ring.epoch})
@@ -121,7 +78,6 @@ async def install_ring(request: web.Request) -> web.StreamResponse:
 INTERNAL_ROUTES: dict[str, Handler] = {
     **{name: _peer_call(name) for name in PEER_CALLS},
     "ping": ping,
-    "ws": channel,
     "ring": ring,
     "install-ring": install_ring,
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ringkv.versions import HLC, Version
 from ringkv_node.protocol import BatchOp
@@ -91,12 +91,14 @@ class KV:
 
     async def apply_many(self, items: Sequence[tuple[bytes, Record]]) -> list[Applied]:
         """Apply several records in one transaction (a replica batch, or an atomic one)."""
+        result: list[Applied] = await self.enqueue_many(items)
+        return result
+
+    def enqueue_many(self, items: Sequence[tuple[bytes, Record]]) -> asyncio.Future[Any]:
+        """`apply_many` as a future of the list of `Applied` (no coroutine)."""
         for _, rec in items:
             self.hlc.observe(rec.version.ts)
-        result: list[Applied] = await self.storage.write(
-            lambda wt: [_apply_in(wt, k, r) for k, r in items]
-        )
-        return result
+        return self.storage.enqueue(lambda wt: [_apply_in(wt, k, r) for k, r in items])
 
     async def put(self, key: bytes, value: bytes, ttl_s: int | None = None) -> Applied:
         return await self.apply(key, self.stamp(value, ttl_s))

@@ -65,7 +65,6 @@ class Node(Membership):
         self.stream_errors: dict[int, str] = {}
         self._streamer: asyncio.Task[None] | None = None
         self.unowned_since: dict[int, float] = {}
-        self.peer_sockets: set[Any] = set()  # server side of peers' channels
         self.coordinator = Coordinator(
             settings.node_id, kv, transport, self.hints, lambda: self.ring, lambda: self.pending
         )

@@ -1,33 +1,58 @@
 """What a replica answers to its peers, independent of how the bytes travel.
 
 `serve(kv, name, doc)` takes a decoded internal request (`wire` documents)
-and returns the decoded answer. The HTTP layer (`internal_api`) and the fake
-network of the tests both call it, so they exercise the same replica logic.
+and returns the decoded answer. The HTTP layer (`internal_api`), the peer
+links (`peerlink`) and the fake network of the tests all call it, so they
+exercise the same replica logic. `serve_now` is the same without a coroutine:
+reads answer at once, a replica write answers `Later` (its commit's future and
+how to make the answer from it), so a peer link needs no task per message.
 Malformed documents raise `ValueError`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from ringkv_node import wire
-from ringkv_node.kv import KV
+from ringkv_node.kv import KV, Applied
 
-__all__ = ["BUCKET_PAGE", "MAX_SCAN", "PEER_CALLS", "serve"]
+__all__ = ["BUCKET_PAGE", "MAX_SCAN", "PEER_CALLS", "Later", "serve", "serve_now"]
 
 MAX_SCAN = 10_001
 BUCKET_PAGE = 1000
 PEER_CALLS = ("replicate", "read", "scan", "digests", "bucket")
 
 
+class Later(NamedTuple):
+    """An answer that waits for `future`; `finish` makes it from the future's result."""
+
+    future: asyncio.Future[Any]
+    finish: Callable[[Any], Any]
+
+
 async def serve(kv: KV, name: str, doc: Any) -> Any:
+    answer = serve_now(kv, name, doc)
+    if isinstance(answer, Later):
+        return answer.finish(await answer.future)
+    return answer
+
+
+def _previous(applied: list[Applied]) -> list[bytes | None]:
+    return [wire.maybe_bytes(a.previous) for a in applied]
+
+
+def serve_now(kv: KV, name: str, doc: Any) -> Any:
+    """The answer, or `Later` for a write."""
     if name == "replicate":
         try:
             items = wire.decode_records(doc)
         except (TypeError, IndexError) as exc:
             raise ValueError(f"replicate: {exc}") from None
-        applied = await kv.apply_many(items) if items else []
-        return [wire.maybe_bytes(a.previous) for a in applied]
+        if not items:
+            return []
+        return Later(kv.enqueue_many(items), _previous)
     if name == "read":
         if not isinstance(doc, list) or not all(isinstance(k, bytes) for k in doc):
             raise ValueError("read: expected a list of keys")

@@ -18,7 +18,7 @@ import aiohttp
 from ringkv.ring import Ring
 from ringkv_node import wire
 from ringkv_node.batcher import Batcher
-from ringkv_node.channel import Channel, ChannelError
+from ringkv_node.peerlink import Channel, ChannelError
 from ringkv_node.records import Record
 
 __all__ = ["HttpTransport", "PeerError", "Transport"]
@@ -134,7 +134,7 @@ class HttpTransport:
         return wire.loads(body)
 
     async def _stream(self, peer: str, name: str, doc: Any) -> Any:
-        """A hot call over the peer's channel (one WebSocket, multiplexed)."""
+        """A hot call over the peer's link (`peerlink`: one connection, multiplexed)."""
         if self.is_down(peer):
             raise PeerError(peer, "marked down after a recent failure")
         channel = self._channels.get(peer)
@@ -148,7 +148,7 @@ class HttpTransport:
                 if self.epoch_seen is not None:
                     self.epoch_seen(peer, epoch)
 
-            channel = self._channels[peer] = Channel(self._http(), url, self._headers, on_epoch)
+            channel = self._channels[peer] = Channel(url, self._headers, on_epoch)
         try:
             answer = await channel.call(name, doc, self._get_ring().epoch, self._timeout_s)
         except TimeoutError as exc:  # slow is not down

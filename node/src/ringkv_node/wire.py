@@ -1,11 +1,13 @@
 """Internal wire format between nodes: msgpack with records in their packed form.
 
 Records travel as `records.encode` bytes, so a replica stores exactly what the
-coordinator stamped. Pure: no I/O.
+coordinator stamped. On a peer link (`peerlink`) each document is one frame:
+a 4-byte big-endian length, then the msgpack bytes. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,9 +16,24 @@ import msgpack
 from ringkv_node import records
 from ringkv_node.records import Record
 
-__all__ = ["decode_records", "dumps", "encode_records", "loads"]
+__all__ = [
+    "MAX_FRAME",
+    "FrameError",
+    "decode_records",
+    "dumps",
+    "encode_records",
+    "frame",
+    "loads",
+    "take_frames",
+]
 
 CONTENT_TYPE = "application/msgpack"
+MAX_FRAME = 64 * 1024 * 1024
+_LENGTH = struct.Struct(">I")
+
+
+class FrameError(ValueError):
+    """A peer link sent something that is not a frame of ours."""
 
 
 def dumps(doc: Any) -> bytes:
@@ -51,3 +68,27 @@ def maybe_record(raw: bytes | None) -> Record | None:
 
 def maybe_bytes(rec: Record | None) -> bytes | None:
     return None if rec is None else records.encode(rec)
+
+
+def frame(doc: Any) -> bytes:
+    body = dumps(doc)
+    return _LENGTH.pack(len(body)) + body
+
+
+def take_frames(buf: bytearray) -> list[Any]:
+    """Decode and remove every complete frame at the start of `buf`."""
+    docs: list[Any] = []
+    pos, end = 0, len(buf)
+    while end - pos >= 4:
+        (length,) = _LENGTH.unpack_from(buf, pos)
+        if length > MAX_FRAME:
+            raise FrameError(f"frame of {length} bytes; the limit is {MAX_FRAME}")
+        if end - pos - 4 < length:
+            break
+        try:
+            docs.append(loads(bytes(buf[pos + 4 : pos + 4 + length])))
+        except (ValueError, TypeError) as exc:
+            raise FrameError(f"frame is not msgpack: {exc}") from None
+        pos += 4 + length
+    del buf[:pos]
+    return docs
