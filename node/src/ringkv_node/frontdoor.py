@@ -190,7 +190,7 @@ class _Conn(asyncio.Protocol):
         """Answer every complete request in the buffer, in order."""
         door = self.door
         out: list[bytes] = []
-        while self.transport is not None:
+        while self.transport is not None and self.buf:
             req = http1.parse_request(self.buf, 0, door.max_body)
             if req is None:
                 break
