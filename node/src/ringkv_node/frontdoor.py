@@ -9,7 +9,9 @@ aiohttp handlers call. The first request of any other shape or route (or one
 `http1` does not accept) hands the connection, with the bytes not yet
 answered, to aiohttp for the rest of its life; aiohttp answers it exactly as
 it would have without the fast lane. Requests on one connection are served
-one at a time, in order (HTTP/1.1 pipelining keeps its order).
+one at a time, in order (HTTP/1.1 pipelining keeps its order). The one
+upgrade taken here is a peer's link (`peerlink`); other upgrades are
+aiohttp's.
 
 `FrontSite` plugs this into aiohttp's runner, so start-up and the SIGTERM
 drain order stay aiohttp's: stop listening, finish in-flight fast-lane
@@ -22,7 +24,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -36,8 +37,6 @@ from ringkv_node.errors import ApiError
 from ringkv_node.state import METRICS_KEY, NODE_KEY
 
 __all__ = ["FrontDoor", "FrontSite"]
-
-log = logging.getLogger("ringkv.node")
 
 KEEPALIVE_S = 75.0  # an idle connection is closed after this long (aiohttp's default)
 _HIGH_WATER = 1 << 20  # stop reading from a connection with this much unanswered input
@@ -65,7 +64,6 @@ class FrontDoor:
         self.fallback = fallback
         self.conns: set[_Conn] = set()
         self.links: set[peerlink.PeerServer] = set()  # peers' links into this node
-        self.handed_over = 0
         node = app[NODE_KEY]
         settings = node.settings
         self.node = node
@@ -305,7 +303,6 @@ class _Conn(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         self.door.forget(self)
-        self.door.handed_over += 1
         self.transport = None
         if self.paused:
             self.paused = False
