@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ringkv_node.coordinator import NotEnoughReplicasError
+from ringkv.ring import Member, initial_ring
+from ringkv_node.coordinator import Coordinator, NotEnoughReplicasError
 from ringkv_node.transport import PeerError
 
 from fakenet import FakeNetwork, build
@@ -161,3 +162,35 @@ async def test_anti_entropy_leaves_a_write_that_lands_while_it_looks(net: FakeNe
     result = await n0.anti_entropy.run_round()
     assert result.pushed >= 1
     assert local(net, "n1", b"only-here") == b"w"
+
+
+async def test_a_node_still_on_the_old_ring_reads_what_a_committed_node_wrote(
+    tmp_path: Path,
+) -> None:
+    """Nodes commit a joining ring one by one; reads in between must not go stale."""
+    net, new_ring, _ = build(tmp_path / "four", size=4)  # the ring being committed
+    try:
+        old_ring = initial_ring(
+            [Member(f"n{i}", f"fake://n{i}") for i in range(3)], new_ring.partitions, 3
+        )
+        key = next(
+            k
+            for k in (b"k%d" % i for i in range(1000))
+            if set(new_ring.owners_of_key(k)) == {"n0", "n1", "n3"}  # n2 leaves, n3 joins
+        )
+        n0, n2 = net.members["n0"], net.members["n2"]
+        committed = Coordinator("n0", n0.kv, n0.transport, n0.hints, lambda: new_ring)
+        joining = Coordinator(
+            "n2", n2.kv, n2.transport, n2.hints, lambda: old_ring, lambda: new_ring
+        )
+        net.partition("n0", "n1")  # the write reaches n0 and n3: a quorum of the new owners
+        await committed.write(key, n0.kv.stamp(b"fresh", None), "quorum")
+        net.partition("n2", "n0")  # and the old-ring reader cannot ask n0
+        rec = await joining.read(key, "quorum")
+        assert rec is not None
+        assert rec.value == b"fresh"
+        await committed.drain()
+        await joining.drain()
+    finally:
+        for node in net.members.values():
+            node.close()

@@ -88,11 +88,12 @@ class Coordinator:
     def write_plan(
         self, owners: tuple[str, ...], key: bytes, level: str
     ) -> tuple[tuple[str, ...], list[Group]]:
-        """Owners to write to, and the acknowledgements each owner set needs.
+        """Owners to write to (or read from), and the answers each owner set must give.
 
         While a new ring is joining, writes go to the old and the new owners and
         need a quorum of each: reads switch to the new owners at commit, and
-        must find every acknowledged write there.
+        must find every acknowledged write there. Reads while joining use the
+        same plan (`_read_joining`).
         """
         groups = [(frozenset(owners), required_acks(level, len(owners)))]
         pending = self.get_pending()
@@ -195,10 +196,29 @@ class Coordinator:
         without a task per request.
         """
         owners = self.owners(key)
+        if self.get_pending() is not None:
+            return self._read_joining(key, *self.write_plan(owners, key, level))
         needed = required_acks(level, len(owners))
         if needed == 1 and self.node_id in owners:
             return self.kv.storage.get(key)
         return self._read(key, owners, needed)
+
+    async def _read_joining(
+        self, key: bytes, targets: tuple[str, ...], groups: list[Group]
+    ) -> Record | None:
+        """A read while a ring is joining: a quorum of the old owners and of the new.
+
+        Nodes commit a new ring one after another; one that has committed
+        writes to the new owners only, so a node still on the old ring must
+        read the new owners too, or it could miss that write.
+        """
+        futs = {o: self._start_read(o, key) for o in targets}
+        answers = await gather_groups(futs, groups)
+        short = unmet(answers, groups)
+        if short is not None:
+            group, needed = short
+            raise NotEnoughReplicasError(needed, len(answers.keys() & group), len(group), "read")
+        return self._newest_repaired(key, answers)
 
     async def _read(self, key: bytes, owners: tuple[str, ...], needed: int) -> Record | None:
         order = sorted(owners, key=lambda o: (o != self.node_id, self.transport_down(o)))
@@ -215,6 +235,10 @@ class Coordinator:
             for owner, fut in zip(batch, futs, strict=True):
                 if fut.done() and not fut.cancelled() and fut.exception() is None:
                     answers[owner] = fut.result()
+        return self._newest_repaired(key, answers)
+
+    def _newest_repaired(self, key: bytes, answers: dict[str, Record | None]) -> Record | None:
+        """The newest answer; owners that gave an older one are repaired in the background."""
         winner = newest(answers.values())
         for owner in stale(answers, winner):
             assert winner is not None
