@@ -1,7 +1,8 @@
 """`AsyncClient`: the asyncio shell around the sans-I/O core.
 
-Sends with one pooled aiohttp session, sleeps with `asyncio.sleep`. All
-decisions are in `_core`; the methods mirror `Client`.
+Sends over pooled keep-alive connections of its own (`_aiopool`, HTTP/1.1
+by `_h11`), sleeps with `asyncio.sleep`. All decisions are in `_core`; the
+methods mirror `Client`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import socket
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from typing import Any
 
-import aiohttp
-
 from ringkv import _core, errors
+from ringkv._aiopool import Pool
 from ringkv._core import Call, Request, Response, RetryPolicy, Router, Send
 from ringkv.errors import NotFoundError, TransportError
 from ringkv.keys import DEFAULT_LIMITS, Limits
@@ -43,7 +43,7 @@ class AsyncClient:
         self._pool_size = pool_size
         self._retry = retry or RetryPolicy()
         self._limits = limits
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
 
     async def _ready(self) -> Router:
         if self._router is None:
@@ -57,28 +57,21 @@ class AsyncClient:
                 resolved[(host, port)] = sorted({str(i[4][0]) for i in infos})
             seeds = _core.expand_seeds(self._target, lambda h, p: resolved.get((h, p), []))
             self._router = Router(seeds)
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_size),
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-            )
+        if self._pool is None:
+            self._pool = Pool(self._pool_size, self._timeout)
         return self._router
 
     async def _send(self, req: Request) -> Response:
-        assert self._session is not None
+        assert self._pool is not None
         try:
-            async with self._session.request(
-                req.method, req.url, data=req.body, headers=req.headers
-            ) as resp:
-                body = await resp.read()
-                headers = {k.lower(): v for k, v in resp.headers.items()}
-                return Response(resp.status, headers, body)
+            resp = await self._pool.request(req.method, req.url, req.body, req.headers)
         except TimeoutError as exc:
             raise errors.TimeoutError(
                 f"{req.method} {req.url}: no answer in {self._timeout}s"
             ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:  # refused, reset, closed early
             raise TransportError(f"{req.method} {req.url}: {exc!r}") from exc
+        return Response(resp.status, resp.headers, resp.body)
 
     async def _drive(self, gen: Generator[_core.Action, Any, Any]) -> Any:
         value: Any = None
@@ -191,9 +184,9 @@ class AsyncClient:
         return doc
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def __aenter__(self) -> AsyncClient:
         await self._ready()
