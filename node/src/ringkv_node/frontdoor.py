@@ -123,7 +123,7 @@ class FrontDoor:
     def error(
         self, req: http1.Request, exc: Exception, started: float, route: str = _ROUTE
     ) -> bytes:
-        err = exc if isinstance(exc, ApiError) else dataplane.api_error(exc, req.method + " kv")
+        err = dataplane.api_error(exc, f"{req.method} {req.target}")
         body = json.dumps(err.body(), separators=(",", ":")).encode()
         return self.render(req, Reply(err.status, body, "application/json"), started, route)
 
