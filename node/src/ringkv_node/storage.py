@@ -299,18 +299,18 @@ class Storage:
                 old = txn.get(_HLC_KEY, db=self._dbs["meta"])
                 if old is None or _U64.unpack(old)[0] < wt.max_ts:
                     txn.put(_HLC_KEY, _U64.pack(wt.max_ts), db=self._dbs["meta"])
-        if self._sync_fd is not None:
-            try:
-                os.fdatasync(self._sync_fd)  # the meta page: the commit is durable now
-            except OSError as exc:
-                raise StorageError(f"fsync failed; recent writes may be lost: {exc}") from exc
-        # committed: now the digests may say so
+        # committed (readers see it): now the digests may say so
         digests = self._digests
         for (part, bucket), delta in wt.digest_delta.items():
             row = digests.get(part)
             if row is None:
                 row = digests[part] = [0] * BUCKETS
             row[bucket] ^= delta
+        if self._sync_fd is not None:
+            try:
+                os.fdatasync(self._sync_fd)  # the meta page: the commit is durable now
+            except OSError as exc:
+                raise StorageError(f"fsync failed; recent writes may be lost: {exc}") from exc
         return outcomes
 
     # -- reads (caller's thread; transactions closed before returning) -------
