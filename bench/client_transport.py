@@ -1,10 +1,11 @@
-"""The async client's HTTP transport against aiohttp's client, in one process.
+"""The clients' HTTP transports against the general-purpose ones, in one process.
 
 Starts one node (no fsync: the node is not what is measured) pinned to CPU 0,
-and from CPU 1 reads one key with 64 requests in flight, alternating
-aiohttp's `ClientSession` and the client's own pool (`ringkv._aiopool`), three
-rounds of 3 s each. Both shells parse the same answers; only the transport
-differs.
+and from CPU 1 reads one key, three rounds of 3 s each, alternating:
+- async, 64 requests in flight: aiohttp's `ClientSession` against the async
+  client's own pool (`ringkv._aiopool`);
+- blocking, 8 threads: `http.client` against the sync client's socket pool
+  (`ringkv.client._Pool`).
 
     .venv/bin/python bench/client_transport.py
 """
@@ -12,12 +13,14 @@ differs.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -25,8 +28,11 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from ringkv._aiopool import Pool
+from ringkv._core import Request
+from ringkv.client import _Pool as SyncPool
 
 IN_FLIGHT = 64
+THREADS = 8
 SECONDS = 3.0
 
 
@@ -72,6 +78,45 @@ async def compare(url: str) -> None:
         await pool.close()
 
 
+def threaded_rate(send: Callable[[], None]) -> float:
+    done = [0] * THREADS
+    stop = time.perf_counter() + SECONDS
+
+    def worker(i: int) -> None:
+        while time.perf_counter() < stop:
+            send()
+            done[i] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / SECONDS
+
+
+def compare_blocking(url: str, port: int) -> None:
+    pool = SyncPool(32, 5.0)
+    local = threading.local()
+
+    def via_pool() -> None:
+        assert pool.send(Request("GET", url)).status == 200
+
+    def via_stdlib() -> None:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/v1/kv/k")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200
+
+    for _ in range(3):
+        theirs, ours = threaded_rate(via_stdlib), threaded_rate(via_pool)
+        print(f"http.client           {theirs:8.0f} GET/s   ringkv pool {ours:8.0f} GET/s")
+    pool.close()
+
+
 def main() -> int:
     port = free_port()
     work = tempfile.mkdtemp(prefix="ringkv-transport-")
@@ -91,6 +136,7 @@ def main() -> int:
         urllib.request.urlopen(put, timeout=5).read()
         os.sched_setaffinity(0, {1})
         asyncio.run(compare(base + "/v1/kv/k"))
+        compare_blocking(base + "/v1/kv/k", port)
     finally:
         node.terminate()
         node.wait(30)

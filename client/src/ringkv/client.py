@@ -1,15 +1,16 @@
 """`Client`: the blocking shell around the sans-I/O core.
 
-Sends with `http.client` over a small keep-alive pool per node, safe to share
-between threads; sleeps with `time.sleep`. All decisions are in `_core`.
+Sends over a small keep-alive pool of sockets per node (HTTP/1.1 by the
+sans-I/O `_h11`), safe to share between threads; sleeps with `time.sleep`.
+All decisions are in `_core`.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import queue
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 from ringkv import _core, errors
 from ringkv._core import Call, Request, Response, RetryPolicy, Router, Send
+from ringkv._h11 import ParsedResponse, ProtocolError, ResponseParser, request_bytes
 from ringkv.errors import NotFoundError, TransportError
 from ringkv.keys import DEFAULT_LIMITS, Limits
 from ringkv.ring import Ring
@@ -33,26 +35,67 @@ def _resolve(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+class _Conn:
+    """One keep-alive connection: a socket and the parser of what it answers."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parser = ResponseParser()
+
+    def roundtrip(self, data: bytes) -> ParsedResponse:
+        self.sock.sendall(data)
+        while True:
+            resp = self.parser.next()
+            if resp is not None:
+                return resp
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                resp = self.parser.next(eof=True)
+                if resp is None:
+                    raise ConnectionError("connection closed before the answer")
+                return resp
+            self.parser.feed(chunk)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class _Pool:
-    """Keep-alive `HTTPConnection`s per (host, port), checked out one per request."""
+    """Keep-alive connections per (scheme, host, port), checked out one per request.
+
+    Plain sockets and the sans-I/O `_h11` (`http.client` cost more CPU per
+    request than the rest of the client); `timeout` bounds every connect,
+    send and receive.
+    """
 
     def __init__(self, size: int, timeout: float) -> None:
         self._size = size
         self._timeout = timeout
-        self._idle: dict[tuple[str, str, int], queue.LifoQueue[http.client.HTTPConnection]] = {}
+        self._idle: dict[tuple[str, str, int], queue.LifoQueue[_Conn]] = {}
         self._lock = threading.Lock()
+        self._tls: ssl.SSLContext | None = None
 
-    def _queue(self, key: tuple[str, str, int]) -> queue.LifoQueue[http.client.HTTPConnection]:
+    def _queue(self, key: tuple[str, str, int]) -> queue.LifoQueue[_Conn]:
         with self._lock:
             q = self._idle.get(key)
             if q is None:
                 q = self._idle[key] = queue.LifoQueue(self._size)
             return q
 
+    def _connect(self, scheme: str, host: str, port: int) -> _Conn:
+        sock = socket.create_connection((host, port), timeout=self._timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if scheme == "https":
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            sock = self._tls.wrap_socket(sock, server_hostname=host)
+        return _Conn(sock)
+
     def send(self, req: Request) -> Response:
         url = urlsplit(req.url)
         key = (url.scheme, url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
-        path = url.path + (f"?{url.query}" if url.query else "")
+        target = url.path + (f"?{url.query}" if url.query else "")
+        data = request_bytes(req.method, url.netloc, target, req.headers, req.body)
         idle = self._queue(key)
         for fresh in (False, True):
             conn = None
@@ -61,34 +104,30 @@ class _Pool:
                     conn = idle.get_nowait()
                 except queue.Empty:
                     fresh = True
-            if conn is None:
-                cls = (
-                    http.client.HTTPSConnection if key[0] == "https" else http.client.HTTPConnection
-                )
-                conn = cls(key[1], key[2], timeout=self._timeout)
             try:
-                conn.request(req.method, path, body=req.body, headers=req.headers)
-                resp = conn.getresponse()
-                body = resp.read()
-            except TimeoutError as exc:  # the builtin TimeoutError
-                conn.close()
+                if conn is None:
+                    conn = self._connect(*key)
+                resp = conn.roundtrip(data)
+            except TimeoutError as exc:  # the builtin TimeoutError (socket timeouts too)
+                if conn is not None:
+                    conn.close()
                 raise errors.TimeoutError(
                     f"{req.method} {req.url}: no answer in {self._timeout}s"
                 ) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                conn.close()
+            except (OSError, ProtocolError) as exc:
+                if conn is not None:
+                    conn.close()
                 if not fresh:
                     continue  # a pooled connection the server had closed: try a new one
                 raise TransportError(f"{req.method} {req.url}: {exc!r}") from exc
-            if resp.will_close:
-                conn.close()
-            else:
+            if resp.keep_alive:
                 try:
                     idle.put_nowait(conn)
                 except queue.Full:
                     conn.close()
-            headers = {k.lower(): v for k, v in resp.getheaders()}
-            return Response(resp.status, headers, body)
+            else:
+                conn.close()
+            return Response(resp.status, resp.headers, resp.body)
         raise AssertionError("unreachable")
 
     def close(self) -> None:
