@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from ringkv._h11 import ParsedResponse, ProtocolError, ResponseParser, request_bytes
+from ringkv._h11 import (
+    ParsedResponse,
+    Prepared,
+    ProtocolError,
+    ResponseParser,
+    prepare,
+    request_bytes,
+)
 
 
 def parse_all(data: bytes, step: int, eof: bool = False) -> list[ParsedResponse]:
@@ -27,6 +34,18 @@ def test_request_bytes() -> None:
     )
     assert request_bytes("GET", "h:1", "/x", {}, None) == b"GET /x HTTP/1.1\r\nHost: h:1\r\n\r\n"
     assert b"Content-Length: 0" in request_bytes("POST", "h", "/", {}, None)
+
+
+def test_prepare_finds_the_address_and_builds_the_request() -> None:
+    assert prepare("GET", "http://10.0.0.1:7100/v1/kv/a?x=1", {}, None) == Prepared(
+        "http", "10.0.0.1", 7100, b"GET /v1/kv/a?x=1 HTTP/1.1\r\nHost: 10.0.0.1:7100\r\n\r\n"
+    )
+    assert prepare("GET", "https://kv.example/v1/ring", {}, None)[:3] == (
+        "https",
+        "kv.example",
+        443,
+    )
+    assert prepare("GET", "http://kv.example/", {}, None).port == 80
 
 
 @pytest.mark.parametrize("step", [1, 2, 7, 1000])

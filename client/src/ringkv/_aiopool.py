@@ -13,9 +13,8 @@ import asyncio
 from collections import deque
 from collections.abc import Mapping
 from typing import cast
-from urllib.parse import urlsplit
 
-from ringkv._h11 import ParsedResponse, ProtocolError, ResponseParser, request_bytes
+from ringkv._h11 import ParsedResponse, ProtocolError, ResponseParser, prepare
 
 __all__ = ["ConnectionLostError", "Pool"]
 
@@ -85,10 +84,7 @@ class Pool:
         self, method: str, url: str, body: bytes | None, headers: Mapping[str, str]
     ) -> ParsedResponse:
         """The answer; `TimeoutError` past the deadline, `ConnectionError` on failure."""
-        parts = urlsplit(url)
-        host, port = parts.hostname or "127.0.0.1", parts.port or 80
-        target = parts.path + (f"?{parts.query}" if parts.query else "")
-        data = request_bytes(method, parts.netloc, target, headers, body)
+        _, host, port, data = prepare(method, url, headers, body)
         async with asyncio.timeout(self._timeout):
             slots = self._slots.get((host, port))
             if slots is None:

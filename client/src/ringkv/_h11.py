@@ -11,8 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
-__all__ = ["MAX_HEAD_BYTES", "ParsedResponse", "ProtocolError", "ResponseParser", "request_bytes"]
+__all__ = [
+    "MAX_HEAD_BYTES",
+    "ParsedResponse",
+    "Prepared",
+    "ProtocolError",
+    "ResponseParser",
+    "prepare",
+    "request_bytes",
+]
 
 MAX_HEAD_BYTES = 65536
 
@@ -26,6 +35,22 @@ class ParsedResponse(NamedTuple):
     headers: dict[str, str]  # lower-case names
     body: bytes
     keep_alive: bool
+
+
+class Prepared(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+    data: bytes  # the whole request
+
+
+def prepare(method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> Prepared:
+    """Where to send a request for `url`, and its bytes."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    data = request_bytes(method, parts.netloc, target, headers, body)
+    return Prepared(parts.scheme, parts.hostname or "127.0.0.1", port, data)
 
 
 def request_bytes(

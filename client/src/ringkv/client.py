@@ -15,11 +15,10 @@ import threading
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from ringkv import _core, errors
 from ringkv._core import Call, Request, Response, RetryPolicy, Router, Send
-from ringkv._h11 import ParsedResponse, ProtocolError, ResponseParser, request_bytes
+from ringkv._h11 import ParsedResponse, ProtocolError, ResponseParser, prepare
 from ringkv.errors import NotFoundError, TransportError
 from ringkv.keys import DEFAULT_LIMITS, Limits
 from ringkv.ring import Ring
@@ -92,10 +91,8 @@ class _Pool:
         return _Conn(sock)
 
     def send(self, req: Request) -> Response:
-        url = urlsplit(req.url)
-        key = (url.scheme, url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
-        target = url.path + (f"?{url.query}" if url.query else "")
-        data = request_bytes(req.method, url.netloc, target, req.headers, req.body)
+        scheme, host, port, data = prepare(req.method, req.url, req.headers, req.body)
+        key = (scheme, host, port)
         idle = self._queue(key)
         for fresh in (False, True):
             conn = None

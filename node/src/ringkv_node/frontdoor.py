@@ -60,7 +60,6 @@ class FrontDoor:
     """The protocol factory for the node's port; one `_Conn` per connection."""
 
     def __init__(self, app: web.Application, fallback: Callable[[], asyncio.Protocol]) -> None:
-        self.app = app
         self.fallback = fallback
         self.conns: set[_Conn] = set()
         self.links: set[peerlink.PeerServer] = set()  # peers' links into this node
@@ -284,14 +283,9 @@ class _Conn(asyncio.Protocol):
         del self.buf[: req.end]
         door.metrics.observe_request(_PEER_ROUTE, "GET", 101, time.perf_counter() - started)
         transport.write(peerlink.upgrade_answer(door.node.ring.epoch))
-        door.forget(self)
-        self.transport = None
-        link = peerlink.PeerServer(door.node, req.headers.get("x-ringkv-node", ""), door.links)
-        transport.set_protocol(link)
-        link.connection_made(transport)
-        if self.buf:
-            data, self.buf = bytes(self.buf), bytearray()
-            link.data_received(data)
+        self._switch(
+            peerlink.PeerServer(door.node, req.headers.get("x-ringkv-node", ""), door.links)
+        )
 
     def _flush(self, out: list[bytes]) -> None:
         if out and self.transport is not None:
@@ -300,6 +294,10 @@ class _Conn(asyncio.Protocol):
 
     def _hand_over(self) -> None:
         """Give the connection, and what it sent that is not answered yet, to aiohttp."""
+        self._switch(self.door.fallback())
+
+    def _switch(self, proto: asyncio.Protocol) -> None:
+        """Let `proto` serve the connection from here on, starting with the unread bytes."""
         transport = self.transport
         assert transport is not None
         self.door.forget(self)
@@ -307,7 +305,6 @@ class _Conn(asyncio.Protocol):
         if self.paused:
             self.paused = False
             transport.resume_reading()
-        proto = self.door.fallback()
         transport.set_protocol(proto)
         proto.connection_made(transport)
         if self.buf:
