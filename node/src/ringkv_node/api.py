@@ -220,7 +220,7 @@ async def batch(request: web.Request) -> web.StreamResponse:
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-            previous.append(r.previous)
+            previous.append(r)
     now = kv.clock_ms()
     out: list[dict[str, Any]] = []
     for op, (_, rec), prev in zip(req.ops, stamped, previous, strict=True):

@@ -10,9 +10,10 @@ through `Transport`, so the same code runs over HTTP or a fake network.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
 from ringkv.ring import Ring
 from ringkv_node.hints import Hints
@@ -21,7 +22,7 @@ from ringkv_node.quorum import newest, required_acks, stale
 from ringkv_node.records import Record
 from ringkv_node.transport import PeerError, Transport
 
-__all__ = ["Coordinator", "NotEnoughReplicasError", "WriteResult"]
+__all__ = ["Coordinator", "NotEnoughReplicasError"]
 
 log = logging.getLogger("ringkv.coordinator")
 
@@ -36,11 +37,6 @@ class NotEnoughReplicasError(Exception):
         )
         self.needed = needed
         self.answered = answered
-
-
-class WriteResult(NamedTuple):
-    previous: Record | None  # newest previous record among acknowledging replicas
-    acks: int
 
 
 class Coordinator:
@@ -103,43 +99,23 @@ class Coordinator:
         groups.append((frozenset(new), required_acks(level, len(new))))
         return owners + tuple(o for o in new if o not in owners), groups
 
-    async def write(self, key: bytes, rec: Record, level: str) -> WriteResult:
-        """Write `rec`, stamped by this node's clock (`KV.stamp`), to the key's owners."""
-        now = self.write_now(key, rec, level)
-        if isinstance(now, Coroutine):
-            return await now
-        return WriteResult(await now, 1)
+    async def write(self, key: bytes, rec: Record, level: str) -> Record | None:
+        """Write `rec`, stamped by this node's clock (`KV.stamp`), to the key's owners.
 
-    def write_now(
-        self, key: bytes, rec: Record, level: str
-    ) -> asyncio.Future[Record | None] | Coroutine[Any, Any, WriteResult]:
-        """`write`: when this node is the key's only owner, the local write's
-        future (the previous record; no quorum to gather, no task to run);
-        otherwise the coroutine to await."""
+        Returns the newest previous record among the owners that acknowledged.
+        """
+        return await self.write_now(key, rec, level)
+
+    def write_now(self, key: bytes, rec: Record, level: str) -> asyncio.Future[Record | None]:
+        """`write` as a future: the local write's own when this node is the key's
+        only owner; otherwise one resolved by callbacks as acknowledgements come
+        (no task per write)."""
         owners = self.owners(key)
         if owners == (self.node_id,) and self.get_pending() is None:
             return self.kv.enqueue_apply(key, rec)
-        return self._write(key, rec, level, owners)
-
-    async def _write(
-        self, key: bytes, rec: Record, level: str, owners: tuple[str, ...]
-    ) -> WriteResult:
         targets, groups = self.write_plan(owners, key, level)
         futs = {o: self._start_write(o, key, rec) for o in targets}
-        acked = await gather_groups(futs, groups)
-        for fut in futs.values():  # slower owners finish (or get hinted) in the background
-            if not fut.done():
-                self._track(fut)
-        short = unmet(acked, groups)
-        if short is not None:
-            # Say truthfully how many have it: the local write is only an fsync away.
-            if self.node_id in futs:
-                await asyncio.wait([futs[self.node_id]])
-            acked = {o: f.result() for o, f in futs.items() if _succeeded(f)}
-            group, needed = unmet(acked, groups) or short
-            answered = len(acked.keys() & group)
-            raise NotEnoughReplicasError(needed, answered, len(group), "write")
-        return WriteResult(newest(acked.values()), len(acked))
+        return _WriteQuorum(self, futs, groups).result
 
     async def write_atomic(
         self, items: list[tuple[bytes, Record]], level: str
@@ -185,23 +161,24 @@ class Coordinator:
     async def read(self, key: bytes, level: str) -> Record | None:
         """The newest record among R owners (tombstones and expired included)."""
         now = self.read_now(key, level)
-        return await now if isinstance(now, Coroutine) else now
+        return await now if isinstance(now, asyncio.Future) else now
 
-    def read_now(
-        self, key: bytes, level: str
-    ) -> Record | Coroutine[Any, Any, Record | None] | None:
+    def read_now(self, key: bytes, level: str) -> Record | asyncio.Future[Record | None] | None:
         """`read`, answered at once when this node's own copy is enough.
 
-        Otherwise the coroutine to await: the fast lane serves local reads
-        without a task per request.
+        Otherwise a future, resolved by callbacks as owners answer: the fast
+        lane serves reads without a task per request.
         """
         owners = self.owners(key)
         if self.get_pending() is not None:
-            return self._read_joining(key, *self.write_plan(owners, key, level))
+            return asyncio.ensure_future(
+                self._read_joining(key, *self.write_plan(owners, key, level))
+            )
         needed = required_acks(level, len(owners))
         if needed == 1 and self.node_id in owners:
             return self.kv.storage.get(key)
-        return self._read(key, owners, needed)
+        order = sorted(owners, key=lambda o: (o != self.node_id, self.transport_down(o)))
+        return _ReadQuorum(self, key, order, needed).result
 
     async def _read_joining(
         self, key: bytes, targets: tuple[str, ...], groups: list[Group]
@@ -218,23 +195,6 @@ class Coordinator:
         if short is not None:
             group, needed = short
             raise NotEnoughReplicasError(needed, len(answers.keys() & group), len(group), "read")
-        return self._newest_repaired(key, answers)
-
-    async def _read(self, key: bytes, owners: tuple[str, ...], needed: int) -> Record | None:
-        order = sorted(owners, key=lambda o: (o != self.node_id, self.transport_down(o)))
-        answers: dict[str, Record | None] = {}
-        asked = 0
-        while len(answers) < needed:
-            # ask just enough owners; if some fail, ask the next ones
-            batch = order[asked : asked + needed - len(answers)]
-            if not batch:
-                raise NotEnoughReplicasError(needed, len(answers), len(owners), "read")
-            asked += len(batch)
-            futs = [self._start_read(o, key) for o in batch]
-            await gather_quorum(futs, len(futs))
-            for owner, fut in zip(batch, futs, strict=True):
-                if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    answers[owner] = fut.result()
         return self._newest_repaired(key, answers)
 
     def _newest_repaired(self, key: bytes, answers: dict[str, Record | None]) -> Record | None:
@@ -312,6 +272,139 @@ async def gather_quorum(futs: list[asyncio.Future[Any]], needed: int) -> list[An
 
 
 Group = tuple[frozenset[str], int]  # owners, acknowledgements they must give
+
+
+class _ReadQuorum:
+    """A read of `needed` owners, asked in `order`, gathered by callbacks.
+
+    Asks just enough owners; each one that fails is replaced by the next in
+    `order`. `result` resolves with the newest answer (stale owners are
+    repaired in the background), or fails with NotEnoughReplicasError when
+    the owners run out.
+    """
+
+    __slots__ = (
+        "answers",
+        "asked",
+        "coordinator",
+        "key",
+        "needed",
+        "order",
+        "outstanding",
+        "result",
+    )
+
+    def __init__(self, coordinator: Coordinator, key: bytes, order: list[str], needed: int) -> None:
+        self.coordinator = coordinator
+        self.key = key
+        self.order = order
+        self.needed = needed
+        self.answers: dict[str, Record | None] = {}
+        self.asked = 0
+        self.outstanding = 0
+        self.result: asyncio.Future[Record | None] = asyncio.get_running_loop().create_future()
+        self._ask()
+
+    def _ask(self) -> None:
+        coordinator, answers, result = self.coordinator, self.answers, self.result
+        while len(answers) + self.outstanding < self.needed:
+            if self.asked == len(self.order):
+                if self.outstanding == 0:
+                    error = NotEnoughReplicasError(
+                        self.needed, len(answers), len(self.order), "read"
+                    )
+                    result.set_exception(error)
+                return
+            owner = self.order[self.asked]
+            self.asked += 1
+            if owner == coordinator.node_id:
+                try:
+                    answers[owner] = coordinator.kv.storage.get(self.key)
+                except Exception as exc:
+                    result.set_exception(exc)
+                    return
+            else:
+                self.outstanding += 1
+                fut = asyncio.ensure_future(coordinator.transport.read(owner, self.key))
+                fut.add_done_callback(functools.partial(self._answered, owner))
+        if len(answers) >= self.needed:
+            try:
+                result.set_result(coordinator._newest_repaired(self.key, answers))
+            except Exception as exc:
+                result.set_exception(exc)
+
+    def _answered(self, owner: str, fut: asyncio.Future[Any]) -> None:
+        self.outstanding -= 1
+        error = None if fut.cancelled() else fut.exception()  # always retrieve it
+        if self.result.done():
+            return
+        if not fut.cancelled() and error is None:
+            self.answers[owner] = fut.result()
+        self._ask()
+
+
+class _WriteQuorum:
+    """A write's acknowledgements, gathered by callbacks into one future.
+
+    `result` resolves with the newest previous record among the owners that
+    acknowledged, once every owner group has its acks; or fails with
+    NotEnoughReplicasError as soon as one group never can (after the local
+    write settles, so the error says truthfully how many have it). Owners
+    still writing then finish, or get hinted, in the background.
+    """
+
+    __slots__ = ("acked", "coordinator", "deciding", "failed", "futs", "groups", "result")
+
+    def __init__(
+        self, coordinator: Coordinator, futs: dict[str, asyncio.Future[Any]], groups: list[Group]
+    ) -> None:
+        self.coordinator = coordinator
+        self.futs = futs
+        self.groups = groups
+        self.acked: dict[str, Any] = {}
+        self.failed: set[str] = set()
+        self.deciding = False
+        self.result: asyncio.Future[Record | None] = asyncio.get_running_loop().create_future()
+        for owner, fut in futs.items():
+            fut.add_done_callback(functools.partial(self._on_done, owner))
+
+    def _on_done(self, owner: str, fut: asyncio.Future[Any]) -> None:
+        error = None if fut.cancelled() else fut.exception()  # always retrieve it
+        if self.deciding:
+            return
+        if fut.cancelled() or error is not None:
+            self.failed.add(owner)
+        else:
+            self.acked[owner] = fut.result()
+        if unmet(self.acked, self.groups) is None:
+            self.deciding = True
+            self._background()
+            if not self.result.done():
+                self.result.set_result(newest(self.acked.values()))
+        elif any(len(g - self.failed) < n for g, n in self.groups):
+            self.deciding = True
+            local = self.futs.get(self.coordinator.node_id)
+            if local is None or local.done():
+                self._short()
+            else:
+                local.add_done_callback(self._short)
+
+    def _short(self, _: object = None) -> None:
+        self._background()
+        if self.result.done():
+            return
+        futs, groups = self.futs, self.groups
+        acked = {o: f.result() for o, f in futs.items() if _succeeded(f)}
+        short = unmet(acked, groups) or unmet(self.acked, groups)
+        assert short is not None
+        group, needed = short
+        answered = len(acked.keys() & group)
+        self.result.set_exception(NotEnoughReplicasError(needed, answered, len(group), "write"))
+
+    def _background(self) -> None:
+        for fut in self.futs.values():
+            if not fut.done():
+                self.coordinator._track(fut)
 
 
 def unmet(acked: dict[str, Any], groups: list[Group]) -> Group | None:

@@ -13,12 +13,12 @@ import asyncio
 import functools
 import hmac
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from ringkv_node import protocol
-from ringkv_node.coordinator import NotEnoughReplicasError, WriteResult
+from ringkv_node.coordinator import NotEnoughReplicasError
 from ringkv_node.errors import ApiError
 from ringkv_node.groupcommit import ClosedError
 from ringkv_node.records import Record, is_live
@@ -57,14 +57,15 @@ class Reply(NamedTuple):
 
 
 class Pending(NamedTuple):
-    """A reply waiting for a future (a local write); `finish` makes it from the result."""
+    """A reply waiting for a future (a write, or a read other owners answer);
+    `finish` makes it from the result."""
 
     future: asyncio.Future[Any]
     finish: Callable[[Any], Reply]
 
 
-# What a key route returns: the reply now, a future's, or a coroutine's.
-Answer = Reply | Pending | Coroutine[Any, Any, Reply]
+# What a key route returns: the reply now, or a future's.
+Answer = Reply | Pending
 
 
 def key_from_path(path: str, node: Node) -> bytes:
@@ -82,17 +83,13 @@ def _level(query: Mapping[str, str], default: str) -> str:
     return protocol.parse_consistency(query.get("consistency")) or default
 
 
-def get_key(node: Node, path: str, query: Mapping[str, str]) -> Reply | Coroutine[Any, Any, Reply]:
-    """The reply, or (when other owners must answer) the coroutine that makes it."""
+def get_key(node: Node, path: str, query: Mapping[str, str]) -> Reply | Pending:
+    """The reply, or (when other owners must answer) the read to wait for."""
     key = key_from_path(path, node)
     now = node.coordinator.read_now(key, _level(query, node.settings.read_consistency))
-    if isinstance(now, Coroutine):
-        return _get_later(node, now)
+    if isinstance(now, asyncio.Future):
+        return Pending(now, functools.partial(_found, node))
     return _found(node, now)
-
-
-async def _get_later(node: Node, read: Coroutine[Any, Any, Record | None]) -> Reply:
-    return _found(node, await read)
 
 
 def _found(node: Node, rec: Record | None) -> Reply:
@@ -112,9 +109,7 @@ async def settle(answer: Answer) -> Reply:
     """The reply an answer comes to (the aiohttp shell awaits it)."""
     if isinstance(answer, Reply):
         return answer
-    if isinstance(answer, Pending):
-        return answer.finish(await answer.future)
-    return await answer
+    return answer.finish(await answer.future)
 
 
 def put_key(node: Node, path: str, query: Mapping[str, str], body: bytes) -> Answer:
@@ -153,20 +148,9 @@ _WriteReply = Callable[["Node", Record, "Record | None"], Reply]
 
 
 def _written(
-    node: Node,
-    rec: Record,
-    write: asyncio.Future[Record | None] | Coroutine[Any, Any, WriteResult],
-    reply: _WriteReply,
+    node: Node, rec: Record, write: asyncio.Future[Record | None], reply: _WriteReply
 ) -> Answer:
-    if isinstance(write, Coroutine):
-        return _write_later(node, rec, write, reply)
     return Pending(write, functools.partial(reply, node, rec))
-
-
-async def _write_later(
-    node: Node, rec: Record, write: Coroutine[Any, Any, WriteResult], reply: _WriteReply
-) -> Reply:
-    return reply(node, rec, (await write).previous)
 
 
 def api_error(exc: Exception, what: str) -> ApiError:

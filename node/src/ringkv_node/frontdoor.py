@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from ringkv_node import dataplane, http1, peerlink
-from ringkv_node.dataplane import Pending, Reply
+from ringkv_node.dataplane import Reply
 from ringkv_node.errors import ApiError
 from ringkv_node.state import METRICS_KEY, NODE_KEY
 
@@ -43,10 +43,6 @@ _HIGH_WATER = 1 << 20  # stop reading from a connection with this much unanswere
 _ROUTE = "/v1/kv/{key}"
 _PEER_ROUTE = peerlink.PATH
 _NO_QUERY: dict[str, str] = {}
-
-
-def _same(reply: Reply) -> Reply:
-    return reply
 
 
 def _query(text: str) -> dict[str, str]:
@@ -216,12 +212,9 @@ class _Conn(asyncio.Protocol):
             elif isinstance(answer, Reply):
                 out.append(door.render(req, answer, started))
             else:
-                if isinstance(answer, Pending):
-                    waiting, finish = answer.future, answer.finish
-                else:
-                    waiting, finish = self.loop.create_task(answer), _same
+                waiting = answer.future
                 waiting.add_done_callback(
-                    functools.partial(self._done, finish=finish, req=req, started=started)
+                    functools.partial(self._done, finish=answer.finish, req=req, started=started)
                 )
                 self.task = waiting
                 break

@@ -236,6 +236,11 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
+def _forget(link: _Link, ident: int, timer: asyncio.TimerHandle, fut: asyncio.Future[Any]) -> None:
+    timer.cancel()
+    link.pending.pop(ident, None)
+
+
 def _expire(fut: asyncio.Future[Any], timeout_s: float) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError(f"no answer within {timeout_s}s"))
@@ -280,25 +285,41 @@ class Channel:
                 self._link = link
             return link
 
-    async def call(self, name: str, doc: Any, epoch: int, timeout_s: float) -> Any:
+    async def open(self, timeout_s: float) -> None:
+        """Open the link unless it is open (ChannelError if that fails in time)."""
         link = self._link
         if link is None or link.closed:
             try:
-                link = await asyncio.wait_for(self._open(), timeout_s)
+                await asyncio.wait_for(self._open(), timeout_s)
             except (OSError, TimeoutError) as exc:
                 raise ChannelError(f"cannot open a channel: {exc!r}") from None
+
+    async def call(self, name: str, doc: Any, epoch: int, timeout_s: float) -> Any:
+        await self.open(timeout_s)
+        fut = self.call_now(name, doc, epoch, timeout_s)
+        if fut is None:
+            raise ChannelError("channel closed")
+        return await fut
+
+    def call_now(
+        self, name: str, doc: Any, epoch: int, timeout_s: float
+    ) -> asyncio.Future[Any] | None:
+        """`call` on an open link, as a future (no coroutine); None when the link is not open."""
+        link = self._link
+        if link is None or link.closed:
+            return None
         ident = next(self._ids)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         link.pending[ident] = fut
         timer = loop.call_later(timeout_s, _expire, fut, timeout_s)
+        fut.add_done_callback(functools.partial(_forget, link, ident, timer))
         try:
             link.send(wire.frame({"id": ident, "call": name, "doc": doc, "epoch": epoch}))
-            return await fut
-        finally:
-            timer.cancel()
-            link.pending.pop(ident, None)
+        except ChannelError as exc:
+            fut.set_exception(exc)
+        return fut
 
-    async def close(self) -> None:
+    def close(self) -> None:
         if self._link is not None:
             self._link.close()

@@ -9,6 +9,7 @@ with replica writes and reads to each peer coalesced by `Batcher`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
@@ -92,7 +93,7 @@ class HttpTransport:
         for reader in self._readers.values():
             await reader.close()
         for channel in self._channels.values():
-            await channel.close()
+            channel.close()
         if self._session is not None:
             await self._session.close()
 
@@ -133,10 +134,7 @@ class HttpTransport:
         self._down_until.pop(peer, None)
         return wire.loads(body)
 
-    async def _stream(self, peer: str, name: str, doc: Any) -> Any:
-        """A hot call over the peer's link (`peerlink`: one connection, multiplexed)."""
-        if self.is_down(peer):
-            raise PeerError(peer, "marked down after a recent failure")
+    def _channel(self, peer: str) -> Channel:
         channel = self._channels.get(peer)
         if channel is None:
             try:
@@ -149,48 +147,104 @@ class HttpTransport:
                     self.epoch_seen(peer, epoch)
 
             channel = self._channels[peer] = Channel(url, self._headers, on_epoch)
+        return channel
+
+    async def _stream(self, peer: str, name: str, doc: Any) -> Any:
+        """A call over the peer's link (`peerlink`: one connection, multiplexed),
+        opening the link first when it is not open."""
+        if self.is_down(peer):
+            raise PeerError(peer, "marked down after a recent failure")
+        channel = self._channel(peer)
         try:
-            answer = await channel.call(name, doc, self._get_ring().epoch, self._timeout_s)
-        except TimeoutError as exc:  # slow is not down
-            raise PeerError(peer, f"{name} timed out: {exc!r}") from None
+            await channel.open(self._timeout_s)
         except ChannelError as exc:
-            if not exc.refused:
-                self._down_until[peer] = self._monotonic() + self._down_for
-                self._channels.pop(peer, None)
-                await channel.close()
-            raise PeerError(peer, f"{name} failed: {exc}") from None
-        self._down_until.pop(peer, None)
+            raise self._failed(peer, name, channel, exc) from None
+        sent = self._stream_on(channel, peer, name, doc)
+        if sent is None:
+            raise PeerError(peer, f"{name} failed: the channel closed as it opened")
+        return await sent
+
+    def _stream_now(self, peer: str, name: str, doc: Any) -> asyncio.Future[Any]:
+        """`_stream` as a future: no coroutine or task when the link is open (the hot path)."""
+        channel = self._channels.get(peer)
+        if channel is not None and not self.is_down(peer):
+            sent = self._stream_on(channel, peer, name, doc)
+            if sent is not None:
+                return sent
+        return asyncio.ensure_future(self._stream(peer, name, doc))
+
+    def _stream_on(
+        self, channel: Channel, peer: str, name: str, doc: Any
+    ) -> asyncio.Future[Any] | None:
+        call = channel.call_now(name, doc, self._get_ring().epoch, self._timeout_s)
+        if call is None:
+            return None
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        call.add_done_callback(functools.partial(self._answered, answer, channel, peer, name))
         return answer
+
+    def _answered(
+        self,
+        answer: asyncio.Future[Any],
+        channel: Channel,
+        peer: str,
+        name: str,
+        call: asyncio.Future[Any],
+    ) -> None:
+        error = None if call.cancelled() else call.exception()  # always retrieve it
+        if answer.done():
+            return
+        if call.cancelled():
+            answer.cancel()
+        elif error is None:
+            self._down_until.pop(peer, None)
+            answer.set_result(call.result())
+        elif isinstance(error, TimeoutError | ChannelError):
+            answer.set_exception(self._failed(peer, name, channel, error))
+        else:
+            answer.set_exception(error)
+
+    def _failed(self, peer: str, name: str, channel: Channel, error: Exception) -> PeerError:
+        """The PeerError for a failed call; a broken link is dropped and the peer
+        skipped for a moment (a slow answer or a refusal is not a broken link)."""
+        if isinstance(error, TimeoutError):
+            return PeerError(peer, f"{name} timed out: {error!r}")
+        if isinstance(error, ChannelError) and not error.refused:
+            self._down_until[peer] = self._monotonic() + self._down_for
+            if self._channels.get(peer) is channel:
+                del self._channels[peer]
+            channel.close()
+        return PeerError(peer, f"{name} failed: {error}")
 
     async def replicate_many(
         self, peer: str, items: Sequence[tuple[bytes, Record]]
     ) -> list[Record | None]:
-        doc = await self._stream(peer, "replicate", wire.encode_records(items))
-        return [wire.maybe_record(raw) for raw in doc]
-
-    async def _read_many(self, peer: str, keys: Sequence[bytes]) -> list[Record | None]:
-        doc = await self._stream(peer, "read", list(keys))
-        return [wire.maybe_record(raw) for raw in doc]
+        return _records(await self._stream_now(peer, "replicate", wire.encode_records(items)))
 
     def replicate(self, peer: str, key: bytes, rec: Record) -> asyncio.Future[Record | None]:
         batcher = self._writers.get(peer)
         if batcher is None:
 
-            async def send(items: list[tuple[bytes, Record]]) -> list[Record | None]:
-                return await self.replicate_many(peer, items)
+            def send(items: list[tuple[bytes, Record]]) -> asyncio.Future[Any]:
+                return self._stream_now(peer, "replicate", wire.encode_records(items))
 
-            batcher = self._writers[peer] = Batcher(send)
+            batcher = self._writers[peer] = Batcher(send, _records)
         return batcher.enqueue((key, rec))
 
     def read(self, peer: str, key: bytes) -> asyncio.Future[Record | None]:
         batcher = self._readers.get(peer)
         if batcher is None:
 
-            async def send(keys: list[bytes]) -> list[Record | None]:
-                return await self._read_many(peer, keys)
+            def send(keys: list[bytes]) -> asyncio.Future[Any]:
+                return self._stream_now(peer, "read", keys)
 
-            batcher = self._readers[peer] = Batcher(send)
+            batcher = self._readers[peer] = Batcher(send, _records)
         return batcher.enqueue(key)
 
     async def call(self, peer: str, name: str, doc: Any) -> Any:
         return await self._post(peer, name, doc)
+
+
+def _records(doc: Any) -> list[Record | None]:
+    """A peer's answer to `replicate` or `read`: one record (or None) per item."""
+    return [wire.maybe_record(raw) for raw in doc]
