@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -51,6 +52,10 @@ async def serve(settings: Settings) -> None:
             await site.start()
         except OSError as exc:
             raise ListenError(f"cannot listen on {site.name}: {exc.strerror or exc}") from None
+        # What start-up made (modules, the app, the ring) lives as long as the
+        # node: keep it out of the collector's full passes, which otherwise walk
+        # it again and again under load.
+        gc.freeze()
         await stop.wait()
         log.info("stopping: draining requests")
     finally:
