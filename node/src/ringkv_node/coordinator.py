@@ -325,7 +325,7 @@ class _ReadQuorum:
                     return
             else:
                 self.outstanding += 1
-                fut = asyncio.ensure_future(coordinator.transport.read(owner, self.key))
+                fut = coordinator._start_read(owner, self.key)
                 fut.add_done_callback(functools.partial(self._answered, owner))
         if len(answers) >= self.needed:
             try:
@@ -381,7 +381,7 @@ class _WriteQuorum:
             self._background()
             if not self.result.done():
                 self.result.set_result(newest(self.acked.values()))
-        elif any(len(g - self.failed) < n for g, n in self.groups):
+        elif hopeless(self.failed, self.groups):
             self.deciding = True
             local = self.futs.get(self.coordinator.node_id)
             if local is None or local.done():
@@ -415,6 +415,11 @@ def unmet(acked: dict[str, Any], groups: list[Group]) -> Group | None:
     return None
 
 
+def hopeless(failed: set[str], groups: list[Group]) -> bool:
+    """True when some owner group can no longer give its acknowledgements."""
+    return any(len(group - failed) < needed for group, needed in groups)
+
+
 def _succeeded(fut: asyncio.Future[Any]) -> bool:
     return fut.done() and not fut.cancelled() and fut.exception() is None
 
@@ -436,7 +441,7 @@ async def gather_groups(
             failed.add(owner)
         else:
             acked[owner] = fut.result()
-        if unmet(acked, groups) is None or any(len(g - failed) < n for g, n in groups):
+        if unmet(acked, groups) is None or hopeless(failed, groups):
             done.set_result(None)
 
     for owner, fut in futs.items():

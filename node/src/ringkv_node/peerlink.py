@@ -294,17 +294,10 @@ class Channel:
             except (OSError, TimeoutError) as exc:
                 raise ChannelError(f"cannot open a channel: {exc!r}") from None
 
-    async def call(self, name: str, doc: Any, epoch: int, timeout_s: float) -> Any:
-        await self.open(timeout_s)
-        fut = self.call_now(name, doc, epoch, timeout_s)
-        if fut is None:
-            raise ChannelError("channel closed")
-        return await fut
-
     def call_now(
         self, name: str, doc: Any, epoch: int, timeout_s: float
     ) -> asyncio.Future[Any] | None:
-        """`call` on an open link, as a future (no coroutine); None when the link is not open."""
+        """A call on the open link, as a future of the answer; None when the link is not open."""
         link = self._link
         if link is None or link.closed:
             return None
