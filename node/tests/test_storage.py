@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 import pytest
 
 from ringkv.versions import Version
+from ringkv_node import records
 from ringkv_node.records import Record
 from ringkv_node.storage import OpRefusedError, Storage, StorageFullError, WriteTxn
 
@@ -115,3 +117,66 @@ def test_reads_release_reader_slots(storage: Storage) -> None:
     for i in range(5000):
         storage.get(f"missing{i}".encode())
     assert storage.stats().readers_used <= 2
+
+
+async def test_packed_apply_matches_decoded_apply(tmp_path: Path) -> None:
+    """A peer's packed records (`apply_raw`) land exactly as decoded ones (`apply_lww`):
+    same bytes, previous records, digests, TTL/tombstone indexes and clock floor."""
+    rng = random.Random(7)
+    ops = []
+    for _ in range(600):
+        key = (
+            rng.choice([b"a", b"b", b"{t}x", b"{t}y", b"\xc3\xa9"])
+            + str(rng.randrange(40)).encode()
+        )
+        node = rng.choice(["n1", "n2", "\u00e9"])
+        ts = rng.randrange(1, 60)
+        r = Record(
+            Version(ts, node),
+            rng.randbytes(rng.randrange(4)),
+            tombstone=rng.random() < 0.2,
+            expires_ms=rng.choice([0, 0, ts * 10]),
+        )
+        ops.append((key, r))
+    decoded = Storage(str(tmp_path / "decoded"), map_size=64 << 20)
+    packed = Storage(str(tmp_path / "packed"), map_size=64 << 20)
+    try:
+        for key, r in ops:
+            want = await decoded.write(put(key, r))
+            raw = records.encode(r)
+            got = await packed.write(lambda wt, k=key, raw=raw: wt.apply_raw(k, raw))
+            assert (None if got is None else records.decode(got)) == want
+        everything = {"inclusive": True, "limit": 10_000}
+        assert packed.scan(b"", **everything) == decoded.scan(b"", **everything)
+        assert packed.bucket_digests() == decoded.bucket_digests()
+        assert packed.hlc_floor() == decoded.hlc_floor()
+
+        def indexes(wt: WriteTxn) -> object:
+            return wt.due("expiry", 1 << 62, 10_000), wt.due("tombs", 1 << 62, 10_000)
+
+        assert await packed.write(indexes) == await decoded.write(indexes)
+        keys = [*sorted({k for k, _ in ops}), b"missing"]
+        stored = [decoded.get(k) for k in keys]
+        assert packed.get_raw_many(keys) == [
+            None if r is None else records.encode(r) for r in stored
+        ]
+    finally:
+        decoded.close()
+        packed.close()
+
+
+_WHOLE = records.encode(rec(1))  # header, then the member id "n1", then b"v"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        _WHOLE[: records.HEADER_SIZE - 1],  # a short header
+        _WHOLE[: records.HEADER_SIZE + 1],  # cut inside the member id
+        _WHOLE[: records.HEADER_SIZE - 1] + b"\x02\xff\xfe",  # member id not UTF-8
+    ],
+)
+def test_malformed_packed_records_are_refused(raw: bytes) -> None:
+    with pytest.raises(ValueError):
+        records.header(raw)

@@ -18,11 +18,12 @@ import xxhash
 
 from ringkv.versions import Version
 
-__all__ = ["BUCKETS", "bucket_of", "combine", "record_digest"]
+__all__ = ["BUCKETS", "bucket_of", "combine", "record_digest", "record_digest_raw"]
 
 BUCKETS = 64
 _hash = xxhash.xxh64_intdigest
 _node_hashes: dict[str, int] = {}
+_raw_node_hashes: dict[bytes, int] = {}
 
 
 def bucket_of(key: bytes) -> int:
@@ -37,6 +38,14 @@ def record_digest(key: bytes, version: Version) -> int:
     if node_hash is None:
         node_hash = _node_hashes[version.node] = int(_hash(version.node.encode(), seed=3))
     return int(_hash(key, seed=version.ts)) ^ node_hash
+
+
+def record_digest_raw(key: bytes, ts: int, node: bytes) -> int:
+    """`record_digest` of a version given as `ts` and the UTF-8 member id."""
+    node_hash = _raw_node_hashes.get(node)
+    if node_hash is None:
+        node_hash = _raw_node_hashes[node] = int(_hash(node, seed=3))
+    return int(_hash(key, seed=ts)) ^ node_hash
 
 
 def combine(digests: Iterable[int]) -> int:

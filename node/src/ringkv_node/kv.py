@@ -100,6 +100,13 @@ class KV:
             self.hlc.observe(rec.version.ts)
         return self.storage.enqueue(lambda wt: [_apply_in(wt, k, r) for k, r in items])
 
+    def enqueue_raw(self, items: Sequence[tuple[bytes, bytes]], max_ts: int) -> asyncio.Future[Any]:
+        """Apply packed records (a peer's replica batch) last-writer-wins in one
+        transaction; the future resolves to the previous records, packed.
+        `max_ts`: their newest timestamp, folded into the clock once."""
+        self.hlc.observe(max_ts)
+        return self.storage.enqueue(lambda wt: [wt.apply_raw(k, r) for k, r in items])
+
     async def put(self, key: bytes, value: bytes, ttl_s: int | None = None) -> Applied:
         return await self.apply(key, self.stamp(value, ttl_s))
 

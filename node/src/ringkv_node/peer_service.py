@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ringkv_node import wire
-from ringkv_node.kv import KV, Applied
+from ringkv_node.kv import KV
 
 __all__ = ["BUCKET_PAGE", "MAX_SCAN", "PEER_CALLS", "Later", "serve", "serve_now"]
 
@@ -39,25 +39,26 @@ async def serve(kv: KV, name: str, doc: Any) -> Any:
     return answer
 
 
-def _previous(applied: list[Applied]) -> list[bytes | None]:
-    return [wire.maybe_bytes(a.previous) for a in applied]
+def _same(previous: list[bytes | None]) -> list[bytes | None]:
+    return previous
 
 
 def serve_now(kv: KV, name: str, doc: Any) -> Any:
     """The answer, or `Later` for a write."""
     if name == "replicate":
+        # Records stay packed from the wire to LMDB and back (no decode, no
+        # encode): this runs for every replica of every write.
         try:
-            items = wire.decode_records(doc)
-        except (TypeError, IndexError) as exc:
+            items, max_ts = wire.packed_records(doc)
+        except ValueError as exc:
             raise ValueError(f"replicate: {exc}") from None
         if not items:
             return []
-        return Later(kv.enqueue_many(items), _previous)
+        return Later(kv.enqueue_raw(items, max_ts), _same)
     if name == "read":
         if not isinstance(doc, list) or not all(isinstance(k, bytes) for k in doc):
             raise ValueError("read: expected a list of keys")
-        get = kv.storage.get
-        return [wire.maybe_bytes(get(k)) for k in doc]
+        return kv.storage.get_raw_many(doc)
     if name == "scan":
         try:
             prefix = bytes(doc["prefix"])

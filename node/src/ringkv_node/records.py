@@ -17,9 +17,10 @@ from typing import NamedTuple
 
 from ringkv.versions import Version
 
-__all__ = ["Record", "decode", "encode", "is_live"]
+__all__ = ["HEADER_SIZE", "Record", "decode", "encode", "header", "is_live"]
 
 _HEADER = struct.Struct(">QQBB")
+HEADER_SIZE = _HEADER.size
 _TOMBSTONE = 0x01
 
 
@@ -49,6 +50,23 @@ def decode(raw: bytes) -> Record:
     node = raw[start : start + node_len].decode("utf-8")
     value = raw[start + node_len :]
     return Record(Version(ts, node), value, bool(flags & _TOMBSTONE), expires_ms)
+
+
+def header(raw: bytes) -> tuple[int, int, bool, bytes]:
+    """`(ts, expires_ms, tombstone, node)` of a packed record, without unpacking its
+    value: a replica stores a peer's records as they came. `node` stays UTF-8
+    bytes (byte order is code-point order, so versions compare the same way).
+    Raises ValueError when `raw` is not a packed record.
+    """
+    if len(raw) < HEADER_SIZE:
+        raise ValueError("record shorter than its header")
+    ts, expires_ms, flags, node_len = _HEADER.unpack_from(raw)
+    end = HEADER_SIZE + node_len
+    if len(raw) < end:
+        raise ValueError("record shorter than its member id")
+    node = raw[HEADER_SIZE:end]
+    node.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    return ts, expires_ms, bool(flags & _TOMBSTONE), node
 
 
 def is_live(rec: Record | None, now_ms: int) -> bool:

@@ -32,7 +32,7 @@ import xxhash
 
 from ringkv.ring import hash_tag, partitioner
 from ringkv_node import records
-from ringkv_node.digests import BUCKETS, bucket_of, record_digest
+from ringkv_node.digests import BUCKETS, bucket_of, record_digest, record_digest_raw
 from ringkv_node.groupcommit import GroupCommitter, Outcome
 from ringkv_node.records import Record
 
@@ -132,6 +132,39 @@ class WriteTxn:
         if rec.version.ts > self.max_ts:
             self.max_ts = rec.version.ts
         return prev, True
+
+    def apply_raw(self, key: bytes, raw: bytes) -> bytes | None:
+        """`apply_lww` for a record still packed (a peer's replica batch): the
+        previous record, packed as stored. Only headers are read, and the bytes
+        are stored as they came: a replica write costs no decode or encode."""
+        ts, expires_ms, tombstone, node = records.header(raw)
+        h = _xxh64(key)
+        tag = hash_tag(key)
+        part = (h if tag is key else _xxh64(tag)) >> self._shift
+        pkey = _PART.pack(part) + key
+        txn = self._txn
+        prev = cast("bytes | None", txn.get(pkey, db=self._data))
+        delta = 0
+        if prev is not None:
+            p_ts, p_expires, p_tomb, p_node = records.header(prev)
+            if ts < p_ts or (ts == p_ts and node <= p_node):
+                return prev
+            if p_expires:
+                txn.delete(_U64.pack(p_expires) + key, db=self._dbs["expiry"])
+            if p_tomb:
+                txn.delete(_U64.pack(p_ts) + key, db=self._dbs["tombs"])
+            delta = record_digest_raw(key, p_ts, p_node)
+        txn.put(pkey, raw, db=self._data)
+        delta ^= record_digest_raw(key, ts, node)
+        dkey = (part, h & _BUCKET_MASK)
+        self.digest_delta[dkey] = self.digest_delta.get(dkey, 0) ^ delta
+        if expires_ms:
+            txn.put(_U64.pack(expires_ms) + key, b"", db=self._dbs["expiry"])
+        if tombstone:
+            txn.put(_U64.pack(ts) + key, b"", db=self._dbs["tombs"])
+        if ts > self.max_ts:
+            self.max_ts = ts
+        return prev
 
     def get(self, key: bytes) -> Record | None:
         # buffers=False (the default): lmdb hands out bytes, never memoryviews
@@ -320,6 +353,14 @@ class Storage:
         with self._env.begin(db=self._data) as txn:
             raw = txn.get(pkey)
         return None if raw is None else records.decode(raw)
+
+    def get_raw_many(self, keys: list[bytes]) -> list[bytes | None]:
+        """Packed records (or None) for `keys`, in one short read transaction."""
+        part_of = self._partition_of
+        pack = _PART.pack
+        with self._env.begin(db=self._data) as txn:
+            get = txn.get
+            return [get(pack(part_of(key)) + key) for key in keys]
 
     def scan(self, start: bytes, *, inclusive: bool, limit: int) -> list[tuple[bytes, Record]]:
         """Up to `limit` records in key order from `start`, across all partitions.

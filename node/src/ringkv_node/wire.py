@@ -24,6 +24,7 @@ __all__ = [
     "encode_records",
     "frame",
     "loads",
+    "packed_records",
     "take_frames",
 ]
 
@@ -62,12 +63,29 @@ def decode_records(doc: Any) -> list[tuple[bytes, Record]]:
     return out
 
 
+def packed_records(doc: Any) -> tuple[list[tuple[bytes, bytes]], int]:
+    """`[[key, record], ...]` with the records left packed (headers checked), and
+    their newest timestamp."""
+    if not isinstance(doc, list):
+        raise ValueError("expected a list of [key, record]")
+    out = []
+    max_ts = 0
+    header = records.header
+    for item in doc:
+        if not (isinstance(item, list) and len(item) == 2):
+            raise ValueError("expected [key, record] pairs")
+        key, raw = item
+        if not isinstance(key, bytes) or not isinstance(raw, bytes):
+            raise ValueError("key and record must be bytes")
+        ts = header(raw)[0]
+        if ts > max_ts:
+            max_ts = ts
+        out.append((key, raw))
+    return out, max_ts
+
+
 def maybe_record(raw: bytes | None) -> Record | None:
     return None if raw is None else records.decode(raw)
-
-
-def maybe_bytes(rec: Record | None) -> bytes | None:
-    return None if rec is None else records.encode(rec)
 
 
 def frame(doc: Any) -> bytes:
