@@ -103,41 +103,35 @@ class WriteTxn:
         return _PART.pack(self._partition_of(key)) + key
 
     def apply_lww(self, key: bytes, rec: Record) -> tuple[Record | None, bool]:
-        """Store `rec` unless a newer version is there: (previous, written).
-
-        `get` + `put` fused for the write hot path: the key is hashed once for
-        its partition and bucket, and read and written at one LMDB key.
-        """
-        h = _xxh64(key)
-        tag = hash_tag(key)
-        part = (h if tag is key else _xxh64(tag)) >> self._shift
-        pkey = _PART.pack(part) + key
-        txn = self._txn
-        raw = cast("bytes | None", txn.get(pkey, db=self._data))
-        prev = None if raw is None else records.decode(raw)
-        if prev is not None and rec.version <= prev.version:
-            return prev, False
-        if prev is not None and (prev.expires_ms or prev.tombstone):
-            self._unindex(key, prev)
-        txn.put(pkey, records.encode(rec), db=self._data)
-        delta = record_digest(key, rec.version)
-        if prev is not None:
-            delta ^= record_digest(key, prev.version)
-        dkey = (part, h & _BUCKET_MASK)
-        self.digest_delta[dkey] = self.digest_delta.get(dkey, 0) ^ delta
-        if rec.expires_ms:
-            txn.put(_U64.pack(rec.expires_ms) + key, b"", db=self._dbs["expiry"])
-        if rec.tombstone:
-            txn.put(_U64.pack(rec.version.ts) + key, b"", db=self._dbs["tombs"])
-        if rec.version.ts > self.max_ts:
-            self.max_ts = rec.version.ts
-        return prev, True
+        """Store `rec` unless a newer version is there: (previous, written)."""
+        version = rec.version
+        prev, written = self._apply_packed(
+            key,
+            records.encode(rec),
+            version.ts,
+            rec.expires_ms,
+            rec.tombstone,
+            version.node.encode("utf-8"),
+        )
+        return (None if prev is None else records.decode(prev)), written
 
     def apply_raw(self, key: bytes, raw: bytes) -> bytes | None:
         """`apply_lww` for a record still packed (a peer's replica batch): the
         previous record, packed as stored. Only headers are read, and the bytes
         are stored as they came: a replica write costs no decode or encode."""
         ts, expires_ms, tombstone, node = records.header(raw)
+        return self._apply_packed(key, raw, ts, expires_ms, tombstone, node)[0]
+
+    def _apply_packed(
+        self, key: bytes, raw: bytes, ts: int, expires_ms: int, tombstone: bool, node: bytes
+    ) -> tuple[bytes | None, bool]:
+        """Last-writer-wins of packed `raw` (header fields given): (previous as
+        stored, written).
+
+        `get` + `put` fused for the write hot path: the key is hashed once for
+        its partition and bucket, and read and written at one LMDB key; the
+        stored record's header alone decides.
+        """
         h = _xxh64(key)
         tag = hash_tag(key)
         part = (h if tag is key else _xxh64(tag)) >> self._shift
@@ -148,7 +142,7 @@ class WriteTxn:
         if prev is not None:
             p_ts, p_expires, p_tomb, p_node = records.header(prev)
             if ts < p_ts or (ts == p_ts and node <= p_node):
-                return prev
+                return prev, False
             if p_expires:
                 txn.delete(_U64.pack(p_expires) + key, db=self._dbs["expiry"])
             if p_tomb:
@@ -164,7 +158,7 @@ class WriteTxn:
             txn.put(_U64.pack(ts) + key, b"", db=self._dbs["tombs"])
         if ts > self.max_ts:
             self.max_ts = ts
-        return prev
+        return prev, True
 
     def get(self, key: bytes) -> Record | None:
         # buffers=False (the default): lmdb hands out bytes, never memoryviews

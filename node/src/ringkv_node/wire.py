@@ -50,17 +50,8 @@ def encode_records(items: Sequence[tuple[bytes, Record]]) -> list[list[bytes]]:
 
 
 def decode_records(doc: Any) -> list[tuple[bytes, Record]]:
-    if not isinstance(doc, list):
-        raise ValueError("expected a list of [key, record]")
-    out = []
-    for item in doc:
-        if not (isinstance(item, list) and len(item) == 2):
-            raise ValueError("expected [key, record] pairs")
-        key, raw = item
-        if not isinstance(key, bytes) or not isinstance(raw, bytes):
-            raise ValueError("key and record must be bytes")
-        out.append((key, records.decode(raw)))
-    return out
+    items, _ = packed_records(doc)
+    return [(key, records.decode(raw)) for key, raw in items]
 
 
 def packed_records(doc: Any) -> tuple[list[tuple[bytes, bytes]], int]:
