@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from ringkv.ring import Member, initial_ring
 from ringkv_node.coordinator import Coordinator, NotEnoughReplicasError
+from ringkv_node.storage import BACKLOG_LIMIT, Storage, WriteTxn
 from ringkv_node.transport import PeerError
 
 from fakenet import FakeNetwork, build
@@ -162,6 +164,99 @@ async def test_anti_entropy_leaves_a_write_that_lands_while_it_looks(net: FakeNe
     result = await n0.anti_entropy.run_round()
     assert result.pushed >= 1
     assert local(net, "n1", b"only-here") == b"w"
+
+
+class HeldWriter:
+    """Holds a storage's writer thread inside one batch until released."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.gate = threading.Event()
+        entered = threading.Event()
+
+        def hold(_: WriteTxn) -> None:
+            entered.set()
+            self.gate.wait(10)
+
+        self.held = storage.enqueue(hold)
+        assert entered.wait(5)
+
+    async def release(self) -> None:
+        self.gate.set()
+        await self.held
+
+
+async def test_a_backlogged_coordinator_answers_once_its_own_copy_is_written(
+    net: FakeNetwork,
+) -> None:
+    storage = net.members["n0"].kv.storage
+    writer = HeldWriter(storage)
+    try:
+        # a short queue: the two remote replicas are the quorum, as usual
+        await asyncio.wait_for(put(net, "n0", b"early", b"v"), 5)
+        assert local(net, "n0", b"early") is None
+        fillers = [storage.enqueue(lambda wt: None) for _ in range(BACKLOG_LIMIT)]
+        assert storage.backlogged()
+        late = asyncio.ensure_future(put(net, "n0", b"late", b"w"))
+        for _ in range(100):  # until both remote replicas have it
+            if local(net, "n1", b"late") == local(net, "n2", b"late") == b"w":
+                break
+            await asyncio.sleep(0.01)
+        assert local(net, "n1", b"late") == local(net, "n2", b"late") == b"w"
+        await asyncio.sleep(0.05)
+        assert not late.done()  # the quorum has answered; n0's own copy has not
+    finally:
+        await writer.release()
+    await asyncio.wait_for(late, 5)
+    assert local(net, "n0", b"late") == b"w"
+    await asyncio.gather(*fillers)
+    assert not storage.backlogged()
+
+
+async def test_anti_entropy_skips_a_round_while_its_writer_is_behind(net: FakeNetwork) -> None:
+    n0 = net.members["n0"]
+    await n0.kv.apply(b"only-here", n0.kv.stamp(b"w", None))
+    sent = net.sent
+    writer = HeldWriter(n0.kv.storage)
+    try:
+        fillers = [n0.kv.storage.enqueue(lambda wt: None) for _ in range(BACKLOG_LIMIT)]
+        result = await n0.anti_entropy.run_round()
+        assert result.deferred and result.busy
+        assert net.sent == sent  # not one digest asked for
+    finally:
+        await writer.release()
+    await asyncio.gather(*fillers)
+    result = await n0.anti_entropy.run_round()
+    assert not result.deferred
+    assert result.pushed >= 1
+    assert local(net, "n1", b"only-here") == b"w"
+
+
+async def test_anti_entropy_leaves_buckets_still_changing_for_a_later_round(
+    net: FakeNetwork,
+) -> None:
+    """A replica still applying writes: its bucket differs both times, but moved."""
+    n0 = net.members["n0"]
+    await n0.kv.apply(b"k", n0.kv.stamp(b"v1", None))
+    transport = n0.anti_entropy.transport
+    calls: list[str] = []
+    real_call = transport.call
+
+    async def call(peer: str, name: str, doc: object) -> object:
+        answer = await real_call(peer, name, doc)
+        calls.append(name)
+        if name == "digests" and calls.count("digests") % 2 == 0:  # the second look
+            await n0.kv.apply(b"k", n0.kv.stamp(b"v%d" % len(calls), None))  # still landing
+        return answer
+
+    transport.call = call  # type: ignore[method-assign]
+    result = await n0.anti_entropy.run_round()
+    assert "bucket" not in calls
+    assert result.moving == 2 and result.busy  # the bucket, once per peer
+    assert (result.pulled, result.pushed) == (0, 0)
+    transport.call = real_call  # type: ignore[method-assign]
+    result = await n0.anti_entropy.run_round()  # quiet now: repaired
+    assert result.pushed == 2 and not result.busy
+    assert local(net, "n1", b"k") == local(net, "n0", b"k")
 
 
 async def test_a_node_still_on_the_old_ring_reads_what_a_committed_node_wrote(

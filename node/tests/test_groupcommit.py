@@ -55,6 +55,23 @@ async def test_writers_waiting_during_a_commit_share_the_next_one() -> None:
         gc.close()
 
 
+async def test_backlog_counts_writes_not_yet_taken_into_a_batch() -> None:
+    rec = Recorder()
+    gc: GroupCommitter[int] = GroupCommitter(rec)
+    try:
+        assert gc.backlog() == 0
+        rec.gate.clear()
+        first = gc.enqueue(0)
+        await asyncio.to_thread(rec.entered.wait, 5)  # batch [0] is being committed
+        rest = [gc.enqueue(i) for i in range(1, 41)]
+        assert gc.backlog() == 40
+        rec.gate.set()
+        await asyncio.gather(first, *rest)
+        assert gc.backlog() == 0
+    finally:
+        gc.close()
+
+
 async def test_batches_are_capped() -> None:
     rec = Recorder()
     gc: GroupCommitter[int] = GroupCommitter(rec, max_batch=10)

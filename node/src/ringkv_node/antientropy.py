@@ -6,7 +6,11 @@ fetch the peer's records of each differing bucket and reconcile both ways:
 newer remote records are applied here, newer local ones are pushed there.
 Runs periodically and soon after start-up, so a node that was down or cut
 off converges without a full copy. Only buckets that still differ a moment
-later are exchanged: writes in flight make busy buckets differ briefly.
+later, and whose digests did not move meanwhile on either side, are
+exchanged: writes in flight make busy buckets differ briefly, and a replica
+still applying a backlog changes them under our feet. Those wait for a
+later round, which comes soon; so does the round of a node whose own writer
+is behind.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from ringkv_node.kv import KV
 from ringkv_node.records import Record
 from ringkv_node.transport import Transport
 
-__all__ = ["AntiEntropy", "Round", "differing"]
+__all__ = ["AntiEntropy", "Round", "differing", "steady"]
 
 log = logging.getLogger("ringkv.antientropy")
 
@@ -42,6 +46,25 @@ def differing(
     return out
 
 
+Look = tuple[dict[int, list[int]], dict[int, list[int]], list[tuple[int, int]]]
+"""One look at a peer: our digests, theirs, and the buckets that differ."""
+
+
+def steady(first: Look, second: Look) -> tuple[list[tuple[int, int]], int]:
+    """Buckets that differ in both looks with neither side's digest moved in
+    between, and how many others differed in both but moved."""
+    zero = [0] * BUCKETS
+    (mine1, theirs1, diff1), (mine2, theirs2, diff2) = first, second
+    both = sorted(set(diff1) & set(diff2))
+    out = [
+        (part, b)
+        for part, b in both
+        if mine1.get(part, zero)[b] == mine2.get(part, zero)[b]
+        and theirs1.get(part, zero)[b] == theirs2.get(part, zero)[b]
+    ]
+    return out, len(both) - len(out)
+
+
 @dataclass
 class Round:
     peers: int = 0
@@ -49,6 +72,13 @@ class Round:
     pulled: int = 0
     pushed: int = 0
     failed_peers: list[str] = field(default_factory=list)
+    moving: int = 0  # buckets left for a later round: they changed while we looked
+    deferred: bool = False  # our writer was behind: no round was run
+
+    @property
+    def busy(self) -> bool:
+        """Something was left for later: the next round should come soon."""
+        return self.deferred or self.moving > 0
 
 
 class AntiEntropy:
@@ -77,29 +107,34 @@ class AntiEntropy:
     def _expired_tombstone(self, rec: Record) -> bool:
         return rec.tombstone and (rec.version.ts >> 16) + self.grace_ms <= self.clock_ms()
 
-    async def _differing(self, peer: str, shared: set[int]) -> list[tuple[int, int]]:
-        """Buckets that differ from `peer`'s now and still differ `settle_s` later.
+    async def _differing(self, peer: str, shared: set[int]) -> tuple[list[tuple[int, int]], int]:
+        """Buckets that differ from `peer`'s now and still differ, unchanged,
+        `settle_s` later; and how many differed but changed meanwhile (`steady`).
 
         Both sides' digests are read at the same moment; a bucket that differs
-        only because a write was in flight to one of them is left alone, so
+        only because writes are still landing on one of them is left alone, so
         a busy cluster does not stream whole partitions back and forth.
         """
-        diff: set[tuple[int, int]] | None = None
+        looks: list[Look] = []
         for attempt in range(2):
             if attempt:
                 await asyncio.sleep(self.settle_s)
             doc = await self.transport.call(peer, "digests", {"partitions": sorted(shared)})
             theirs = {int(p): list(d) for p, d in doc.items()}
-            now = set(differing(self.kv.storage.bucket_digests(), theirs, shared))
-            diff = now if diff is None else diff & now
-            if not diff:
-                break
-        return sorted(diff or ())
+            mine = self.kv.storage.bucket_digests()
+            now = differing(mine, theirs, shared)
+            if not now:
+                return [], 0
+            looks.append((mine, theirs, now))
+        return steady(looks[0], looks[1])
 
     async def run_round(self) -> Round:
         ring = self.get_ring()
         mine = set(ring.partitions_of(self.node_id))
         result = Round()
+        if self.kv.storage.backlogged():
+            result.deferred = True  # what differs now is mostly our own queue
+            return result  # `last` and `out_of_sync` stay those of the last real round
         for peer in ring.member_ids:
             if peer == self.node_id:
                 continue
@@ -108,8 +143,9 @@ class AntiEntropy:
                 continue
             result.peers += 1
             try:
-                diff = await self._differing(peer, shared)
+                diff, moving = await self._differing(peer, shared)
                 result.buckets_differing += len(diff)
+                result.moving += moving
                 by_part: dict[int, list[int]] = {}
                 for part, bucket in diff:
                     by_part.setdefault(part, []).append(bucket)

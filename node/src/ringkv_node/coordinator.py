@@ -115,7 +115,11 @@ class Coordinator:
             return self.kv.enqueue_apply(key, rec)
         targets, groups = self.write_plan(owners, key, level)
         futs = {o: self._start_write(o, key, rec) for o in targets}
-        return _WriteQuorum(self, futs, groups).result
+        # Backpressure: a quorum of remote replicas could otherwise answer
+        # clients while this node's own copy falls ever further behind (the
+        # coordinating event loop and the writer thread share one GIL).
+        local = futs.get(self.node_id) if self.kv.storage.backlogged() else None
+        return _WriteQuorum(self, futs, groups, local).result
 
     async def write_atomic(
         self, items: list[tuple[bytes, Record]], level: str
@@ -347,20 +351,35 @@ class _WriteQuorum:
     """A write's acknowledgements, gathered by callbacks into one future.
 
     `result` resolves with the newest previous record among the owners that
-    acknowledged, once every owner group has its acks; or fails with
+    acknowledged, once every owner group has its acks and `wait` (the local
+    write, when this node's writer is backlogged) has settled; or fails with
     NotEnoughReplicasError as soon as one group never can (after the local
     write settles, so the error says truthfully how many have it). Owners
     still writing then finish, or get hinted, in the background.
     """
 
-    __slots__ = ("acked", "coordinator", "deciding", "failed", "futs", "groups", "result")
+    __slots__ = (
+        "acked",
+        "coordinator",
+        "deciding",
+        "failed",
+        "futs",
+        "groups",
+        "result",
+        "wait",
+    )
 
     def __init__(
-        self, coordinator: Coordinator, futs: dict[str, asyncio.Future[Any]], groups: list[Group]
+        self,
+        coordinator: Coordinator,
+        futs: dict[str, asyncio.Future[Any]],
+        groups: list[Group],
+        wait: asyncio.Future[Any] | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.futs = futs
         self.groups = groups
+        self.wait = wait  # settles before success is answered (backpressure)
         self.acked: dict[str, Any] = {}
         self.failed: set[str] = set()
         self.deciding = False
@@ -377,6 +396,8 @@ class _WriteQuorum:
         else:
             self.acked[owner] = fut.result()
         if unmet(self.acked, self.groups) is None:
+            if self.wait is not None and not self.wait.done():
+                return  # decided when it settles: it is one of `futs`
             self.deciding = True
             self._background()
             if not self.result.done():

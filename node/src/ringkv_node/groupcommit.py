@@ -75,6 +75,10 @@ class GroupCommitter(Generic[Op]):
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
+    def backlog(self) -> int:
+        """Operations queued and not yet taken into a batch (approximate)."""
+        return self._queue.qsize()
+
     async def submit(self, op: Op) -> Any:
         """Queue `op`; return its result once the batch holding it is committed."""
         return await self.enqueue(op)

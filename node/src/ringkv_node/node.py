@@ -35,6 +35,7 @@ __all__ = ["RING_META_KEY", "Node"]
 log = logging.getLogger("ringkv.node")
 
 RING_META_KEY = b"ring"
+BUSY_RETRY_S = 5.0  # next anti-entropy round after one that left buckets for later
 
 
 def ring_from_settings(settings: Settings) -> Ring:
@@ -246,11 +247,13 @@ class Node(Membership):
                 "map_size": st.map_size,
                 "readers_used": st.readers_used,
                 "max_readers": st.max_readers,
+                "write_backlog": self.kv.storage.backlog(),
             },
             "hints": {"backlog": dict(self.hints.backlog), "replayed": self.hints.replayed},
             "anti_entropy": {
                 "last_round_ms": ae.last_at_ms,
                 "buckets_out_of_sync": ae.out_of_sync,
+                "buckets_moving": ae.last.moving if ae.last else 0,
                 "last_pulled": ae.last.pulled if ae.last else 0,
                 "last_pushed": ae.last.pushed if ae.last else 0,
             },
@@ -280,9 +283,12 @@ class Node(Membership):
 
     async def anti_entropy_loop(self) -> None:
         await asyncio.sleep(min(2.0, self.settings.anti_entropy_interval_s))
+        interval = self.settings.anti_entropy_interval_s
         while True:
+            soon = False
             try:
                 result = await self.anti_entropy.run_round()
+                soon = result.busy
                 if result.pulled or result.pushed:
                     log.info(
                         "anti-entropy: %d buckets differed, pulled %d, pushed %d",
@@ -292,4 +298,5 @@ class Node(Membership):
                     )
             except Exception:
                 log.exception("anti-entropy round failed")
-            await asyncio.sleep(self.settings.anti_entropy_interval_s)
+            # left work for later (writes were landing): come back soon, not in 30 s
+            await asyncio.sleep(min(interval, BUSY_RETRY_S) if soon else interval)

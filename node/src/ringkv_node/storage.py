@@ -52,6 +52,11 @@ _BUCKET_MASK = BUCKETS - 1
 _xxh64 = xxhash.xxh64_intdigest
 _DBS = ("data", "meta", "expiry", "tombs", "hints")
 
+# Writes queued for the writer thread beyond which it counts as behind. A
+# batch of ~100 commits in a few milliseconds, so a queue this deep is the
+# writer losing ground, not a burst; below it, nothing waits on it.
+BACKLOG_LIMIT = 128
+
 
 class StorageError(RuntimeError):
     """The storage engine failed; the writes of the batch were not applied."""
@@ -260,9 +265,9 @@ class Storage:
             max_dbs=16,
             max_readers=max_readers,
             sync=fsync,
-            # LMDB syncs the data pages in the commit, with the GIL held (py-lmdb
-            # keeps it through every call); the meta page is made durable by our
-            # own fdatasync just after, which lets the event loop run meanwhile.
+            # LMDB syncs the data pages in the commit (py-lmdb 3 lets go of the
+            # GIL for it); the meta page is made durable by our own fdatasync
+            # just after, which lets the event loop run meanwhile too.
             # Same order, same durability as metasync=True: nothing is
             # acknowledged before both are on disk.
             metasync=False,
@@ -287,6 +292,15 @@ class Storage:
     def enqueue(self, op: WriteOp) -> asyncio.Future[Any]:
         """Like `write`, as a future (no coroutine per write on hot paths)."""
         return self._committer.enqueue(op)
+
+    def backlog(self) -> int:
+        """Writes queued for the writer thread and not yet in a transaction."""
+        return self._committer.backlog()
+
+    def backlogged(self) -> bool:
+        """The writer thread is behind (`BACKLOG_LIMIT`): coordinated writes wait
+        for their local copy too, and anti-entropy waits for a quieter moment."""
+        return self._committer.backlog() >= BACKLOG_LIMIT
 
     def _run_batch(self, ops: list[WriteOp]) -> list[Outcome]:
         try:
