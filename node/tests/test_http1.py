@@ -7,6 +7,7 @@ import pytest
 from ringkv_node.http1 import (
     MAX_HEAD_BYTES,
     UNSUPPORTED,
+    FieldCache,
     Request,
     http_date,
     parse_request,
@@ -83,6 +84,35 @@ def test_connection_close_is_honoured() -> None:
 )
 def test_unusual_requests_are_left_to_aiohttp(data: bytes) -> None:
     assert parse_request(data, 0, 1000) is UNSUPPORTED
+    cache: FieldCache = {}
+    assert parse_request(data, 0, 1000, cache) is UNSUPPORTED
+    assert parse_request(data, 0, 1000, cache) is UNSUPPORTED  # and again, from the cache
+
+
+def test_a_repeated_header_block_is_parsed_once_and_judged_per_request() -> None:
+    cache: FieldCache = {}
+    put = b"PUT /v1/kv/%d HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    first = parse_request(put % 1, 0, 1000, cache)
+    second = parse_request(put % 2, 0, 1000, cache)
+    assert isinstance(first, Request) and isinstance(second, Request)
+    assert len(cache) == 1
+    assert (second.target, second.body, second.end) == ("/v1/kv/2", b"hello", len(put % 2))
+    assert second.headers == {"host": "x", "content-length": "5"}
+    # the body limit is the caller's, not the cache's
+    assert parse_request(put % 3, 0, 4, cache) is UNSUPPORTED
+    assert parse_request((put % 4)[:-1], 0, 1000, cache) is None  # body not all here yet
+
+
+def test_the_field_cache_stays_bounded() -> None:
+    cache: FieldCache = {}
+    for i in range(1000):
+        req = parse_request(b"GET /a HTTP/1.1\r\nX-N: %d\r\n\r\n" % i, 0, 1000, cache)
+        assert isinstance(req, Request) and req.headers == {"x-n": str(i)}
+        assert len(cache) <= 64
+    huge = b"GET /a HTTP/1.1\r\nX-Big: " + b"y" * 2000 + b"\r\n\r\n"
+    cache.clear()
+    assert isinstance(parse_request(huge, 0, 1000, cache), Request)
+    assert cache == {}  # large blocks are not kept
 
 
 def test_an_oversized_head_is_left_to_aiohttp_even_before_it_ends() -> None:

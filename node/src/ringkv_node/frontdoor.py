@@ -64,6 +64,7 @@ class FrontDoor:
         self.node = node
         self.metrics = app[METRICS_KEY]
         self.max_body = settings.limits.max_value_bytes
+        self.fields: http1.FieldCache = {}  # header blocks clients repeat, parsed once
         self.token = settings.token
         self.open = settings.token is None or not settings.data_auth
         self.stopping = False
@@ -184,7 +185,7 @@ class _Conn(asyncio.Protocol):
         door = self.door
         out: list[bytes] = []
         while self.transport is not None and self.buf:
-            req = http1.parse_request(self.buf, 0, door.max_body)
+            req = http1.parse_request(self.buf, 0, door.max_body, door.fields)
             if req is None:
                 break
             if req is http1.UNSUPPORTED:

@@ -25,6 +25,7 @@ from typing import Final, NamedTuple
 __all__ = [
     "MAX_HEAD_BYTES",
     "UNSUPPORTED",
+    "FieldCache",
     "Request",
     "http_date",
     "parse_request",
@@ -54,28 +55,79 @@ class _Unsupported:
 UNSUPPORTED: Final = _Unsupported()
 
 
+class _Fields(NamedTuple):
+    """What a request's header block says: fields, body length, keep-alive."""
+
+    headers: dict[str, str]
+    length: int
+    keep_alive: bool
+
+
+FieldCache = dict[bytes, "_Fields | _Unsupported"]
+"""Header blocks already parsed, by their bytes (see `parse_request`)."""
+
+_CACHE_ENTRIES = 64
+_CACHE_BLOCK_BYTES = 1024
+
+
 def parse_request(
-    buf: bytes | bytearray, start: int, max_body: int
+    buf: bytes | bytearray, start: int, max_body: int, cache: FieldCache | None = None
 ) -> Request | _Unsupported | None:
-    """The request beginning at `buf[start:]`, None when incomplete, or UNSUPPORTED."""
+    """The request beginning at `buf[start:]`, None when incomplete, or UNSUPPORTED.
+
+    `cache`: header blocks seen before. A client sends the same header block
+    with nearly every request (only the request line changes), so a caller
+    that keeps one, bounded here, parses each block once; the `headers` dict
+    is then shared by those requests and must not be changed.
+    """
     head_end = buf.find(b"\r\n\r\n", start)
     if head_end < 0:
         return UNSUPPORTED if len(buf) - start > MAX_HEAD_BYTES else None
     if head_end - start > MAX_HEAD_BYTES:
         return UNSUPPORTED
+    line_end = buf.find(b"\r\n", start, head_end)
+    if line_end < 0:
+        line_end = head_end
     try:
-        head = buf[start:head_end].decode("ascii")
+        line = buf[start:line_end].decode("ascii")
     except UnicodeDecodeError:
         return UNSUPPORTED
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ")
+    parts = line.split(" ")
     if len(parts) != 3 or parts[2] != "HTTP/1.1" or not parts[1].startswith("/"):
         return UNSUPPORTED
     method, target = parts[0], parts[1]
     if not method.isalpha() or not method.isupper() or not target.isprintable():
         return UNSUPPORTED
+    block = bytes(buf[line_end:head_end])
+    fields = None if cache is None else cache.get(block)
+    if fields is None:
+        fields = _parse_fields(block)
+        if cache is not None and len(block) <= _CACHE_BLOCK_BYTES:
+            if len(cache) >= _CACHE_ENTRIES:
+                cache.clear()
+            cache[block] = fields
+    if fields is UNSUPPORTED:
+        return UNSUPPORTED
+    assert isinstance(fields, _Fields)
+    if fields.length > max_body:
+        return UNSUPPORTED
+    body_start = head_end + 4
+    end = body_start + fields.length
+    if len(buf) < end:
+        return None
+    return Request(
+        method, target, fields.headers, bytes(buf[body_start:end]), fields.keep_alive, end
+    )
+
+
+def _parse_fields(block: bytes) -> _Fields | _Unsupported:
+    """The header block after the request line: `(\r\nname: value)*`."""
+    try:
+        text = block.decode("ascii")
+    except UnicodeDecodeError:
+        return UNSUPPORTED
     headers: dict[str, str] = {}
-    for line in lines[1:]:
+    for line in text.split("\r\n")[1:]:
         name, sep, value = line.partition(":")
         name = name.lower()
         if not sep or not name or not _TOKEN_CHARS.issuperset(name.encode()):
@@ -86,15 +138,8 @@ def parse_request(
     length_text = headers.get("content-length", "0")
     if not (length_text.isdigit() and len(length_text) <= 12):
         return UNSUPPORTED
-    length = int(length_text)
-    if length > max_body:
-        return UNSUPPORTED
-    body_start = head_end + 4
-    end = body_start + length
-    if len(buf) < end:
-        return None
     keep_alive = "close" not in headers.get("connection", "").lower()
-    return Request(method, target, headers, bytes(buf[body_start:end]), keep_alive, end)
+    return _Fields(headers, int(length_text), keep_alive)
 
 
 _REASONS = {
