@@ -37,6 +37,7 @@ from ringkv_node.groupcommit import GroupCommitter, Outcome
 from ringkv_node.records import Record
 
 __all__ = [
+    "BACKLOG_LIMIT",
     "OpRefusedError",
     "Storage",
     "StorageError",
@@ -52,9 +53,10 @@ _BUCKET_MASK = BUCKETS - 1
 _xxh64 = xxhash.xxh64_intdigest
 _DBS = ("data", "meta", "expiry", "tombs", "hints")
 
-# Writes queued for the writer thread beyond which it counts as behind. A
-# batch of ~100 commits in a few milliseconds, so a queue this deep is the
-# writer losing ground, not a burst; below it, nothing waits on it.
+# Writes queued for the writer thread beyond which it counts as behind. Each
+# transaction takes everything queued, and a node's clients and peers keep a
+# few dozen writes in flight, so a queue this deep is the writer losing
+# ground, not a burst; below it, nothing waits on it.
 BACKLOG_LIMIT = 128
 
 
