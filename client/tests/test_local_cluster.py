@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -111,3 +112,34 @@ def test_local_cluster_as_the_readme_says(tmp_path: Path) -> None:
     assert code == 0
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_ctrl_c_in_a_terminal_stops_every_node_without_restarting_one(tmp_path: Path) -> None:
+    """A terminal sends SIGINT to the whole foreground process group."""
+    port = free_base_port(3)
+    cmd = [sys.executable, "-c", "from ringkv.cli import main; raise SystemExit(main())"]
+    cmd += ["local", "up", "--nodes", "3", "--port", str(port), "--data-dir", str(tmp_path)]
+    up = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        assert up.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = up.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C stops the nodes" in line or not line:
+                break
+        assert "Ctrl-C stops the nodes" in lines[-1], "".join(lines)
+        os.killpg(up.pid, signal.SIGINT)
+        out, _ = up.communicate(timeout=60)
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0, out
+    assert "restart" not in out and "stopping nodes..." in out
+    for i in range(3):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port + i}/healthz", timeout=2)

@@ -14,6 +14,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -155,6 +156,10 @@ class LocalCluster:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # Its own process group: a terminal's Ctrl-C reaches the supervisor
+            # only, which stops the nodes itself (else they exit with it and
+            # get restarted before it notices it is stopping).
+            process_group=0,
         )
         log.close()
 
@@ -183,11 +188,10 @@ class LocalCluster:
 
     def up(self, *, ready_timeout_s: float = 30.0) -> int:
         """Start every node, print their URLs, supervise until interrupted."""
-        stopping = False
+        stopping = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            nonlocal stopping
-            stopping = True
+            stopping.set()
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -206,8 +210,7 @@ class LocalCluster:
                 print(f"  {node.id}  {node.url}  data: {node.data_dir}", flush=True)
             print(f"token: {self.token_path}  (export RINGKV_TOKEN=$(cat {self.token_path}))")
             print("Ctrl-C stops the nodes; data stays.", flush=True)
-            while not stopping:
-                time.sleep(0.2)
+            while not stopping.wait(0.2):  # checked again after each nap
                 self._follow_manifest()
                 if not self._restart_dead():
                     return 1
