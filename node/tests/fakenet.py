@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from ringkv_node.hints import Hints
 from ringkv_node.kv import KV
 from ringkv_node.peer_service import serve
 from ringkv_node.records import Record
-from ringkv_node.storage import Storage
+from ringkv_node.storage import Storage, WriteTxn
 from ringkv_node.transport import PeerError
 
 
@@ -130,3 +131,22 @@ def build(tmp: Path, size: int = 3, partitions: int = 16) -> tuple[FakeNetwork, 
             transport,
         )
     return net, ring, clock
+
+
+class HeldWriter:
+    """Holds a storage's writer thread inside one batch until released."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.gate = threading.Event()
+        entered = threading.Event()
+
+        def hold(_: WriteTxn) -> None:
+            entered.set()
+            self.gate.wait(10)
+
+        self.held = storage.enqueue(hold)
+        assert entered.wait(5)
+
+    async def release(self) -> None:
+        self.gate.set()
+        await self.held

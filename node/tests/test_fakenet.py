@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,10 +10,10 @@ import pytest
 
 from ringkv.ring import Member, initial_ring
 from ringkv_node.coordinator import Coordinator, NotEnoughReplicasError
-from ringkv_node.storage import BACKLOG_LIMIT, Storage, WriteTxn
+from ringkv_node.storage import BACKLOG_LIMIT
 from ringkv_node.transport import PeerError
 
-from fakenet import FakeNetwork, build
+from fakenet import FakeNetwork, HeldWriter, build
 
 
 @pytest.fixture
@@ -164,25 +163,6 @@ async def test_anti_entropy_leaves_a_write_that_lands_while_it_looks(net: FakeNe
     result = await n0.anti_entropy.run_round()
     assert result.pushed >= 1
     assert local(net, "n1", b"only-here") == b"w"
-
-
-class HeldWriter:
-    """Holds a storage's writer thread inside one batch until released."""
-
-    def __init__(self, storage: Storage) -> None:
-        self.gate = threading.Event()
-        entered = threading.Event()
-
-        def hold(_: WriteTxn) -> None:
-            entered.set()
-            self.gate.wait(10)
-
-        self.held = storage.enqueue(hold)
-        assert entered.wait(5)
-
-    async def release(self) -> None:
-        self.gate.set()
-        await self.held
 
 
 async def test_a_backlogged_coordinator_answers_once_its_own_copy_is_written(

@@ -72,6 +72,23 @@ async def test_backlog_counts_writes_not_yet_taken_into_a_batch() -> None:
         gc.close()
 
 
+async def test_busy_for_shows_how_long_the_running_commit_has_taken() -> None:
+    rec = Recorder()
+    gc: GroupCommitter[int] = GroupCommitter(rec)
+    try:
+        assert gc.busy_for() == 0.0
+        rec.gate.clear()
+        first = gc.enqueue(1)
+        await asyncio.to_thread(rec.entered.wait, 5)  # the commit "hangs on the disk"
+        await asyncio.sleep(0.05)
+        assert gc.busy_for() >= 0.05
+        rec.gate.set()
+        assert await first == 2
+        assert gc.busy_for() == 0.0
+    finally:
+        gc.close()
+
+
 async def test_batches_are_capped() -> None:
     rec = Recorder()
     gc: GroupCommitter[int] = GroupCommitter(rec, max_batch=10)

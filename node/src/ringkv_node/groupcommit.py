@@ -72,12 +72,19 @@ class GroupCommitter(Generic[Op]):
         self._on_batch = on_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        self._batch_started: float | None = None  # monotonic, while a batch runs
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def backlog(self) -> int:
         """Operations queued and not yet taken into a batch (approximate)."""
         return self._queue.qsize()
+
+    def busy_for(self) -> float:
+        """Seconds the batch being committed has run so far (0 when idle): a
+        commit stuck on a stalled disk shows here."""
+        started = self._batch_started
+        return 0.0 if started is None else time.monotonic() - started
 
     async def submit(self, op: Op) -> Any:
         """Queue `op`; return its result once the batch holding it is committed."""
@@ -120,12 +127,15 @@ class GroupCommitter(Generic[Op]):
 
     def _commit(self, items: list[_Item]) -> None:
         started = time.perf_counter()
+        self._batch_started = time.monotonic()
         try:
             outcomes = self._run_batch([op for op, _, _ in items])
             if len(outcomes) != len(items):
                 raise RuntimeError("run_batch returned the wrong number of outcomes")
         except BaseException as exc:  # never let the writer thread die
             outcomes = [Outcome(error=exc)] * len(items)
+        finally:
+            self._batch_started = None
         if self._on_batch is not None:
             self._on_batch(len(items), time.perf_counter() - started)
         by_loop: dict[asyncio.AbstractEventLoop, tuple[list[_Item], list[Outcome]]] = {}

@@ -36,6 +36,9 @@ log = logging.getLogger("ringkv.node")
 
 RING_META_KEY = b"ring"
 BUSY_RETRY_S = 5.0  # next anti-entropy round after one that left buckets for later
+# One commit running this long means the disk has stalled: the node says it is
+# not ready, so Services stop sending it clients (a commit takes milliseconds).
+WRITER_STALL_S = 10.0
 
 
 def ring_from_settings(settings: Settings) -> Ring:
@@ -209,6 +212,9 @@ class Node(Membership):
             reasons.append("starting: storage or ring not loaded")
         if self.kv.storage.closed:
             reasons.append("storage closed")
+        stalled = self.kv.storage.commit_running_s()
+        if stalled > WRITER_STALL_S:
+            reasons.append(f"storage writer stalled: one commit has run for {stalled:.0f} s")
         return reasons
 
     def refresh_gauges(self) -> None:

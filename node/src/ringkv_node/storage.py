@@ -299,6 +299,10 @@ class Storage:
         """Writes queued for the writer thread and not yet in a transaction."""
         return self._committer.backlog()
 
+    def commit_running_s(self) -> float:
+        """Seconds the writer thread has spent on its current transaction (0: idle)."""
+        return self._committer.busy_for()
+
     def backlogged(self) -> bool:
         """The writer thread is behind (`BACKLOG_LIMIT`): coordinated writes wait
         for their local copy too, and anti-entropy waits for a quieter moment."""
