@@ -177,7 +177,7 @@ async def test_a_backlogged_coordinator_answers_once_its_own_copy_is_written(
         fillers = [storage.enqueue(lambda wt: None) for _ in range(BACKLOG_LIMIT)]
         assert storage.backlogged()
         late = asyncio.ensure_future(put(net, "n0", b"late", b"w"))
-        for _ in range(100):  # until both remote replicas have it
+        for _ in range(500):  # until both remote replicas have it (5 s at most)
             if local(net, "n1", b"late") == local(net, "n2", b"late") == b"w":
                 break
             await asyncio.sleep(0.01)
