@@ -44,12 +44,15 @@ def encode(rec: Record) -> bytes:
     return _HEADER.pack(rec.version.ts, rec.expires_ms, flags, len(node)) + node + rec.value
 
 
+_new = tuple.__new__  # builds a named tuple without its Python-level __new__
+
+
 def decode(raw: bytes) -> Record:
+    """The record packed in `raw` (every read decodes one: kept lean)."""
     ts, expires_ms, flags, node_len = _HEADER.unpack_from(raw)
-    start = _HEADER.size
-    node = raw[start : start + node_len].decode("utf-8")
-    value = raw[start + node_len :]
-    return Record(Version(ts, node), value, bool(flags & _TOMBSTONE), expires_ms)
+    end = HEADER_SIZE + node_len
+    version = _new(Version, (ts, raw[HEADER_SIZE:end].decode("utf-8")))
+    return _new(Record, (version, raw[end:], flags & _TOMBSTONE != 0, expires_ms))
 
 
 def header(raw: bytes) -> tuple[int, int, bool, bytes]:
