@@ -22,8 +22,7 @@ __all__ = ["BUCKETS", "bucket_of", "combine", "record_digest", "record_digest_ra
 
 BUCKETS = 64
 _hash = xxhash.xxh64_intdigest
-_node_hashes: dict[str, int] = {}
-_raw_node_hashes: dict[bytes, int] = {}
+_node_hashes: dict[bytes, int] = {}  # writer id (UTF-8) -> its hash
 
 
 def bucket_of(key: bytes) -> int:
@@ -34,17 +33,14 @@ def bucket_of(key: bytes) -> int:
 def record_digest(key: bytes, version: Version) -> int:
     """A 64-bit fingerprint of (key, version): the key hashed with the timestamp
     as seed, mixed with a hash of the writer id."""
-    node_hash = _node_hashes.get(version.node)
-    if node_hash is None:
-        node_hash = _node_hashes[version.node] = int(_hash(version.node.encode(), seed=3))
-    return int(_hash(key, seed=version.ts)) ^ node_hash
+    return record_digest_raw(key, version.ts, version.node.encode("utf-8"))
 
 
 def record_digest_raw(key: bytes, ts: int, node: bytes) -> int:
     """`record_digest` of a version given as `ts` and the UTF-8 member id."""
-    node_hash = _raw_node_hashes.get(node)
+    node_hash = _node_hashes.get(node)
     if node_hash is None:
-        node_hash = _raw_node_hashes[node] = int(_hash(node, seed=3))
+        node_hash = _node_hashes[node] = int(_hash(node, seed=3))
     return int(_hash(key, seed=ts)) ^ node_hash
 
 

@@ -150,15 +150,11 @@ class WriteTxn:
             p_ts, p_expires, p_tomb, p_node = records.header(prev)
             if ts < p_ts or (ts == p_ts and node <= p_node):
                 return prev, False
-            if p_expires:
-                txn.delete(_U64.pack(p_expires) + key, db=self._dbs["expiry"])
-            if p_tomb:
-                txn.delete(_U64.pack(p_ts) + key, db=self._dbs["tombs"])
+            if p_expires or p_tomb:
+                self._unindex(key, p_expires, p_ts if p_tomb else None)
             delta = record_digest_raw(key, p_ts, p_node)
         txn.put(pkey, raw, db=self._data)
-        delta ^= record_digest_raw(key, ts, node)
-        dkey = (part, h & _BUCKET_MASK)
-        self.digest_delta[dkey] = self.digest_delta.get(dkey, 0) ^ delta
+        self._note_digest(part, h & _BUCKET_MASK, delta ^ record_digest_raw(key, ts, node))
         if expires_ms:
             txn.put(_U64.pack(expires_ms) + key, b"", db=self._dbs["expiry"])
         if tombstone:
@@ -174,18 +170,14 @@ class WriteTxn:
 
     def remove(self, key: bytes, prev: Record) -> None:
         """Forget `key` entirely (purge): no tombstone is left."""
-        self._unindex(key, prev)
+        self._unindex(key, prev.expires_ms, prev.version.ts if prev.tombstone else None)
         part = self._partition_of(key)
         self._txn.delete(_PART.pack(part) + key, db=self._data)
-        self._fingerprint(part, key, prev, None)
+        self._note_digest(part, bucket_of(key), record_digest(key, prev.version))
 
-    def _fingerprint(self, part: int, key: bytes, old: Record | None, new: Record | None) -> None:
-        delta = 0
-        if old is not None:
-            delta ^= record_digest(key, old.version)
-        if new is not None:
-            delta ^= record_digest(key, new.version)
-        dkey = (part, bucket_of(key))
+    def _note_digest(self, part: int, bucket: int, delta: int) -> None:
+        """Fold `delta` into a bucket's digest, for after the commit."""
+        dkey = (part, bucket)
         self.digest_delta[dkey] = self.digest_delta.get(dkey, 0) ^ delta
 
     def add_hint(self, target: str, key: bytes, rec: Record) -> None:
@@ -196,13 +188,13 @@ class WriteTxn:
     def drop_hint(self, hint_key: bytes) -> bool:
         return bool(self._txn.delete(hint_key, db=self._dbs["hints"]))
 
-    def _unindex(self, key: bytes, prev: Record | None) -> None:
-        if prev is None:
-            return
-        if prev.expires_ms:
-            self._txn.delete(_U64.pack(prev.expires_ms) + key, db=self._dbs["expiry"])
-        if prev.tombstone:
-            self._txn.delete(_U64.pack(prev.version.ts) + key, db=self._dbs["tombs"])
+    def _unindex(self, key: bytes, expires_ms: int, tombstone_ts: int | None) -> None:
+        """Drop the purge-index entries of the record stored at `key` (its expiry,
+        0 for none; its timestamp if it is a tombstone)."""
+        if expires_ms:
+            self._txn.delete(_U64.pack(expires_ms) + key, db=self._dbs["expiry"])
+        if tombstone_ts is not None:
+            self._txn.delete(_U64.pack(tombstone_ts) + key, db=self._dbs["tombs"])
 
     def put_meta(self, name: bytes, value: bytes) -> None:
         self._txn.put(name, value, db=self._dbs["meta"])
@@ -306,7 +298,7 @@ class Storage:
     def backlogged(self) -> bool:
         """The writer thread is behind (`BACKLOG_LIMIT`): coordinated writes wait
         for their local copy too, and anti-entropy waits for a quieter moment."""
-        return self._committer.backlog() >= BACKLOG_LIMIT
+        return self.backlog() >= BACKLOG_LIMIT
 
     def _run_batch(self, ops: list[WriteOp]) -> list[Outcome]:
         try:
