@@ -55,6 +55,20 @@ def ringkv(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=240)
 
 
+def wait_until_up(up: subprocess.Popen[str]) -> None:
+    """Read `ringkv local up`'s output until it says the cluster is up (60 s at most)."""
+    assert up.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = up.stdout.readline()
+        lines.append(line)
+        if "Ctrl-C stops the nodes" in line or not line:
+            break
+    if "Ctrl-C stops the nodes" not in lines[-1]:
+        pytest.fail("local up did not come up: " + "".join(lines))
+
+
 def test_local_cluster_as_the_readme_says(tmp_path: Path) -> None:
     port = free_base_port(5)
     data = tmp_path / "kv"
@@ -63,16 +77,7 @@ def test_local_cluster_as_the_readme_says(tmp_path: Path) -> None:
     cmd += ["--drop-delay", "1s"]
     up = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        assert up.stdout is not None
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = up.stdout.readline()
-            lines.append(line)
-            if "Ctrl-C stops the nodes" in line:
-                break
-        else:
-            pytest.fail("local up did not come up: " + "".join(lines))
+        wait_until_up(up)
         base = f"http://127.0.0.1:{port}"
         # the README's curl lines, no token needed on data routes
         assert http("PUT", f"{base}/v1/kv/k", b"v") == (201, b"")
@@ -123,15 +128,7 @@ def test_ctrl_c_in_a_terminal_stops_every_node_without_restarting_one(tmp_path: 
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
     try:
-        assert up.stdout is not None
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = up.stdout.readline()
-            lines.append(line)
-            if "Ctrl-C stops the nodes" in line or not line:
-                break
-        assert "Ctrl-C stops the nodes" in lines[-1], "".join(lines)
+        wait_until_up(up)
         os.killpg(up.pid, signal.SIGINT)
         out, _ = up.communicate(timeout=60)
     finally:

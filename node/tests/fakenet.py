@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,3 +150,20 @@ class HeldWriter:
     async def release(self) -> None:
         self.gate.set()
         await self.held
+
+
+def spy_calls(transport: FakeTransport, after: Callable[[list[str]], Awaitable[None]]) -> list[str]:
+    """Record the names of `transport`'s calls; after each answer, await
+    `after(names so far)` (to change the cluster between two looks).
+    `del transport.call` restores the real calls."""
+    names: list[str] = []
+    real_call = transport.call
+
+    async def call(peer: str, name: str, doc: Any) -> Any:
+        answer = await real_call(peer, name, doc)
+        names.append(name)
+        await after(names)
+        return answer
+
+    transport.call = call  # type: ignore[method-assign]
+    return names

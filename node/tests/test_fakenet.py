@@ -13,7 +13,7 @@ from ringkv_node.coordinator import Coordinator, NotEnoughReplicasError
 from ringkv_node.storage import BACKLOG_LIMIT
 from ringkv_node.transport import PeerError
 
-from fakenet import FakeNetwork, HeldWriter, build
+from fakenet import FakeNetwork, HeldWriter, build, spy_calls
 
 
 @pytest.fixture
@@ -142,19 +142,13 @@ async def test_anti_entropy_leaves_a_write_that_lands_while_it_looks(net: FakeNe
     n0 = net.members["n0"]
     rec = n0.kv.stamp(b"v", None)
     await n0.kv.apply(b"inflight", rec)  # the other replicas' copies are on their way
-    transport = n0.anti_entropy.transport
-    calls: list[str] = []
-    real_call = transport.call
 
-    async def call(peer: str, name: str, doc: object) -> object:
-        answer = await real_call(peer, name, doc)
-        calls.append(name)
+    async def land(calls: list[str]) -> None:
         if calls == ["digests"]:  # ... and land
             for other in ("n1", "n2"):
                 await net.members[other].kv.apply(b"inflight", rec)
-        return answer
 
-    transport.call = call  # type: ignore[method-assign]
+    calls = spy_calls(n0.transport, land)
     result = await n0.anti_entropy.run_round()
     assert "bucket" not in calls  # nothing was fetched
     assert (result.pulled, result.pushed) == (0, 0)
@@ -217,23 +211,17 @@ async def test_anti_entropy_leaves_buckets_still_changing_for_a_later_round(
     """A replica still applying writes: its bucket differs both times, but moved."""
     n0 = net.members["n0"]
     await n0.kv.apply(b"k", n0.kv.stamp(b"v1", None))
-    transport = n0.anti_entropy.transport
-    calls: list[str] = []
-    real_call = transport.call
 
-    async def call(peer: str, name: str, doc: object) -> object:
-        answer = await real_call(peer, name, doc)
-        calls.append(name)
-        if name == "digests" and calls.count("digests") % 2 == 0:  # the second look
-            await n0.kv.apply(b"k", n0.kv.stamp(b"v%d" % len(calls), None))  # still landing
-        return answer
+    async def still_landing(calls: list[str]) -> None:
+        if calls[-1] == "digests" and calls.count("digests") % 2 == 0:  # the second look
+            await n0.kv.apply(b"k", n0.kv.stamp(b"v%d" % len(calls), None))
 
-    transport.call = call  # type: ignore[method-assign]
+    calls = spy_calls(n0.transport, still_landing)
     result = await n0.anti_entropy.run_round()
     assert "bucket" not in calls
     assert result.moving == 2 and result.busy  # the bucket, once per peer
     assert (result.pulled, result.pushed) == (0, 0)
-    transport.call = real_call  # type: ignore[method-assign]
+    del n0.transport.call  # the real calls again
     result = await n0.anti_entropy.run_round()  # quiet now: repaired
     assert result.pushed == 2 and not result.busy
     assert local(net, "n1", b"k") == local(net, "n0", b"k")

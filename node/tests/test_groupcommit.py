@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -16,6 +17,14 @@ class Recorder:
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
+
+    async def hold(self, start: Callable[[], asyncio.Future[int]]) -> asyncio.Future[int]:
+        """Start one write and keep its batch inside the commit until `gate` is
+        set (a commit "waiting on the disk"); return the write's future."""
+        self.gate.clear()
+        first = start()
+        await asyncio.to_thread(self.entered.wait, 5)
+        return first
 
     def __call__(self, ops: list[int]) -> list[Outcome]:
         self.entered.set()
@@ -40,9 +49,8 @@ async def test_writers_waiting_during_a_commit_share_the_next_one() -> None:
     sizes: list[int] = []
     gc: GroupCommitter[int] = GroupCommitter(rec, on_batch=lambda n, s: sizes.append(n))
     try:
-        rec.gate.clear()
-        first = asyncio.ensure_future(gc.submit(0))
-        await asyncio.to_thread(rec.entered.wait, 5)  # batch [0] is "fsyncing"
+        # batch [0] is "fsyncing"
+        first = await rec.hold(lambda: asyncio.ensure_future(gc.submit(0)))
         rest = [asyncio.ensure_future(gc.submit(i)) for i in range(1, 101)]
         await asyncio.sleep(0.05)
         rec.gate.set()
@@ -60,9 +68,7 @@ async def test_backlog_counts_writes_not_yet_taken_into_a_batch() -> None:
     gc: GroupCommitter[int] = GroupCommitter(rec)
     try:
         assert gc.backlog() == 0
-        rec.gate.clear()
-        first = gc.enqueue(0)
-        await asyncio.to_thread(rec.entered.wait, 5)  # batch [0] is being committed
+        first = await rec.hold(lambda: gc.enqueue(0))  # batch [0] is being committed
         rest = [gc.enqueue(i) for i in range(1, 41)]
         assert gc.backlog() == 40
         rec.gate.set()
@@ -77,9 +83,7 @@ async def test_busy_for_shows_how_long_the_running_commit_has_taken() -> None:
     gc: GroupCommitter[int] = GroupCommitter(rec)
     try:
         assert gc.busy_for() == 0.0
-        rec.gate.clear()
-        first = gc.enqueue(1)
-        await asyncio.to_thread(rec.entered.wait, 5)  # the commit "hangs on the disk"
+        first = await rec.hold(lambda: gc.enqueue(1))  # the commit "hangs on the disk"
         await asyncio.sleep(0.05)
         assert gc.busy_for() >= 0.05
         rec.gate.set()
@@ -93,9 +97,7 @@ async def test_batches_are_capped() -> None:
     rec = Recorder()
     gc: GroupCommitter[int] = GroupCommitter(rec, max_batch=10)
     try:
-        rec.gate.clear()
-        first = asyncio.ensure_future(gc.submit(0))
-        await asyncio.to_thread(rec.entered.wait, 5)
+        first = await rec.hold(lambda: asyncio.ensure_future(gc.submit(0)))
         rest = [asyncio.ensure_future(gc.submit(i)) for i in range(1, 26)]
         await asyncio.sleep(0.05)
         rec.gate.set()
