@@ -45,6 +45,12 @@ class Metrics:
         )
         self.storage_used = Gauge("ringkv_storage_used_bytes", "LMDB pages in use", registry=r)
         self.storage_map = Gauge("ringkv_storage_map_bytes", "LMDB map size", registry=r)
+        self.log_bytes = Gauge(
+            "ringkv_wal_bytes", "Write-ahead log written since the last checkpoint", registry=r
+        )
+        self.checkpoint_age = Gauge(
+            "ringkv_checkpoint_age_seconds", "Time since the last completed checkpoint", registry=r
+        )
         self.purged = Counter(
             "ringkv_purged_total", "Expired keys and old tombstones purged", registry=r
         )

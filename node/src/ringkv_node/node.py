@@ -212,6 +212,9 @@ class Node(Membership):
             reasons.append("starting: storage or ring not loaded")
         if self.kv.storage.closed:
             reasons.append("storage closed")
+        failed = self.kv.storage.failed()
+        if failed is not None:
+            reasons.append(f"storage refuses writes: {failed}")
         stalled = self.kv.storage.commit_running_s()
         if stalled > WRITER_STALL_S:
             reasons.append(f"storage writer stalled: one commit has run for {stalled:.0f} s")
@@ -223,6 +226,8 @@ class Node(Membership):
         m.keys.set(st.entries)
         m.storage_used.set(st.used_bytes)
         m.storage_map.set(st.map_size)
+        m.log_bytes.set(st.log_bytes)
+        m.checkpoint_age.set(st.checkpoint_age_s)
         m.ring_epoch.set(self.ring.epoch)
         for target in self.ring.member_ids:
             m.hints_pending.labels(target).set(self.hints.backlog.get(target, 0))
@@ -254,6 +259,8 @@ class Node(Membership):
                 "readers_used": st.readers_used,
                 "max_readers": st.max_readers,
                 "write_backlog": self.kv.storage.backlog(),
+                "log_bytes": st.log_bytes,
+                "checkpoint_age_s": round(st.checkpoint_age_s, 3),
             },
             "hints": {"backlog": dict(self.hints.backlog), "replayed": self.hints.replayed},
             "anti_entropy": {

@@ -8,7 +8,10 @@ Rules kept here (py-lmdb docs on threads and transactions):
   referenced by an exception keeps an LMDB reader slot; under load that ends
   in MDB_READERS_FULL);
 - the map size is a setting, and a full map is a `StorageFullError` for the
-  writes of that batch (HTTP 507), never a crash.
+  writes of that batch (HTTP 507), never a crash;
+- LMDB commits unsynced; a batch is durable once its record in the
+  write-ahead log (`wal`) is, and checkpoints (`checkpoint`) sync LMDB and
+  pin the snapshot a crash rolls back to before the log is replayed.
 
 Sub-databases: `data` (partition:u16 + key -> packed Record: a partition is
 one range), `meta` (HLC high-water mark, ring), `expiry` (expires_ms:u64 +
@@ -21,8 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
+import logging
 import os
 import struct
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
@@ -31,7 +38,7 @@ import lmdb
 import xxhash
 
 from ringkv.ring import hash_tag, partitioner
-from ringkv_node import records
+from ringkv_node import checkpoint, records, wal
 from ringkv_node.digests import BUCKETS, bucket_of, record_digest, record_digest_raw
 from ringkv_node.groupcommit import GroupCommitter, Outcome
 from ringkv_node.records import Record
@@ -51,7 +58,18 @@ _PART = struct.Struct(">H")
 _HLC_KEY = b"hlc"
 _BUCKET_MASK = BUCKETS - 1
 _xxh64 = xxhash.xxh64_intdigest
-_DBS = ("data", "meta", "expiry", "tombs", "hints")
+_DBS = ("data", "meta", "expiry", "tombs", "hints")  # a log record names them by index
+_DATA, _META, _EXPIRY, _TOMBS, _HINTS = range(len(_DBS))
+
+log = logging.getLogger("ringkv.storage")
+
+# A checkpoint (LMDB synced, older log segments deleted) at most this often
+# while writes come in, and sooner when the log has grown by this much. The
+# interval bounds the replay after a crash and the pages a checkpoint keeps
+# from reuse (about a second of writes).
+CHECKPOINT_INTERVAL_S = 1.0
+CHECKPOINT_LOG_BYTES = 64 << 20
+_REPLAY_TXN_RECORDS = 512  # log records replayed per LMDB transaction at open
 
 # Writes queued for the writer thread beyond which it counts as behind. Each
 # transaction takes everything queued, and a node's clients and peers keep a
@@ -79,6 +97,8 @@ class StorageStats:
     used_bytes: int
     readers_used: int
     max_readers: int
+    log_bytes: int  # write-ahead log appended since the last checkpoint began
+    checkpoint_age_s: float  # since the last checkpoint completed
 
 
 class WriteTxn:
@@ -89,22 +109,42 @@ class WriteTxn:
     collected here and folded into the in-memory table only after commit.
     """
 
-    __slots__ = ("_data", "_dbs", "_partition_of", "_shift", "_txn", "digest_delta", "max_ts")
+    __slots__ = (
+        "_data",
+        "_handles",
+        "_partition_of",
+        "_shift",
+        "_txn",
+        "digest_delta",
+        "max_ts",
+        "redo",
+    )
 
     def __init__(
         self,
         txn: lmdb.Transaction,
-        dbs: dict[str, Any],
+        handles: list[Any],
         partition_of: Callable[[bytes], int],
         shift: int,
     ) -> None:
         self._txn = txn
-        self._dbs = dbs
-        self._data = dbs["data"]
+        self._handles = handles  # by index, as in _DBS
+        self._data = handles[_DATA]
         self._partition_of = partition_of
         self._shift = shift
         self.max_ts = 0
         self.digest_delta: dict[tuple[int, int], int] = {}
+        self.redo: list[wal.Mutation] = []  # every change made, for the log
+
+    def _put(self, db: int, key: bytes, value: bytes) -> None:
+        self._txn.put(key, value, db=self._handles[db])
+        self.redo.append((db, key, value))
+
+    def _delete(self, db: int, key: bytes) -> bool:
+        deleted = bool(self._txn.delete(key, db=self._handles[db]))
+        if deleted:
+            self.redo.append((db, key, None))
+        return deleted
 
     def _pkey(self, key: bytes) -> bytes:
         return _PART.pack(self._partition_of(key)) + key
@@ -154,11 +194,12 @@ class WriteTxn:
                 self._unindex(key, p_expires, p_ts if p_tomb else None)
             delta = record_digest_raw(key, p_ts, p_node)
         txn.put(pkey, raw, db=self._data)
+        self.redo.append((_DATA, pkey, raw))
         self._note_digest(part, h & _BUCKET_MASK, delta ^ record_digest_raw(key, ts, node))
         if expires_ms:
-            txn.put(_U64.pack(expires_ms) + key, b"", db=self._dbs["expiry"])
+            self._put(_EXPIRY, _U64.pack(expires_ms) + key, b"")
         if tombstone:
-            txn.put(_U64.pack(ts) + key, b"", db=self._dbs["tombs"])
+            self._put(_TOMBS, _U64.pack(ts) + key, b"")
         if ts > self.max_ts:
             self.max_ts = ts
         return prev, True
@@ -172,7 +213,7 @@ class WriteTxn:
         """Forget `key` entirely (purge): no tombstone is left."""
         self._unindex(key, prev.expires_ms, prev.version.ts if prev.tombstone else None)
         part = self._partition_of(key)
-        self._txn.delete(_PART.pack(part) + key, db=self._data)
+        self._delete(_DATA, _PART.pack(part) + key)
         self._note_digest(part, bucket_of(key), record_digest(key, prev.version))
 
     def _note_digest(self, part: int, bucket: int, delta: int) -> None:
@@ -183,24 +224,24 @@ class WriteTxn:
     def add_hint(self, target: str, key: bytes, rec: Record) -> None:
         """Remember that `target` missed `rec` (hinted handoff)."""
         hkey = target.encode() + b"\x00" + _U64.pack(rec.version.ts) + key
-        self._txn.put(hkey, records.encode(rec), db=self._dbs["hints"])
+        self._put(_HINTS, hkey, records.encode(rec))
 
     def drop_hint(self, hint_key: bytes) -> bool:
-        return bool(self._txn.delete(hint_key, db=self._dbs["hints"]))
+        return self._delete(_HINTS, hint_key)
 
     def _unindex(self, key: bytes, expires_ms: int, tombstone_ts: int | None) -> None:
         """Drop the purge-index entries of the record stored at `key` (its expiry,
         0 for none; its timestamp if it is a tombstone)."""
         if expires_ms:
-            self._txn.delete(_U64.pack(expires_ms) + key, db=self._dbs["expiry"])
+            self._delete(_EXPIRY, _U64.pack(expires_ms) + key)
         if tombstone_ts is not None:
-            self._txn.delete(_U64.pack(tombstone_ts) + key, db=self._dbs["tombs"])
+            self._delete(_TOMBS, _U64.pack(tombstone_ts) + key)
 
     def put_meta(self, name: bytes, value: bytes) -> None:
-        self._txn.put(name, value, db=self._dbs["meta"])
+        self._put(_META, name, value)
 
     def delete_meta(self, name: bytes) -> None:
-        self._txn.delete(name, db=self._dbs["meta"])
+        self._delete(_META, name)
 
     def partition_keys(self, part: int, limit: int) -> list[tuple[bytes, Record]]:
         """Up to `limit` records of one partition, in key order (for dropping it)."""
@@ -219,7 +260,7 @@ class WriteTxn:
     def due(self, index: str, upto: int, limit: int) -> list[tuple[int, bytes]]:
         """Index entries (`expiry` or `tombs`) with a stamp <= upto, oldest first."""
         out: list[tuple[int, bytes]] = []
-        with self._txn.cursor(db=self._dbs[index]) as cur:
+        with self._txn.cursor(db=self._handles[_DBS.index(index)]) as cur:
             for ikey in cur.iternext(keys=True, values=False):
                 stamp = _U64.unpack_from(ikey)[0]
                 if stamp > upto or len(out) >= limit:
@@ -228,7 +269,7 @@ class WriteTxn:
         return out
 
     def drop_index(self, index: str, stamp: int, key: bytes) -> None:
-        self._txn.delete(_U64.pack(stamp) + key, db=self._dbs[index])
+        self._delete(_DBS.index(index), _U64.pack(stamp) + key)
 
 
 WriteOp = Callable[[WriteTxn], Any]
@@ -253,24 +294,45 @@ class Storage:
         self.partitions = partitions
         self._partition_of = partitioner(partitions)
         self._shift = 64 - (partitions.bit_length() - 1)
+        self._fsync = fsync
+        data_file = os.path.join(path, "data.mdb")
+        saved = checkpoint.load(path)
+        if saved is not None:
+            if not os.path.exists(data_file):
+                raise StorageError(f"{data_file} is missing but {checkpoint.FILE} is there")
+            checkpoint.restore(data_file, saved)
+        # Unsynced commits: the log (`wal`) makes each batch durable, and
+        # checkpoints sync LMDB itself (see `checkpoint`).
         self._env = lmdb.open(
             path,
             map_size=map_size,
             max_dbs=16,
             max_readers=max_readers,
-            sync=fsync,
-            # LMDB syncs the data pages in the commit (py-lmdb 3 lets go of the
-            # GIL for it); the meta page is made durable by our own fdatasync
-            # just after, which lets the event loop run meanwhile too.
-            # Same order, same durability as metasync=True: nothing is
-            # acknowledged before both are on disk.
+            sync=False,
             metasync=False,
             readahead=False,
             meminit=False,
         )
-        self._sync_fd = os.open(os.path.join(path, "data.mdb"), os.O_RDONLY) if fsync else None
+        # The snapshot a crash rolls back to: held until the next checkpoint.
+        self._pin: lmdb.Transaction | None = self._env.begin()
+        if saved is not None and self._pin.id() != saved.txnid:
+            raise StorageError(
+                f"LMDB opened at transaction {self._pin.id()}, not at the "
+                f"checkpoint's {saved.txnid}: refusing to replay the log over it"
+            )
+        self._page_size = int(self._env.stat()["psize"])
+        self._meta_fd = os.open(data_file, os.O_RDONLY)
         self._dbs = {name: self._env.open_db(name.encode()) for name in _DBS}
+        self._handles = [self._dbs[name] for name in _DBS]
         self._data = self._dbs["data"]
+        self._wal = wal.Wal(os.path.join(path, "wal"))
+        self.replayed = self._replay(0 if saved is None else saved.wal_seq)
+        if self.replayed:
+            log.info("replayed %d log records over the last checkpoint", self.replayed)
+        self._checkpointer: threading.Thread | None = None
+        self._checkpoint_at = 0.0  # when the last one began
+        self._checkpointed_at = 0.0  # when the last one completed
+        self._finish_checkpoint(*self._begin_checkpoint())
         self._digests = self._rebuild_digests()
         self._committer: GroupCommitter[WriteOp] = GroupCommitter(
             self._run_batch, max_batch=max_batch, on_batch=on_batch
@@ -301,6 +363,11 @@ class Storage:
         return self.backlog() >= BACKLOG_LIMIT
 
     def _run_batch(self, ops: list[WriteOp]) -> list[Outcome]:
+        outcomes = self._run_ops(ops)
+        self._maybe_checkpoint()
+        return outcomes
+
+    def _run_ops(self, ops: list[WriteOp]) -> list[Outcome]:
         try:
             return self._apply(ops)
         except (lmdb.MapFullError, _OpCrashedError):
@@ -324,7 +391,7 @@ class Storage:
     def _apply(self, ops: list[WriteOp]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self._env.begin(write=True) as txn:
-            wt = WriteTxn(txn, self._dbs, self._partition_of, self._shift)
+            wt = WriteTxn(txn, self._handles, self._partition_of, self._shift)
             for op in ops:
                 try:
                     outcomes.append(Outcome(value=op(wt)))
@@ -337,7 +404,7 @@ class Storage:
             if wt.max_ts:
                 old = txn.get(_HLC_KEY, db=self._dbs["meta"])
                 if old is None or _U64.unpack(old)[0] < wt.max_ts:
-                    txn.put(_HLC_KEY, _U64.pack(wt.max_ts), db=self._dbs["meta"])
+                    wt.put_meta(_HLC_KEY, _U64.pack(wt.max_ts))
         # committed (readers see it): now the digests may say so
         digests = self._digests
         for (part, bucket), delta in wt.digest_delta.items():
@@ -345,12 +412,94 @@ class Storage:
             if row is None:
                 row = digests[part] = [0] * BUCKETS
             row[bucket] ^= delta
-        if self._sync_fd is not None:
-            try:
-                os.fdatasync(self._sync_fd)  # the meta page: the commit is durable now
+        if wt.redo:
+            try:  # with fsync, the batch is durable once this returns
+                self._wal.append(wal.encode(wt.redo), sync=self._fsync)
             except OSError as exc:
-                raise StorageError(f"fsync failed; recent writes may be lost: {exc}") from exc
+                raise StorageError(f"{exc}; recent writes may be lost") from exc
         return outcomes
+
+    # -- checkpoints (see `checkpoint`) ---------------------------------------
+
+    def _replay(self, first_segment: int) -> int:
+        """Apply the log from `first_segment` on (over the restored snapshot)."""
+        handles = self._handles
+        count = 0
+        records_ = self._wal.records(first_segment)
+        while True:
+            chunk = list(itertools.islice(records_, _REPLAY_TXN_RECORDS))
+            if not chunk:
+                return count
+            try:
+                with self._env.begin(write=True) as txn:
+                    for payload in chunk:
+                        for db, key, value in wal.decode(payload):
+                            if value is None:
+                                txn.delete(key, db=handles[db])
+                            else:
+                                txn.put(key, value, db=handles[db])
+            except (wal.WalError, IndexError) as exc:
+                raise StorageError(f"the write-ahead log does not replay: {exc}") from exc
+            except lmdb.MapFullError as exc:
+                raise StorageFullError(_full_message(self._env)) from exc
+            count += len(chunk)
+
+    def _begin_checkpoint(self) -> tuple[lmdb.Transaction, checkpoint.Checkpoint]:
+        """Between commits (writer thread, or while nothing writes): pin the
+        snapshot just committed and note its meta pages; later records go to a
+        new log segment."""
+        self._checkpoint_at = time.monotonic()
+        seq = self._wal.rotate()
+        pin = self._env.begin()
+        metas = os.pread(self._meta_fd, 2 * self._page_size, 0)
+        if checkpoint.meta_txnid(metas, self._page_size) != pin.id():
+            pin.abort()
+            raise StorageError("LMDB's meta pages do not name the snapshot being checkpointed")
+        return pin, checkpoint.Checkpoint(self._page_size, pin.id(), seq, metas)
+
+    def _finish_checkpoint(self, pin: lmdb.Transaction, ckpt: checkpoint.Checkpoint) -> None:
+        """Make the pinned snapshot durable and the one to roll back to."""
+        try:
+            checkpoint.write_back(self._meta_fd)
+            self._env.sync(True)
+            checkpoint.save(self.path, ckpt)
+        except BaseException:
+            pin.abort()  # the previous checkpoint (and its log) still stands
+            raise
+        old, self._pin = self._pin, pin
+        if old is not None:
+            old.abort()
+        self._wal.drop_before(ckpt.wal_seq)
+        self._checkpointed_at = time.monotonic()
+
+    def _maybe_checkpoint(self) -> None:
+        """Writer thread, after a batch: start a checkpoint when one is due."""
+        if self._checkpointer is not None and self._checkpointer.is_alive():
+            return
+        if (
+            time.monotonic() - self._checkpoint_at < CHECKPOINT_INTERVAL_S
+            and self._wal.appended < CHECKPOINT_LOG_BYTES
+        ):
+            return
+        try:
+            begun = self._begin_checkpoint()
+        except (OSError, lmdb.Error, StorageError) as exc:
+            log.error("checkpoint not started: %s", exc)
+            return
+        self._checkpointer = threading.Thread(
+            target=self._background_checkpoint, args=begun, name="ringkv-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _background_checkpoint(self, pin: lmdb.Transaction, ckpt: checkpoint.Checkpoint) -> None:
+        try:
+            self._finish_checkpoint(pin, ckpt)
+        except (OSError, lmdb.Error) as exc:
+            log.error(
+                "checkpoint failed (the log is kept; next try in %ss): %s",
+                CHECKPOINT_INTERVAL_S,
+                exc,
+            )
 
     # -- reads (caller's thread; transactions closed before returning) -------
 
@@ -462,20 +611,32 @@ class Storage:
             used_bytes=(info["last_pgno"] + 1) * stat["psize"],
             readers_used=info["num_readers"],
             max_readers=info["max_readers"],
+            log_bytes=self._wal.appended,
+            checkpoint_age_s=time.monotonic() - self._checkpointed_at,
         )
 
-    def sync(self) -> None:
-        self._env.sync(True)
+    def failed(self) -> str | None:
+        """Why writes are refused until a restart (the log could not be written)."""
+        return self._wal.failed
 
     def close(self) -> None:
+        """Finish queued writes, take a last checkpoint (the log is then empty), close."""
         if self.closed:
             return
         self.closed = True
         self._committer.close()
-        self._env.sync(True)
+        if self._checkpointer is not None:
+            self._checkpointer.join()
+        try:
+            self._finish_checkpoint(*self._begin_checkpoint())
+        except (OSError, lmdb.Error, StorageError) as exc:
+            log.error("last checkpoint failed; the next start replays the log: %s", exc)
+        if self._pin is not None:
+            self._pin.abort()
+            self._pin = None
+        self._wal.close()
         self._env.close()
-        if self._sync_fd is not None:
-            os.close(self._sync_fd)
+        os.close(self._meta_fd)
 
 
 def _partition_iter(
