@@ -208,3 +208,19 @@ def test_a_checkpoint_without_its_data_file_is_refused(tmp_path: Path) -> None:
     (db / "data.mdb").unlink()
     with pytest.raises(StorageError, match="missing"):
         Storage(str(db), map_size=16 << 20)
+
+
+def test_a_store_from_before_the_log_opens_as_it_was(tmp_path: Path) -> None:
+    """Nodes of earlier versions synced LMDB on every commit and kept no log or
+    checkpoint: their store is taken as it is, and checkpointed from then on."""
+    db = tmp_path / "db"
+    seed(db, 50)
+    (db / checkpoint.FILE).unlink()
+    shutil.rmtree(db / "wal")
+    s = Storage(str(db), map_size=16 << 20)
+    try:
+        assert s.replayed == 0
+        assert values(s, 50) == {b"k%d" % i: b"a%d" % i for i in range(50)}
+    finally:
+        s.close()
+    assert checkpoint.load(str(db)) is not None
