@@ -23,7 +23,7 @@ from ringkv_node.hints import Hints
 from ringkv_node.kv import KV
 from ringkv_node.peer_service import serve
 from ringkv_node.records import Record
-from ringkv_node.storage import Storage, WriteTxn
+from ringkv_node.storage import Storage
 from ringkv_node.transport import PeerError
 
 
@@ -134,22 +134,24 @@ def build(tmp: Path, size: int = 3, partitions: int = 16) -> tuple[FakeNetwork, 
 
 
 class HeldWriter:
-    """Holds a storage's writer thread inside one batch until released."""
+    """Holds a storage's syncer (what makes applied writes durable) until
+    released: writes are applied, and wait to be acknowledged, as on a stalled disk."""
 
     def __init__(self, storage: Storage) -> None:
         self.gate = threading.Event()
         entered = threading.Event()
 
-        def hold(_: WriteTxn) -> None:
+        def hold() -> None:
             entered.set()
             self.gate.wait(10)
 
-        self.held = storage.enqueue(hold)
+        storage._committer.call_in_order(hold)
         assert entered.wait(5)
+        self.storage = storage
 
     async def release(self) -> None:
         self.gate.set()
-        await self.held
+        await self.storage.write(lambda wt: None)  # everything before it is persisted
 
 
 def spy_calls(transport: FakeTransport, after: Callable[[list[str]], Awaitable[None]]) -> list[str]:

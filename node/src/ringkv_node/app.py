@@ -90,7 +90,7 @@ def create_app(
             node.ready = False
             await node.coordinator.drain()
             await transport.close()
-            await asyncio.to_thread(storage.close)
+            await storage.aclose()
             log.info("storage closed")
 
     async def background_ctx(app: web.Application) -> AsyncIterator[None]:

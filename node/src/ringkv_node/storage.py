@@ -1,7 +1,8 @@
 """LMDB storage: the one module that imports `lmdb`.
 
 Rules kept here (py-lmdb docs on threads and transactions):
-- one writer thread owns every write transaction (`GroupCommitter`), so
+- writes are applied on the event loop, every write of a loop turn in one
+  transaction, and a syncer thread makes them durable (`GroupCommitter`), so
   concurrent writes share one transaction and one fsync;
 - reads run on the caller's thread in short transactions that are always
   closed by a `with` block before anything else happens (a transaction left
@@ -23,6 +24,7 @@ each commit, and rebuilt from the data when the storage opens.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import logging
@@ -330,12 +332,19 @@ class Storage:
         if self.replayed:
             log.info("replayed %d log records over the last checkpoint", self.replayed)
         self._checkpointer: threading.Thread | None = None
+        self._checkpointing = False  # one is under way (started on the loop, ended by its thread)
         self._checkpoint_at = 0.0  # when the last one began
         self._checkpointed_at = 0.0  # when the last one completed
-        self._finish_checkpoint(*self._begin_checkpoint())
+        self._checkpoint_now()
         self._digests = self._rebuild_digests()
+        self._records: list[bytes] = []  # log records of the batch being applied
         self._committer: GroupCommitter[WriteOp] = GroupCommitter(
-            self._run_batch, max_batch=max_batch, on_batch=on_batch
+            self._apply_batch,
+            self._persist,
+            durable=fsync,
+            max_batch=max_batch,
+            on_batch=on_batch,
+            after_apply=self._maybe_checkpoint,
         )
         self.closed = False
 
@@ -362,10 +371,18 @@ class Storage:
         for their local copy too, and anti-entropy waits for a quieter moment."""
         return self.backlog() >= BACKLOG_LIMIT
 
-    def _run_batch(self, ops: list[WriteOp]) -> list[Outcome]:
+    def _apply_batch(self, ops: list[WriteOp]) -> tuple[list[Outcome], list[bytes]]:
+        """Event loop: apply `ops`; their outcomes and the log records to persist."""
         outcomes = self._run_ops(ops)
-        self._maybe_checkpoint()
-        return outcomes
+        records, self._records = self._records, []
+        return outcomes, records
+
+    def _persist(self, records: list[bytes]) -> None:
+        """Syncer thread: append log records; with fsync, durable on return."""
+        try:
+            self._wal.append_many(records, sync=self._fsync)
+        except OSError as exc:
+            raise StorageError(f"{exc}; recent writes may be lost") from exc
 
     def _run_ops(self, ops: list[WriteOp]) -> list[Outcome]:
         try:
@@ -413,10 +430,7 @@ class Storage:
                 row = digests[part] = [0] * BUCKETS
             row[bucket] ^= delta
         if wt.redo:
-            try:  # with fsync, the batch is durable once this returns
-                self._wal.append(wal.encode(wt.redo), sync=self._fsync)
-            except OSError as exc:
-                raise StorageError(f"{exc}; recent writes may be lost") from exc
+            self._records.append(wal.encode(wt.redo))
         return outcomes
 
     # -- checkpoints (see `checkpoint`) ---------------------------------------
@@ -444,18 +458,26 @@ class Storage:
                 raise StorageFullError(_full_message(self._env)) from exc
             count += len(chunk)
 
-    def _begin_checkpoint(self) -> tuple[lmdb.Transaction, checkpoint.Checkpoint]:
-        """Between commits (writer thread, or while nothing writes): pin the
-        snapshot just committed and note its meta pages; later records go to a
-        new log segment."""
-        self._checkpoint_at = time.monotonic()
-        seq = self._wal.rotate()
+    def _pin_snapshot(self) -> tuple[lmdb.Transaction, bytes]:
+        """Between two commits: pin the snapshot just committed (a read
+        transaction) and copy the meta pages that describe it."""
         pin = self._env.begin()
         metas = os.pread(self._meta_fd, 2 * self._page_size, 0)
         if checkpoint.meta_txnid(metas, self._page_size) != pin.id():
             pin.abort()
             raise StorageError("LMDB's meta pages do not name the snapshot being checkpointed")
-        return pin, checkpoint.Checkpoint(self._page_size, pin.id(), seq, metas)
+        return pin, metas
+
+    def _checkpoint_now(self) -> None:
+        """A whole checkpoint while nothing writes (at open and at close)."""
+        self._checkpoint_at = time.monotonic()
+        pin, metas = self._pin_snapshot()
+        try:
+            seq = self._wal.rotate()
+        except BaseException:
+            pin.abort()
+            raise
+        self._finish_checkpoint(pin, checkpoint.Checkpoint(self._page_size, pin.id(), seq, metas))
 
     def _finish_checkpoint(self, pin: lmdb.Transaction, ckpt: checkpoint.Checkpoint) -> None:
         """Make the pinned snapshot durable and the one to roll back to."""
@@ -473,8 +495,12 @@ class Storage:
         self._checkpointed_at = time.monotonic()
 
     def _maybe_checkpoint(self) -> None:
-        """Writer thread, after a batch: start a checkpoint when one is due."""
-        if self._checkpointer is not None and self._checkpointer.is_alive():
+        """Event loop, after batches are applied: start a checkpoint when one is due.
+
+        The snapshot is pinned now, between commits; the syncer starts the new
+        log segment once every record before the snapshot is written (and
+        before any after it), then a thread of its own makes it durable."""
+        if self._checkpointing:
             return
         if (
             time.monotonic() - self._checkpoint_at < CHECKPOINT_INTERVAL_S
@@ -482,12 +508,29 @@ class Storage:
         ):
             return
         try:
-            begun = self._begin_checkpoint()
+            pin, metas = self._pin_snapshot()
         except (OSError, lmdb.Error, StorageError) as exc:
             log.error("checkpoint not started: %s", exc)
             return
+        self._checkpointing = True
+        self._checkpoint_at = time.monotonic()
+        self._committer.call_in_order(functools.partial(self._rotate_then_checkpoint, pin, metas))
+
+    def _rotate_then_checkpoint(self, pin: lmdb.Transaction, metas: bytes) -> None:
+        """Syncer thread: later records go to a new segment; checkpoint in the background."""
+        try:
+            seq = self._wal.rotate()
+        except OSError as exc:
+            pin.abort()
+            self._checkpointing = False
+            log.error("checkpoint not started: %s", exc)
+            return
+        ckpt = checkpoint.Checkpoint(self._page_size, pin.id(), seq, metas)
         self._checkpointer = threading.Thread(
-            target=self._background_checkpoint, args=begun, name="ringkv-checkpoint", daemon=True
+            target=self._background_checkpoint,
+            args=(pin, ckpt),
+            name="ringkv-checkpoint",
+            daemon=True,
         )
         self._checkpointer.start()
 
@@ -500,6 +543,8 @@ class Storage:
                 CHECKPOINT_INTERVAL_S,
                 exc,
             )
+        finally:
+            self._checkpointing = False
 
     # -- reads (caller's thread; transactions closed before returning) -------
 
@@ -619,8 +664,17 @@ class Storage:
         """Why writes are refused until a restart (the log could not be written)."""
         return self._wal.failed
 
+    async def aclose(self) -> None:
+        """`close` from the event loop: queued writes are applied here, the rest
+        (waiting for them to persist, the last checkpoint) runs on a thread."""
+        self._committer.shut()
+        await asyncio.to_thread(self.close)
+
     def close(self) -> None:
-        """Finish queued writes, take a last checkpoint (the log is then empty), close."""
+        """Finish queued writes, take a last checkpoint (the log is then empty), close.
+
+        Call it on the event loop's thread, or once that loop writes no more
+        (`aclose` from a coroutine)."""
         if self.closed:
             return
         self.closed = True
@@ -628,7 +682,7 @@ class Storage:
         if self._checkpointer is not None:
             self._checkpointer.join()
         try:
-            self._finish_checkpoint(*self._begin_checkpoint())
+            self._checkpoint_now()
         except (OSError, lmdb.Error, StorageError) as exc:
             log.error("last checkpoint failed; the next start replays the log: %s", exc)
         if self._pin is not None:

@@ -171,7 +171,11 @@ class Wal:
         return seq
 
     def append(self, payload: bytes, *, sync: bool) -> None:
-        """Append one record; with `sync`, durable on return.
+        """Append one record (`append_many`)."""
+        self.append_many([payload], sync=sync)
+
+    def append_many(self, payloads: list[bytes], *, sync: bool) -> None:
+        """Append records in one write; with `sync`, durable on return.
 
         After a failed write or sync nothing more is appended (`failed`): a
         later record replayed without the one that failed would not restore a
@@ -182,7 +186,7 @@ class Wal:
             raise OSError(self.failed)
         if self._fd is None:
             raise WalError("the log has no open segment")
-        data = frame(payload)
+        data = b"".join([frame(payload) for payload in payloads])
         try:
             written = os.write(self._fd, data)
             if written != len(data):
