@@ -32,6 +32,7 @@ CHILD = textwrap.dedent(
 
     path, fsync, rounds, keys = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
     st.CHECKPOINT_INTERVAL_S = 3600.0  # none after the one taken at open
+    st.CHECKPOINT_GROWTH_SHARE = 1.0
 
     def put(key, rec):
         return lambda wt: wt.apply_lww(key, rec)[0]
@@ -224,3 +225,33 @@ def test_a_store_from_before_the_log_opens_as_it_was(tmp_path: Path) -> None:
     finally:
         s.close()
     assert checkpoint.load(str(db)) is not None
+
+
+async def test_a_growing_file_brings_the_next_checkpoint_forward(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages kept for the last checkpoint make the file grow; growth alone (no
+    time, little log) starts a checkpoint, which lets them be reused."""
+    monkeypatch.setattr(storage_mod, "CHECKPOINT_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(storage_mod, "CHECKPOINT_GROWTH_SHARE", 1 / 1024)  # 64 KiB of 64 MiB
+    s = Storage(str(tmp_path / "db"), map_size=64 << 20)
+    try:
+        first = s._wal.seq
+        for i in range(40):
+            await asyncio.gather(
+                *(
+                    s.write(
+                        put_op(
+                            b"g%d-%d" % (i, j), Record(Version(i * 100 + j + 1, "n1"), b"x" * 200)
+                        )
+                    )
+                    for j in range(20)
+                )
+            )
+        deadline = time.monotonic() + 10
+        while s._checkpointing:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert s._wal.seq > first
+    finally:
+        s.close()

@@ -5,7 +5,7 @@ its file may hold a meta page (the root of the newest snapshot) whose pages
 never reached the disk. A checkpoint therefore records one snapshot that is
 known to be whole:
 
-1. between two commits, the writer opens a read transaction on the snapshot
+1. between two commits, the event loop opens a read transaction on the snapshot
    just committed (LMDB never reuses a page a reader can still see, so that
    snapshot's pages stay exactly as they are until the reader goes) and copies
    the file's two meta pages, which describe it;

@@ -71,11 +71,15 @@ log = logging.getLogger("ringkv.storage")
 # from reuse (about a second of writes).
 CHECKPOINT_INTERVAL_S = 1.0
 CHECKPOINT_LOG_BYTES = 64 << 20
+# ... and when the file has grown by this share of the map since the last one
+# began: pages a checkpoint keeps from reuse make the file grow, and this
+# bounds how much of the map they can take under a heavy write load.
+CHECKPOINT_GROWTH_SHARE = 1 / 32
 _REPLAY_TXN_RECORDS = 512  # log records replayed per LMDB transaction at open
 
-# Writes queued for the writer thread beyond which it counts as behind. Each
-# transaction takes everything queued, and a node's clients and peers keep a
-# few dozen writes in flight, so a queue this deep is the writer losing
+# Writes waiting to be made durable beyond which the node counts as behind.
+# Each fsync takes everything waiting, and a node's clients and peers keep a
+# few dozen writes in flight, so a queue this deep is the disk losing
 # ground, not a burst; below it, nothing waits on it.
 BACKLOG_LIMIT = 128
 
@@ -335,6 +339,7 @@ class Storage:
         self._checkpointing = False  # one is under way (started on the loop, ended by its thread)
         self._checkpoint_at = 0.0  # when the last one began
         self._checkpointed_at = 0.0  # when the last one completed
+        self._pages_at_checkpoint = 0  # the file's size in pages when the last one began
         self._checkpoint_now()
         self._digests = self._rebuild_digests()
         self._records: list[bytes] = []  # log records of the batch being applied
@@ -359,15 +364,15 @@ class Storage:
         return self._committer.enqueue(op)
 
     def backlog(self) -> int:
-        """Writes queued for the writer thread and not yet in a transaction."""
+        """Writes queued and not yet durable (with fsync) or applied (without)."""
         return self._committer.backlog()
 
     def commit_running_s(self) -> float:
-        """Seconds the writer thread has spent on its current transaction (0: idle)."""
+        """Seconds the syncer has spent on its current log write and fsync (0: idle)."""
         return self._committer.busy_for()
 
     def backlogged(self) -> bool:
-        """The writer thread is behind (`BACKLOG_LIMIT`): coordinated writes wait
+        """The disk is behind (`BACKLOG_LIMIT`): coordinated writes wait
         for their local copy too, and anti-entropy waits for a quieter moment."""
         return self.backlog() >= BACKLOG_LIMIT
 
@@ -466,6 +471,7 @@ class Storage:
         if checkpoint.meta_txnid(metas, self._page_size) != pin.id():
             pin.abort()
             raise StorageError("LMDB's meta pages do not name the snapshot being checkpointed")
+        self._pages_at_checkpoint = self._env.info()["last_pgno"]
         return pin, metas
 
     def _checkpoint_now(self) -> None:
@@ -505,6 +511,7 @@ class Storage:
         if (
             time.monotonic() - self._checkpoint_at < CHECKPOINT_INTERVAL_S
             and self._wal.appended < CHECKPOINT_LOG_BYTES
+            and not self._grown_since_checkpoint()
         ):
             return
         try:
@@ -515,6 +522,11 @@ class Storage:
         self._checkpointing = True
         self._checkpoint_at = time.monotonic()
         self._committer.call_in_order(functools.partial(self._rotate_then_checkpoint, pin, metas))
+
+    def _grown_since_checkpoint(self) -> bool:
+        info = self._env.info()
+        grown = (info["last_pgno"] - self._pages_at_checkpoint) * self._page_size
+        return grown >= info["map_size"] * CHECKPOINT_GROWTH_SHARE
 
     def _rotate_then_checkpoint(self, pin: lmdb.Transaction, metas: bytes) -> None:
         """Syncer thread: later records go to a new segment; checkpoint in the background."""
