@@ -179,19 +179,6 @@ async def test_calls_in_order_run_between_the_syncs_before_and_after_them() -> N
         gc.close()
 
 
-async def test_without_durable_writers_are_answered_once_applied() -> None:
-    disk = Disk()
-    gc = committer(disk, durable=False)
-    try:
-        disk.gate.clear()  # the disk is stuck: the answer does not wait for it
-        assert await asyncio.wait_for(gc.submit(5), 1) == 10
-        assert disk.persisted == []
-        disk.gate.set()
-    finally:
-        gc.close()
-    assert disk.persisted == [[b"5"]]  # written behind, before close returned
-
-
 async def test_close_applies_and_persists_queued_writes_then_refuses() -> None:
     disk = Disk()
     gc = committer(disk)

@@ -17,8 +17,9 @@ instead of about 1, the node's own copy of its writes fell behind, and the
 handoffs cost 15-20% of the CPU of a replicated write. The syncer holds the
 GIL only to start a write and to hand the outcomes back.
 
-With `durable=False` (async durability) outcomes are handed back as soon as
-the batch is applied, and the syncer writes the records behind them.
+Every writer waits for `persist`, whatever the durability: with async
+durability it writes without an fsync, but an acknowledged write must still
+be in the log (the kernel's page cache) to survive a SIGKILL.
 
 This module knows nothing of LMDB: it is given `apply` and `persist`, and is
 tested with plain functions in their place. `enqueue` is called on the event
@@ -60,7 +61,7 @@ _STOP = object()
 
 class _Batch(NamedTuple):
     items: list[_Item]
-    outcomes: list[Outcome] | None  # None: already handed back (not durable)
+    outcomes: list[Outcome]
     records: list[bytes]  # what `persist` makes durable
     loop: asyncio.AbstractEventLoop
 
@@ -87,7 +88,6 @@ class GroupCommitter(Generic[Op]):
         apply: Callable[[list[Op]], tuple[list[Outcome], list[bytes]]],
         persist: Callable[[list[bytes]], None],
         *,
-        durable: bool = True,
         max_batch: int = 1024,
         on_batch: Callable[[int, float], None] | None = None,
         after_apply: Callable[[], None] | None = None,
@@ -97,7 +97,6 @@ class GroupCommitter(Generic[Op]):
             raise ValueError("max_batch must be at least 1")
         self._apply = apply
         self._persist = persist
-        self._durable = durable
         self._max_batch = max_batch
         self._on_batch = on_batch
         self._after_apply = after_apply
@@ -111,7 +110,7 @@ class GroupCommitter(Generic[Op]):
         self._thread.start()
 
     def backlog(self) -> int:
-        """Operations queued and not yet handed back (not durable yet, with `durable`)."""
+        """Operations queued and not yet handed back (not yet persisted)."""
         return self._waiting
 
     def busy_for(self) -> float:
@@ -148,21 +147,13 @@ class GroupCommitter(Generic[Op]):
             return
         for start in range(0, len(items), self._max_batch):
             chunk = items[start : start + self._max_batch]
-            started = time.perf_counter()
             try:
                 outcomes, records = self._apply([op for op, _ in chunk])
                 if len(outcomes) != len(chunk):
                     raise RuntimeError("apply returned the wrong number of outcomes")
             except BaseException as exc:  # a bug in apply fails its writers, nothing more
                 outcomes, records = [Outcome(error=exc)] * len(chunk), []
-            if self._durable:
-                self._queue.put(_Batch(chunk, outcomes, records, loop))
-            else:
-                if self._on_batch is not None:
-                    self._on_batch(len(chunk), time.perf_counter() - started)
-                self._hand_back(chunk, outcomes)
-                if records:
-                    self._queue.put(_Batch([], None, records, loop))
+            self._queue.put(_Batch(chunk, outcomes, records, loop))
         if self._after_apply is not None:
             self._after_apply()
 
@@ -231,12 +222,10 @@ class GroupCommitter(Generic[Op]):
             failure = exc
         finally:
             self._busy_since = None
-        if self._on_batch is not None and self._durable:
+        if self._on_batch is not None:
             self._on_batch(ops, time.perf_counter() - started)
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[list[_Item], list[Outcome]]]] = {}
         for batch in group:
-            if batch.outcomes is None:
-                continue
             outcomes = batch.outcomes
             if failure is not None:
                 outcomes = [Outcome(error=failure)] * len(batch.items)

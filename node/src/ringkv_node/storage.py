@@ -346,7 +346,6 @@ class Storage:
         self._committer: GroupCommitter[WriteOp] = GroupCommitter(
             self._apply_batch,
             self._persist,
-            durable=fsync,
             max_batch=max_batch,
             on_batch=on_batch,
             after_apply=self._maybe_checkpoint,
