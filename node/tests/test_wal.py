@@ -58,11 +58,11 @@ def test_frames_stop_at_a_torn_or_corrupt_frame() -> None:
 def test_segments_rotate_replay_in_order_and_drop(tmp_path: Path) -> None:
     log = wal.Wal(str(tmp_path))
     first = log.rotate()
-    log.append(b"a", sync=True)
-    log.append(b"b", sync=False)
+    log.append_many([b"a"], sync=True)
+    log.append_many([b"b"], sync=False)
     second = log.rotate()
     assert second == first + 1
-    log.append(b"c", sync=True)
+    log.append_many([b"c"], sync=True)
     assert list(log.records(first)) == [b"a", b"b", b"c"]
     assert list(log.records(second)) == [b"c"]
     log.drop_before(second)
@@ -76,10 +76,10 @@ def test_segments_rotate_replay_in_order_and_drop(tmp_path: Path) -> None:
 def test_replay_stops_at_the_first_torn_frame_across_segments(tmp_path: Path) -> None:
     log = wal.Wal(str(tmp_path))
     first = log.rotate()
-    log.append(b"a", sync=True)
-    log.append(b"lost", sync=True)
+    log.append_many([b"a"], sync=True)
+    log.append_many([b"lost"], sync=True)
     log.rotate()
-    log.append(b"after", sync=True)
+    log.append_many([b"after"], sync=True)
     log.close()
     path = tmp_path / f"wal-{first:016d}.log"
     path.write_bytes(path.read_bytes()[:-1])
@@ -91,15 +91,15 @@ def test_replay_stops_at_the_first_torn_frame_across_segments(tmp_path: Path) ->
 def test_after_a_failed_write_nothing_more_is_appended(tmp_path: Path) -> None:
     log = wal.Wal(str(tmp_path))
     seq = log.rotate()
-    log.append(b"kept", sync=True)
+    log.append_many([b"kept"], sync=True)
     fd = log._fd
     assert fd is not None
     os.close(fd)
     log._fd = os.open(os.devnull, os.O_RDONLY)  # the next write fails (EBADF)
     with pytest.raises(OSError, match="write-ahead log failed"):
-        log.append(b"x", sync=True)
+        log.append_many([b"x"], sync=True)
     assert log.failed is not None
     with pytest.raises(OSError, match="restart the node"):
-        log.append(b"y", sync=True)
+        log.append_many([b"y"], sync=True)
     log.close()
     assert list(wal.Wal(str(tmp_path)).records(seq)) == [b"kept"]

@@ -31,6 +31,8 @@ import time
 import zlib
 from typing import NamedTuple
 
+from ringkv_node.wal import sync_dir
+
 __all__ = [
     "FILE",
     "Checkpoint",
@@ -104,11 +106,7 @@ def save(directory: str, ckpt: Checkpoint) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    sync_dir(directory)
 
 
 def load(directory: str) -> Checkpoint | None:

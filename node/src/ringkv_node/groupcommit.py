@@ -133,7 +133,7 @@ class GroupCommitter(Generic[Op]):
         self._waiting += 1
         if len(self._pending) == 1:
             self._loop_of_pending = loop
-            loop.call_soon(self._apply_pending, loop)
+            loop.call_soon(self._apply_pending)
         return fut
 
     def call_in_order(self, fn: Callable[[], None]) -> None:
@@ -141,9 +141,10 @@ class GroupCommitter(Generic[Op]):
         (and before any applied later)."""
         self._queue.put(_Call(fn))
 
-    def _apply_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _apply_pending(self) -> None:
         items, self._pending = self._pending, []
-        if not items:  # `close` applied them already
+        loop = self._loop_of_pending
+        if not items or loop is None:  # `close` applied them already
             return
         for start in range(0, len(items), self._max_batch):
             chunk = items[start : start + self._max_batch]
@@ -167,8 +168,7 @@ class GroupCommitter(Generic[Op]):
         if self._closed:
             return
         self._closed = True
-        if self._pending and self._loop_of_pending is not None:
-            self._apply_pending(self._loop_of_pending)
+        self._apply_pending()
         self._queue.put(_STOP)
 
     def join(self, timeout: float = 30.0) -> None:

@@ -36,8 +36,9 @@ log = logging.getLogger("ringkv.node")
 
 RING_META_KEY = b"ring"
 BUSY_RETRY_S = 5.0  # next anti-entropy round after one that left buckets for later
-# One commit running this long means the disk has stalled: the node says it is
-# not ready, so Services stop sending it clients (a commit takes milliseconds).
+# One log write and fsync running this long means the disk has stalled: the
+# node says it is not ready, so Services stop sending it clients (one takes
+# milliseconds).
 WRITER_STALL_S = 10.0
 
 

@@ -470,12 +470,12 @@ class Storage:
         if checkpoint.meta_txnid(metas, self._page_size) != pin.id():
             pin.abort()
             raise StorageError("LMDB's meta pages do not name the snapshot being checkpointed")
+        self._checkpoint_at = time.monotonic()
         self._pages_at_checkpoint = self._env.info()["last_pgno"]
         return pin, metas
 
     def _checkpoint_now(self) -> None:
         """A whole checkpoint while nothing writes (at open and at close)."""
-        self._checkpoint_at = time.monotonic()
         pin, metas = self._pin_snapshot()
         try:
             seq = self._wal.rotate()
@@ -519,7 +519,6 @@ class Storage:
             log.error("checkpoint not started: %s", exc)
             return
         self._checkpointing = True
-        self._checkpoint_at = time.monotonic()
         self._committer.call_in_order(functools.partial(self._rotate_then_checkpoint, pin, metas))
 
     def _grown_since_checkpoint(self) -> bool:

@@ -33,6 +33,7 @@ __all__ = [
     "decode",
     "encode",
     "frames",
+    "sync_dir",
 ]
 
 MAGIC = b"RKVWAL1\n"
@@ -161,7 +162,7 @@ class Wal:
         try:
             os.write(fd, MAGIC)
             os.fdatasync(fd)
-            _sync_dir(self.path)
+            sync_dir(self.path)
         except BaseException:
             os.close(fd)
             raise
@@ -169,10 +170,6 @@ class Wal:
         if old is not None:
             os.close(old)
         return seq
-
-    def append(self, payload: bytes, *, sync: bool) -> None:
-        """Append one record (`append_many`)."""
-        self.append_many([payload], sync=sync)
 
     def append_many(self, payloads: list[bytes], *, sync: bool) -> None:
         """Append records in one write; with `sync`, durable on return.
@@ -198,10 +195,6 @@ class Wal:
             raise OSError(self.failed) from exc
         self.appended += written
 
-    def sync(self) -> None:
-        if self._fd is not None and self.failed is None:
-            os.fdatasync(self._fd)
-
     def drop_before(self, seq: int) -> None:
         """Delete the segments older than `seq` (a checkpoint covers them)."""
         for old in self.segments():
@@ -214,7 +207,8 @@ class Wal:
             self._fd = None
 
 
-def _sync_dir(path: str) -> None:
+def sync_dir(path: str) -> None:
+    """Make a directory's entries (a file created, renamed or deleted) durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
