@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
-SOURCES := client/src node/src
+SOURCES := client/src node/src operator/src
 PYTEST_ARGS ?=
 RUN_NODES ?= 3
 RUN_PORT ?= 7100
@@ -23,7 +23,7 @@ help: ## Show this help
 
 ##@ Development
 
-$(STAMP): client/pyproject.toml node/pyproject.toml requirements-dev.txt $(wildcard e2e/requirements.txt) scripts/bootstrap.sh
+$(STAMP): client/pyproject.toml node/pyproject.toml operator/pyproject.toml requirements-dev.txt $(wildcard e2e/requirements.txt) scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
 	@touch $@
 

@@ -30,4 +30,4 @@ fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check -U pip
 reqs=(-r requirements-dev.txt)
 [ -f e2e/requirements.txt ] && reqs+=(-r e2e/requirements.txt)
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e client -e node "${reqs[@]}"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e client -e node -e operator "${reqs[@]}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ringkv._core import Request, decode
@@ -35,6 +35,14 @@ class Rebalancer:
 
     def ring(self, url: str) -> Ring:
         return Ring.from_dict(self._call("GET", f"{url}/v1/ring"))
+
+    def status(self, url: str) -> dict[str, Any]:
+        """One node's `GET /v1/status`."""
+        return dict(self._call("GET", f"{url}/v1/status"))
+
+    def progress(self, url: str) -> dict[str, Any]:
+        """One node's `GET /admin/v1/rebalance`."""
+        return dict(self._call("GET", f"{url}/admin/v1/rebalance"))
 
     def views(self, urls: dict[str, str]) -> tuple[dict[str, NodeView], dict[str, Any]]:
         views: dict[str, NodeView] = {}
@@ -69,18 +77,32 @@ class Rebalancer:
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"rebalance to epoch {target.epoch} not done: {step.reason}")
-            for node in step.nodes if step.action != "wait" else ():
-                url = urls[node]
-                try:
-                    if step.action == "join":
-                        self._call("POST", f"{url}/admin/v1/ring/join", target.to_dict())
-                    else:
-                        self._call(
-                            "POST", f"{url}/admin/v1/ring/{step.action}", {"epoch": target.epoch}
-                        )
-                except (TransportError, ResponseError):
-                    pass  # seen again in the next round of views
+            self.act(step, target, urls)
             time.sleep(0.2)
+
+    def act(self, step: Step, target: Ring, urls: Mapping[str, str]) -> list[str]:
+        """Ask `step.nodes` to do `step.action` towards `target`; return the errors.
+
+        A node that fails is seen again in the next round of views, so errors
+        are reported, not raised. `urls` maps node ids to where to reach them.
+        """
+        errors = []
+        for node in step.nodes if step.action in ("join", "stream", "commit") else ():
+            url = urls[node]
+            try:
+                if step.action == "join":
+                    self._call("POST", f"{url}/admin/v1/ring/join", target.to_dict())
+                else:
+                    self._call(
+                        "POST", f"{url}/admin/v1/ring/{step.action}", {"epoch": target.epoch}
+                    )
+            except (TransportError, ResponseError) as exc:
+                errors.append(f"{node}: {exc}")
+        return errors
+
+    def abort(self, url: str, epoch: int) -> None:
+        """Drop a joining ring on one node (a no-op when it holds no such ring)."""
+        self._call("POST", f"{url}/admin/v1/ring/abort", {"epoch": epoch})
 
     def resume(self, seed_url: str, **kwargs: Any) -> Ring | None:
         """Finish a rebalance some earlier driver left half done; return its ring."""

@@ -1,0 +1,521 @@
+"""The CustomResourceDefinitions, as data: the one source of the CRD YAML.
+
+`python -m ringkv_operator.crds DIR` (what `make crds` runs) writes them to
+`operator/crds/`, from where `manifests/` and the chart take them; a test
+fails when the committed files differ from what this module builds. Every
+field has a description (`kubectl explain kvc.spec.storage`), defaults come
+from `model.ClusterSpec`, and what the schema cannot say is a CEL rule whose
+message names the field. Pure: no kopf, no kubernetes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ringkv_operator.model import (
+    BACKUP_KIND,
+    BACKUP_PLURAL,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    ClusterSpec,
+)
+
+__all__ = ["kvbackup_crd", "kvcluster_crd", "render", "write"]
+
+_D = ClusterSpec()
+Schema = dict[str, Any]
+
+
+def _obj(description: str, properties: dict[str, Schema], **extra: Any) -> Schema:
+    return {"type": "object", "description": description, "properties": properties, **extra}
+
+
+def _str(description: str, **extra: Any) -> Schema:
+    return {"type": "string", "description": description, **extra}
+
+
+def _int(description: str, **extra: Any) -> Schema:
+    return {"type": "integer", "description": description, **extra}
+
+
+def _bool(description: str, default: bool) -> Schema:
+    return {"type": "boolean", "description": description, "default": default}
+
+
+def _free(description: str, kind: str = "object") -> Schema:
+    """A Kubernetes type we pass through as it is (validated where it lands)."""
+    doc: Schema = {"type": kind, "description": description}
+    if kind == "object":
+        doc["x-kubernetes-preserve-unknown-fields"] = True
+    else:
+        doc["items"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return doc
+
+
+_LEVEL = ["one", "quorum", "all"]
+_POWERS_OF_TWO = [1 << i for i in range(17)]
+_QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+# Pods are <name>-<i>, the headless Service <name>-peers, and the StatefulSet
+# controller labels pods <name>-<10-char hash>: all must be DNS labels (63).
+_NAME_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {
+            "type": "string",
+            "maxLength": 52,
+            "pattern": "^[a-z]([-a-z0-9]*[a-z0-9])?$",
+        }
+    },
+}
+
+
+def _destination(description: str) -> Schema:
+    return _obj(
+        description,
+        {
+            "pvc": _obj(
+                "A PersistentVolumeClaim in the cluster's namespace; backups go under it.",
+                {"claimName": _str("The claim's name.", minLength=1)},
+                required=["claimName"],
+            ),
+            "s3": _obj(
+                "S3-compatible object storage.",
+                {
+                    "bucket": _str("The bucket.", minLength=1),
+                    "prefix": _str("Key prefix of the backups in the bucket.", default=""),
+                    "endpoint": _str("Endpoint URL (empty: AWS's own for the region)."),
+                    "region": _str("Region.", default="us-east-1"),
+                    "pathStyle": _bool("Address the bucket in the path, not the host.", False),
+                    "secretName": _str("Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."),
+                },
+                required=["bucket"],
+            ),
+        },
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.pvc) != has(self.s3)",
+                    "message": "destination must name exactly one of pvc or s3",
+                }
+            ]
+        },
+    )
+
+
+def _kvcluster_spec() -> Schema:
+    return _obj(
+        "The desired state of a ringkv cluster. The operator never writes it.",
+        {
+            "replicas": _int(
+                "Storage pods. Scaling moves data onto new pods, or off removed pods before "
+                "they go.",
+                minimum=1,
+                maximum=1000,
+                default=_D.replicas,
+            ),
+            "replicationFactor": _int(
+                "N: copies of every key, each on another pod (and zone where it can). "
+                "At most `replicas`; fixed when the cluster is created.",
+                minimum=1,
+                maximum=7,
+                default=_D.replication_factor,
+                **{
+                    "x-kubernetes-validations": [
+                        {"rule": "self == oldSelf", "message": "replicationFactor is immutable"}
+                    ]
+                },
+            ),
+            "partitions": _int(
+                "Q: the hash ring's partitions, a power of two; fixed when the cluster is created.",
+                enum=_POWERS_OF_TWO,
+                default=_D.partitions,
+                **{
+                    "x-kubernetes-validations": [
+                        {"rule": "self == oldSelf", "message": "partitions is immutable"}
+                    ]
+                },
+            ),
+            "image": _str(
+                "The ringkv-node image. Empty: the operator's default (its --node-image), so "
+                "that upgrading the operator upgrades such clusters. A change rolls the pods "
+                "one at a time."
+            ),
+            "imagePullPolicy": _str(
+                "The node container's image pull policy.",
+                enum=["Always", "IfNotPresent", "Never"],
+                default=_D.image_pull_policy,
+            ),
+            "storage": _obj(
+                "Each pod's PersistentVolumeClaim.",
+                {
+                    "size": _str(
+                        "Requested size. May grow (the claims are expanded where the "
+                        "StorageClass allows it), never shrink.",
+                        pattern=_QUANTITY_PATTERN,
+                        default=_D.storage_size,
+                    ),
+                    "storageClassName": _str(
+                        "The StorageClass; empty: the cluster's default.", nullable=True
+                    ),
+                    "reclaimPolicy": _str(
+                        "What happens to the claim of a pod removed by a scale down, and to "
+                        "every claim when the KVCluster is deleted: Retain keeps it, Delete "
+                        "deletes it.",
+                        enum=["Retain", "Delete"],
+                        default=_D.reclaim_policy,
+                    ),
+                },
+                default={},
+                **{
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "!has(oldSelf.size) || !has(self.size) || "
+                            "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
+                            "message": "storage.size may grow but not shrink",
+                            "fieldPath": ".size",
+                        }
+                    ]
+                },
+            ),
+            "resources": _free("The node container's resources (requests and limits)."),
+            "consistency": _obj(
+                "Default consistency levels of requests that name none.",
+                {
+                    "read": _str(
+                        "Replicas a read asks: one, quorum or all.",
+                        enum=_LEVEL,
+                        default=_D.read_consistency,
+                    ),
+                    "write": _str(
+                        "Replicas that acknowledge a write: one, quorum or all.",
+                        enum=_LEVEL,
+                        default=_D.write_consistency,
+                    ),
+                },
+                default={},
+            ),
+            "durability": _str(
+                "fsync: a write is acknowledged once it is on disk. async: once the kernel "
+                "has it (survives a pod crash, not a machine's power loss).",
+                enum=["fsync", "async"],
+                default=_D.durability,
+            ),
+            "auth": _obj(
+                "The cluster token, which clients and nodes present as a Bearer token.",
+                {
+                    "secretName": _str(
+                        "A Secret in this namespace whose `token` key is the token. Empty: "
+                        "the operator generates <name>-auth.",
+                        nullable=True,
+                    )
+                },
+                default={},
+            ),
+            "zones": _obj(
+                "Spreading replicas over failure domains.",
+                {
+                    "topologyKey": _str(
+                        "The node label naming a pod's zone: pods spread over its values, "
+                        "and the N replicas of a partition go to distinct zones where they "
+                        "can.",
+                        default=_D.zone_key,
+                    )
+                },
+                default={},
+            ),
+            "scheduling": _obj(
+                "Where the storage pods may run.",
+                {
+                    "nodeSelector": {
+                        "type": "object",
+                        "description": "Node labels the pods require.",
+                        "additionalProperties": {"type": "string"},
+                    },
+                    "tolerations": _free("Tolerations of the pods.", "array"),
+                    "priorityClassName": _str("The pods' PriorityClass.", nullable=True),
+                },
+                default={},
+            ),
+            "env": _free(
+                "Extra environment variables of the node container (RINGKV_* settings of "
+                "docs/design.md §3a, §7.3); they win over the operator's own.",
+                "array",
+            ),
+            "paused": _bool(
+                "Stop reconciling this cluster (maintenance): nothing is created, changed or "
+                "rebalanced until it is false again.",
+                _D.paused,
+            ),
+            "pdb": _obj(
+                "The PodDisruptionBudget (maxUnavailable from N and the consistency levels).",
+                {"enabled": _bool("Create it.", _D.pdb_enabled)},
+                default={},
+            ),
+        },
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.replicationFactor <= self.replicas",
+                    "message": "replicationFactor must not exceed replicas",
+                    "fieldPath": ".replicationFactor",
+                }
+            ]
+        },
+    )
+
+
+def _condition_list() -> Schema:
+    return {
+        "type": "array",
+        "description": "Ready, Progressing, Degraded and Rebalancing, as Kubernetes conditions.",
+        "items": _obj(
+            "A condition.",
+            {
+                "type": _str("Its type."),
+                "status": _str("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+                "reason": _str("A CamelCase reason."),
+                "message": _str("For people."),
+                "lastTransitionTime": _str("When status last changed.", format="date-time"),
+                "observedGeneration": _int("The spec generation it was set for."),
+            },
+            required=["type", "status"],
+        ),
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+    }
+
+
+def _kvcluster_status() -> Schema:
+    return _obj(
+        "What the operator observed and did. Only the operator writes it.",
+        {
+            "phase": _str(
+                "Pending, Ready, Scaling, Rebalancing, Upgrading, Degraded, Paused or Failed."
+            ),
+            "phaseSince": _str("When the phase last changed.", format="date-time"),
+            "message": _str("What the operator does or waits for now."),
+            "replicas": _int("Storage pods that exist (the scale subresource reads it)."),
+            "readyReplicas": _int("Storage pods that are Ready."),
+            "selector": _str("The pods' label selector (for the scale subresource)."),
+            "ringEpoch": _int("The committed ring's epoch: it grows by one per rebalance."),
+            "members": _int("Members of the committed ring."),
+            "image": _str("The node image the pods run or roll to."),
+            "observedGeneration": _int("The spec generation this status describes."),
+            "rebalance": _obj(
+                "The membership change in progress, or the last one.",
+                {
+                    "state": _str("Joining, Streaming, Committing, Draining or Done."),
+                    "fromEpoch": _int("Epoch of the ring before."),
+                    "toEpoch": _int("Epoch of the ring after."),
+                    "fromMembers": _int("Members before."),
+                    "toMembers": _int("Members after."),
+                    "partitionsMoved": _int("Partition copies streamed so far."),
+                    "partitionsTotal": _int("Partition copies to stream."),
+                    "startedAt": _str("When it started.", format="date-time"),
+                    "completedAt": _str("When the ring was committed.", format="date-time"),
+                },
+            ),
+            "upgrade": _obj(
+                "The rolling update in progress, or the last one.",
+                {
+                    "revision": _str("The StatefulSet revision pods roll to."),
+                    "updated": _int("Pods at that revision."),
+                    "partition": _int("The StatefulSet's rollingUpdate partition."),
+                },
+            ),
+            "convergence": _obj(
+                "Summed from the nodes' /v1/status.",
+                {
+                    "hintBacklog": _int("Hinted writes waiting for their replica."),
+                    "partitionsOutOfSync": _int(
+                        "Partitions whose replicas differed in the nodes' last anti-entropy rounds."
+                    ),
+                    "lastAntiEntropy": _str(
+                        "When the least recent node finished its last anti-entropy round.",
+                        format="date-time",
+                    ),
+                },
+            ),
+            "lastBackup": _obj(
+                "The last completed KVBackup.",
+                {
+                    "name": _str("The KVBackup."),
+                    "completedAt": _str("When it completed.", format="date-time"),
+                },
+            ),
+            "conditions": _condition_list(),
+        },
+    )
+
+
+def _crd(
+    plural: str,
+    kind: str,
+    short: str,
+    spec: Schema,
+    status: Schema,
+    columns: list[dict[str, Any]],
+    subresources: dict[str, Any],
+    metadata: Schema,
+) -> dict[str, Any]:
+    schema: Schema = {
+        "type": "object",
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": metadata,
+            "spec": spec,
+            "status": status,
+        },
+        "required": ["spec"],
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "ringkv", "app.kubernetes.io/part-of": "ringkv"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "plural": plural,
+                "singular": kind.lower(),
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "shortNames": [short],
+                "categories": ["ringkv"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": subresources,
+                    "additionalPrinterColumns": columns,
+                }
+            ],
+        },
+    }
+
+
+def _column(name: str, kind: str, path: str, description: str = "") -> dict[str, Any]:
+    col = {"name": name, "type": kind, "jsonPath": path}
+    if description:
+        col["description"] = description
+    return col
+
+
+def kvcluster_crd() -> dict[str, Any]:
+    return _crd(
+        PLURAL,
+        KIND,
+        "kvc",
+        _kvcluster_spec(),
+        _kvcluster_status(),
+        [
+            _column("Replicas", "integer", ".spec.replicas", "Desired storage pods"),
+            _column("Ready", "integer", ".status.readyReplicas", "Ready storage pods"),
+            _column("Phase", "string", ".status.phase"),
+            _column("Epoch", "integer", ".status.ringEpoch", "Committed ring epoch"),
+            _column("LastBackup", "date", ".status.lastBackup.completedAt"),
+            _column("Age", "date", ".metadata.creationTimestamp"),
+        ],
+        {
+            "status": {},
+            "scale": {
+                "specReplicasPath": ".spec.replicas",
+                "statusReplicasPath": ".status.replicas",
+                "labelSelectorPath": ".status.selector",
+            },
+        },
+        _NAME_SCHEMA,
+    )
+
+
+def kvbackup_crd() -> dict[str, Any]:
+    spec = _obj(
+        "A backup of one KVCluster in this namespace.",
+        {
+            "cluster": _str("The KVCluster to back up.", minLength=1),
+            "destination": _destination("Where the backup goes."),
+            "verify": _str(
+                "none, or restore: restore the backup into a throw-away store and compare it "
+                "with its manifest.",
+                enum=["none", "restore"],
+                default="none",
+            ),
+        },
+        required=["cluster", "destination"],
+        **{
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "a KVBackup's spec is immutable"}
+            ]
+        },
+    )
+    status = _obj(
+        "What the backup did.",
+        {
+            "phase": _str("Pending, Running, Completed or Failed."),
+            "message": _str("For people."),
+            "startedAt": _str("When it started.", format="date-time"),
+            "completedAt": _str("When it completed.", format="date-time"),
+            "location": _str("Where its manifest is."),
+            "sizeBytes": _int("Bytes written."),
+            "keys": _int("Records in it."),
+            "partitions": _int("Partitions in it."),
+            "verified": _str("The restore drill's result, when one ran."),
+            "conditions": _condition_list(),
+        },
+    )
+    return _crd(
+        BACKUP_PLURAL,
+        BACKUP_KIND,
+        "kvb",
+        spec,
+        status,
+        [
+            _column("Cluster", "string", ".spec.cluster"),
+            _column("Phase", "string", ".status.phase"),
+            _column("Keys", "integer", ".status.keys"),
+            _column("Size", "integer", ".status.sizeBytes"),
+            _column("Completed", "date", ".status.completedAt"),
+            _column("Age", "date", ".metadata.creationTimestamp"),
+        ],
+        {"status": {}},
+        {"type": "object"},
+    )
+
+
+def all_crds() -> list[dict[str, Any]]:
+    return [kvcluster_crd(), kvbackup_crd()]
+
+
+HEADER = "# Generated by `make crds` from operator/src/ringkv_operator/crds.py: do not edit.\n"
+
+
+def render(crd: dict[str, Any]) -> str:
+    return HEADER + str(yaml.safe_dump(crd, sort_keys=False, width=100, allow_unicode=True))
+
+
+def files() -> dict[str, str]:
+    """File name -> YAML text of every CRD."""
+    return {f"{c['spec']['names']['plural']}.yaml": render(c) for c in all_crds()}
+
+
+def write(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files().items():
+        (directory / name).write_text(text)
+
+
+if __name__ == "__main__":
+    write(Path(sys.argv[1] if len(sys.argv) > 1 else "operator/crds"))
