@@ -141,3 +141,11 @@ def test_ownership() -> None:
 )
 def test_matches_truth_table(want: Any, have: Any, same: bool) -> None:
     assert matches(want, have) is same
+
+
+def test_a_widened_service_selector_is_narrowed_back() -> None:
+    desired = builders.client_service(CLUSTER)
+    live = served(desired)
+    live["spec"]["selector"]["app"] = "elsewhere"
+    patch = diff(desired, live)
+    assert patch == {"spec": {"selector": {**desired["spec"]["selector"], "app": None}}}

@@ -6,7 +6,6 @@ from dataclasses import replace
 from typing import Any
 
 from ringkv.ring import Member, Ring, initial_ring, rebalance
-
 from ringkv_operator.model import parse_cluster
 from ringkv_operator.plan import (
     DRAIN_TIMEOUT_S,

@@ -32,7 +32,7 @@ IMMUTABLE: dict[str, tuple[tuple[str, ...], ...]] = {
         ("spec", "serviceName"),
         ("spec", "podManagementPolicy"),
     ),
-    "Service": (("spec", "clusterIP"), ("spec", "selector")),
+    "Service": (("spec", "clusterIP"),),
     "PodDisruptionBudget": (),
     # A Secret we generated keeps its token for good: rotating it means new
     # pods and a restart of every client, which is the user's call.
@@ -46,6 +46,11 @@ IMMUTABLE: dict[str, tuple[tuple[str, ...], ...]] = {
 REPLACE: dict[str, tuple[tuple[str, ...], ...]] = {
     "StatefulSet": (("spec", "template", "spec"),),
     "PodDisruptionBudget": (("spec",),),
+}
+# Maps the server fills nothing into, compared key for key: an extra key is a
+# difference (a Service's selector widened by hand selects other pods).
+EXACT: dict[str, tuple[tuple[str, ...], ...]] = {
+    "Service": (("spec", "selector"),),
 }
 
 
@@ -121,19 +126,27 @@ def _patch(
     have: Mapping[str, Any],
     replace: tuple[tuple[str, ...], ...] = (),
     path: tuple[str, ...] = (),
+    exact: tuple[tuple[str, ...], ...] = (),
 ) -> dict[str, Any]:
     """A merge patch setting what differs: maps recurse, anything else is replaced whole."""
     out: dict[str, Any] = {}
     for key, value in want.items():
         current = have.get(key) if isinstance(have, Mapping) else None
-        if matches(value, current):
-            continue
         here = (*path, key)
+        if here in exact:
+            if value != current:
+                out[key] = _replace(value, current or {}) if isinstance(value, Mapping) else value
+            continue
+        inside = any(e[: len(here)] == here for e in exact)
+        if matches(value, current) and not inside:
+            continue
         if isinstance(value, Mapping) and isinstance(current, Mapping):
             if here in replace:
                 out[key] = _replace(value, current)
             else:
-                out[key] = _patch(value, current, replace, here)
+                sub = _patch(value, current, replace, here, exact)
+                if sub:
+                    out[key] = sub
         else:
             out[key] = value
     return out
@@ -164,7 +177,7 @@ def diff(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any] 
     if meta_patch:
         patch["metadata"] = meta_patch
     body = {k: v for k, v in want.items() if k not in ("apiVersion", "kind", "metadata", "status")}
-    patch.update(_patch(body, live, REPLACE.get(kind, ())))
+    patch.update(_patch(body, live, REPLACE.get(kind, ()), (), EXACT.get(kind, ())))
     return patch or None
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
 from collections.abc import Mapping
 from typing import Any
@@ -52,7 +53,8 @@ def api_client() -> k8s_client.ApiClient:
         k8s_config.load_incluster_config()
         return k8s_client.ApiClient()
     except k8s_config.ConfigException:
-        return k8s_config.new_client_from_config()
+        # Read $KUBECONFIG now: the client's default was fixed when it was imported.
+        return k8s_config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
 
 
 class Kube:
