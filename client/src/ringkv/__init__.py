@@ -12,6 +12,9 @@ from ringkv.errors import (
     AuthError,
     BadRequestError,
     ConflictError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    InvalidRequestError,
     NoRingError,
     NotEnoughReplicasError,
     NotFoundError,
@@ -21,8 +24,9 @@ from ringkv.errors import (
     TimeoutError,
     TransportError,
     UnavailableError,
+    ValueTypeError,
 )
-from ringkv.keys import DEFAULT_LIMITS, InvalidKeyError, Limits, encode_key
+from ringkv.keys import DEFAULT_LIMITS, Limits, encode_key
 from ringkv.ring import Member, Ring
 from ringkv.versions import HLC, Version, parse_version
 
@@ -38,7 +42,9 @@ __all__ = [
     "Batch",
     "Client",
     "ConflictError",
+    "InvalidArgumentError",
     "InvalidKeyError",
+    "InvalidRequestError",
     "Limits",
     "Member",
     "NoRingError",
@@ -52,6 +58,7 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "UnavailableError",
+    "ValueTypeError",
     "Version",
     "__version__",
     "encode_key",

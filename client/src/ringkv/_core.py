@@ -18,11 +18,13 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from ringkv.errors import (
+    InvalidArgumentError,
     NoRingError,
     NotEnoughReplicasError,
     ResponseError,
     TransportError,
     UnavailableError,
+    ValueTypeError,
     error_for,
 )
 from ringkv.keys import Limits, encode_key
@@ -86,7 +88,9 @@ def _query(**params: object) -> str:
 
 def _check_level(consistency: str | None) -> None:
     if consistency is not None and consistency not in CONSISTENCY_LEVELS:
-        raise ValueError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        raise InvalidArgumentError(
+            f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}; got {consistency!r}"
+        )
 
 
 def to_bytes(value: bytes | str) -> bytes:
@@ -94,7 +98,7 @@ def to_bytes(value: bytes | str) -> bytes:
         return value.encode("utf-8")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
-    raise TypeError(f"values are bytes or str, not {type(value).__name__}")
+    raise ValueTypeError(f"values are bytes or str, not {type(value).__name__}")
 
 
 def key_call(
@@ -109,10 +113,14 @@ def key_call(
     raw = encode_key(key, limits)
     _check_level(consistency)
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
-        raise ValueError("ttl must be a whole number of seconds >= 1")
+        raise InvalidArgumentError("ttl must be a whole number of seconds >= 1")
     body = None if value is None else to_bytes(value)
     if body is not None and len(body) > limits.max_value_bytes:
-        raise ValueError(f"value is {len(body)} bytes; the limit is {limits.max_value_bytes}")
+        raise InvalidArgumentError(
+            f"value is {len(body)} bytes; the limit is {limits.max_value_bytes}",
+            status=413,
+            code="too_large",
+        )
     path = "/v1/kv/" + quote(raw, safe="") + _query(consistency=consistency, ttl=ttl)
     return Call(method, path, raw, body)
 
@@ -127,9 +135,13 @@ def batch_call(
     """A /v1/batch call; ops are (op, key, value, ttl) with op "put" or "delete"."""
     _check_level(consistency)
     if not ops:
-        raise ValueError("a batch needs at least one op")
+        raise InvalidArgumentError("a batch needs at least one op")
     if len(ops) > limits.max_batch_ops:
-        raise ValueError(f"{len(ops)} ops; a batch holds at most {limits.max_batch_ops}")
+        raise InvalidArgumentError(
+            f"{len(ops)} ops; a batch holds at most {limits.max_batch_ops}",
+            status=413,
+            code="too_large",
+        )
     doc_ops = []
     first_key = None
     for op, key, value, ttl in ops:
@@ -141,7 +153,7 @@ def batch_call(
             if ttl is not None:
                 item["ttl"] = ttl
         elif op != "delete":
-            raise ValueError(f"batch op must be put or delete, not {op!r}")
+            raise InvalidArgumentError(f"batch op must be put or delete, not {op!r}")
         doc_ops.append(item)
     doc: dict[str, Any] = {"ops": doc_ops, "atomic": atomic}
     if consistency:

@@ -56,9 +56,7 @@ def key_or_error(key: str | bytes, limits: Limits) -> bytes:
     try:
         return encode_key(key, limits)
     except InvalidKeyError as exc:
-        if "limit" in str(exc):
-            raise ApiError(413, "key_too_large", str(exc)) from None
-        raise ApiError.bad_request(str(exc), "invalid_key") from None
+        raise ApiError(exc.status, exc.code, exc.message) from None
 
 
 def parse_consistency(value: str | None) -> str | None:
