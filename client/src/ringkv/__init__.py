@@ -5,7 +5,7 @@ kv = Client("http://127.0.0.1:7100")
 kv.put("k", b"v"); kv.get("k"); kv.delete("k"); kv.keys(prefix="user:")
 """
 
-from ringkv._core import RetryPolicy
+from ringkv._core import Entry, RetryPolicy
 from ringkv.aio import AsyncBatch, AsyncClient
 from ringkv.client import Batch, Client
 from ringkv.errors import (
@@ -42,6 +42,7 @@ __all__ = [
     "Batch",
     "Client",
     "ConflictError",
+    "Entry",
     "InvalidArgumentError",
     "InvalidKeyError",
     "InvalidRequestError",

@@ -12,9 +12,9 @@ import base64
 import contextlib
 import json
 import random
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from ringkv.errors import (
@@ -32,6 +32,7 @@ from ringkv.ring import Ring
 
 __all__ = [
     "Call",
+    "Entry",
     "Request",
     "Response",
     "RetryPolicy",
@@ -43,6 +44,7 @@ __all__ = [
 
 EPOCH_HEADER = "x-ringkv-epoch"
 VERSION_HEADER = "x-ringkv-version"
+EXPIRES_HEADER = "x-ringkv-expires"  # absolute expiry, unix ms (keys with a TTL only)
 CONSISTENCY_LEVELS = ("one", "quorum", "all")
 
 
@@ -101,6 +103,16 @@ def to_bytes(value: bytes | str) -> bytes:
     raise ValueTypeError(f"values are bytes or str, not {type(value).__name__}")
 
 
+def _check_expiry(ttl: int | None, expires_ms: int | None) -> None:
+    for name, what, number in (("ttl", "seconds", ttl), ("expires_ms", "unix ms", expires_ms)):
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int) or number < 1
+        ):
+            raise InvalidArgumentError(f"{name} must be a whole number of {what} >= 1")
+    if ttl is not None and expires_ms is not None:
+        raise InvalidArgumentError("give ttl or expires_ms, not both")
+
+
 def key_call(
     method: str,
     key: str | bytes,
@@ -109,11 +121,11 @@ def key_call(
     value: bytes | str | None = None,
     consistency: str | None = None,
     ttl: int | None = None,
+    expires_ms: int | None = None,
 ) -> Call:
     raw = encode_key(key, limits)
     _check_level(consistency)
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
-        raise InvalidArgumentError("ttl must be a whole number of seconds >= 1")
+    _check_expiry(ttl, expires_ms)
     body = None if value is None else to_bytes(value)
     if body is not None and len(body) > limits.max_value_bytes:
         raise InvalidArgumentError(
@@ -121,8 +133,8 @@ def key_call(
             status=413,
             code="too_large",
         )
-    path = "/v1/kv/" + quote(raw, safe="") + _query(consistency=consistency, ttl=ttl)
-    return Call(method, path, raw, body)
+    query = _query(consistency=consistency, ttl=ttl, expires=expires_ms)
+    return Call(method, "/v1/kv/" + quote(raw, safe="") + query, raw, body)
 
 
 def batch_call(
@@ -132,7 +144,7 @@ def batch_call(
     atomic: bool = False,
     consistency: str | None = None,
 ) -> Call:
-    """A /v1/batch call; ops are (op, key, value, ttl) with op "put" or "delete"."""
+    """A /v1/batch call; ops are (op, key, value, ttl, expires_ms), op "put" or "delete"."""
     _check_level(consistency)
     if not ops:
         raise InvalidArgumentError("a batch needs at least one op")
@@ -144,14 +156,17 @@ def batch_call(
         )
     doc_ops = []
     first_key = None
-    for op, key, value, ttl in ops:
+    for op, key, value, ttl, expires_ms in ops:
         raw = encode_key(key, limits)
         first_key = first_key or raw
         item: dict[str, Any] = {"op": op, "key": raw.decode()}
         if op == "put":
             item["value"] = base64.b64encode(to_bytes(value or b"")).decode()
+            _check_expiry(ttl, expires_ms)
             if ttl is not None:
                 item["ttl"] = ttl
+            if expires_ms is not None:
+                item["expires"] = expires_ms
         elif op != "delete":
             raise InvalidArgumentError(f"batch op must be put or delete, not {op!r}")
         doc_ops.append(item)
@@ -163,7 +178,7 @@ def batch_call(
     return Call("POST", "/v1/batch", first_key if atomic else None, body, "application/json")
 
 
-BatchOp = tuple[str, "str | bytes", "bytes | str | None", "int | None"]
+BatchOp = tuple[str, "str | bytes", "bytes | str | None", "int | None", "int | None"]
 
 
 class BatchOps:
@@ -175,13 +190,29 @@ class BatchOps:
         self.ops: list[BatchOp] = []
         self.results: list[dict[str, Any]] | None = None
 
-    def put(self, key: str | bytes, value: bytes | str, *, ttl: int | None = None) -> Any:
-        self.ops.append(("put", key, value, ttl))
+    def put(
+        self,
+        key: str | bytes,
+        value: bytes | str,
+        *,
+        ttl: int | None = None,
+        expires_ms: int | None = None,
+    ) -> Any:
+        """Queue a put; `ttl` (seconds) or `expires_ms` (absolute, unix ms) expire it."""
+        self.ops.append(("put", key, value, ttl, expires_ms))
         return self
 
     def delete(self, key: str | bytes) -> Any:
-        self.ops.append(("delete", key, None, None))
+        self.ops.append(("delete", key, None, None, None))
         return self
+
+
+def put_ops(items: Mapping[str, bytes | str], ttl: int | None) -> list[BatchOp]:
+    return [("put", k, v, ttl, None) for k, v in items.items()]
+
+
+def delete_ops(keys: Sequence[str]) -> list[BatchOp]:
+    return [("delete", k, None, None, None) for k in keys]
 
 
 def batch_calls(
@@ -283,6 +314,21 @@ def keys_path(prefix: str | None, start_after: str | None, limit: int | None) ->
 def keys_page(resp: Response) -> tuple[list[str], str | None]:
     doc = json.loads(resp.body)
     return list(doc["keys"]), doc.get("next")
+
+
+class Entry(NamedTuple):
+    """A key's value with its version (`ts@member`) and absolute expiry (unix ms)."""
+
+    value: bytes
+    version: str | None
+    expires_ms: int | None
+
+
+def entry(resp: Response) -> Entry:
+    expires = resp.headers.get(EXPIRES_HEADER, "")
+    return Entry(
+        resp.body, resp.headers.get(VERSION_HEADER), int(expires) if expires.isdigit() else None
+    )
 
 
 def previous_or_none(resp: Response) -> bytes | None:

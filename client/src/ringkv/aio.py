@@ -106,6 +106,15 @@ class AsyncClient:
         except NotFoundError:
             return None
 
+    async def get_entry(
+        self, key: str | bytes, *, consistency: str | None = None
+    ) -> _core.Entry | None:
+        call = _core.key_call("GET", key, self._limits, consistency=consistency)
+        try:
+            return _core.entry(await self._call(call))
+        except NotFoundError:
+            return None
+
     async def put(
         self,
         key: str | bytes,
@@ -113,9 +122,16 @@ class AsyncClient:
         *,
         consistency: str | None = None,
         ttl: int | None = None,
+        expires_ms: int | None = None,
     ) -> bytes | None:
         call = _core.key_call(
-            "PUT", key, self._limits, value=value, consistency=consistency, ttl=ttl
+            "PUT",
+            key,
+            self._limits,
+            value=value,
+            consistency=consistency,
+            ttl=ttl,
+            expires_ms=expires_ms,
         )
         return _core.previous_or_none(await self._call(call))
 
@@ -154,10 +170,10 @@ class AsyncClient:
     async def put_many(
         self, items: Mapping[str, bytes | str], *, ttl: int | None = None
     ) -> list[dict[str, Any]]:
-        return await self._batch([("put", k, v, ttl) for k, v in items.items()], False, None)
+        return await self._batch(_core.put_ops(items, ttl), False, None)
 
     async def delete_many(self, keys: Sequence[str]) -> list[dict[str, Any]]:
-        return await self._batch([("delete", k, None, None) for k in keys], False, None)
+        return await self._batch(_core.delete_ops(keys), False, None)
 
     async def _batch(
         self, ops: Sequence[_core.BatchOp], atomic: bool, consistency: str | None
