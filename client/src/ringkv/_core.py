@@ -307,8 +307,12 @@ def no_ring(errors: Iterable[Exception]) -> NoRingError:
     return NoRingError(f"no seed answered with a ring ({reasons})")
 
 
-def keys_path(prefix: str | None, start_after: str | None, limit: int | None) -> str:
-    return "/v1/keys" + _query(prefix=prefix or None, start_after=start_after, limit=limit)
+def keys_path(
+    prefix: str | None, start_after: str | None, limit: int | None, deleted: bool = False
+) -> str:
+    return "/v1/keys" + _query(
+        prefix=prefix or None, start_after=start_after, limit=limit, deleted=deleted or None
+    )
 
 
 def keys_page(resp: Response) -> tuple[list[str], str | None]:

@@ -153,11 +153,18 @@ class AsyncClient:
         return out
 
     async def iter_keys(
-        self, prefix: str | None = None, start_after: str | None = None, page_size: int = 1000
+        self,
+        prefix: str | None = None,
+        start_after: str | None = None,
+        page_size: int = 1000,
+        *,
+        deleted: bool = False,
     ) -> AsyncIterator[str]:
         cursor = start_after
         while True:
-            resp = await self._call(Call("GET", _core.keys_path(prefix, cursor, page_size)))
+            resp = await self._call(
+                Call("GET", _core.keys_path(prefix, cursor, page_size, deleted))
+            )
             page, cursor = _core.keys_page(resp)
             for key in page:
                 yield key

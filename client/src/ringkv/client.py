@@ -245,12 +245,18 @@ class Client:
         return out
 
     def iter_keys(
-        self, prefix: str | None = None, start_after: str | None = None, page_size: int = 1000
+        self,
+        prefix: str | None = None,
+        start_after: str | None = None,
+        page_size: int = 1000,
+        *,
+        deleted: bool = False,
     ) -> Iterator[str]:
-        """Every key in order, fetched a page at a time."""
+        """Every key in order, fetched a page at a time; with `deleted`, instead
+        the keys deleted (tombstones the cluster still keeps) or expired."""
         cursor = start_after
         while True:
-            resp = self._call(Call("GET", _core.keys_path(prefix, cursor, page_size)))
+            resp = self._call(Call("GET", _core.keys_path(prefix, cursor, page_size, deleted)))
             page, cursor = _core.keys_page(resp)
             yield from page
             if cursor is None:

@@ -189,7 +189,8 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     after_text = query.get("start_after")
     start_after = key_or_error(after_text, limits) if after_text else None
     limit = protocol.parse_limit(query.get("limit"))
-    keys, nxt = await node.list_keys(prefix, start_after, limit)
+    deleted = protocol.parse_bool(query.get("deleted"), "deleted")
+    keys, nxt = await node.list_keys(prefix, start_after, limit, deleted=deleted)
     return json_response(
         {"keys": [k.decode() for k in keys], "next": None if nxt is None else nxt.decode()}
     )

@@ -166,7 +166,7 @@ class Node(Membership):
     # -- cluster-wide listing ---------------------------------------------------
 
     async def list_keys(
-        self, prefix: bytes, start_after: bytes | None, limit: int
+        self, prefix: bytes, start_after: bytes | None, limit: int, *, deleted: bool = False
     ) -> tuple[list[bytes], bytes | None]:
         ring = self.ring
         members = [m for m in ring.member_ids if ring.partitions_of(m)]
@@ -201,7 +201,7 @@ class Node(Membership):
                     f"cannot list keys: every owner of {len(uncovered)} partitions is "
                     f"unreachable ({', '.join(sorted(failed))})",
                 )
-        return merge_pages(pages, limit)
+        return merge_pages(pages, limit, deleted=deleted)
 
     # -- readiness and status --------------------------------------------------
 
