@@ -15,6 +15,7 @@ their command line, where `ps` shows it to every local user.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -114,8 +115,13 @@ def port_user(host: str, port: int) -> str | None:
         with urllib.request.urlopen(f"http://{host}:{port}/v1/status", timeout=2) as resp:
             doc = json.loads(resp.read())
         return f"a ringkv node ({doc['node_id']}, ring epoch {doc['epoch']})"
+    except urllib.error.HTTPError as exc:  # a ringkv error is JSON with an "error" code
+        with contextlib.suppress(ValueError, AttributeError):
+            if "error" in json.loads(exc.read()):
+                return "a ringkv node (its status needs the token)"
     except (OSError, ValueError, KeyError, TypeError):
-        return "another program"
+        pass
+    return "another program"
 
 
 def preflight(data_dir: str, nodes: list[LocalNode]) -> list[str]:
