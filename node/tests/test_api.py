@@ -180,8 +180,11 @@ async def test_atomic_batch_needs_one_partition(
 
 
 async def test_status_ring_health_metrics(node: NodeProcess, http: aiohttp.ClientSession) -> None:
-    async with http.put(f"{node.url}/v1/kv/x", data=b"1") as r:
-        assert r.status == 201
+    for key in ("x", "gone"):
+        async with http.put(f"{node.url}/v1/kv/{key}", data=b"1") as r:
+            assert r.status == 201
+    async with http.delete(f"{node.url}/v1/kv/gone") as r:
+        assert r.status == 200
     async with http.get(f"{node.url}/v1/status") as r:
         status = await r.json()
     assert status["node_id"] == "n1"
@@ -189,7 +192,9 @@ async def test_status_ring_health_metrics(node: NodeProcess, http: aiohttp.Clien
     assert status["partitions"] == 256
     assert status["partitions_owned"] == 256
     assert status["durability"] == "fsync"
-    assert status["storage"]["entries"] == 1
+    storage = status["storage"]
+    assert (storage["entries"], storage["live"], storage["tombstones"]) == (2, 1, 1)
+    assert {"last_round_at_ms", "last_round_duration_ms"} <= set(status["anti_entropy"])
     async with http.get(f"{node.url}/v1/ring") as r:
         ring = await r.json()
         assert r.headers["X-Ringkv-Epoch"] == "1"
@@ -201,9 +206,12 @@ async def test_status_ring_health_metrics(node: NodeProcess, http: aiohttp.Clien
         assert (await r.json()) == {"ready": True}
     async with http.get(f"{node.url}/metrics") as r:
         text = await r.text()
-    assert 'ringkv_requests_total{method="PUT",route="/v1/kv/{key}",status="201"} 1.0' in text
+    assert 'ringkv_requests_total{method="PUT",route="/v1/kv/{key}",status="201"} 2.0' in text
     assert "ringkv_commit_batch_ops_count" in text
     assert "ringkv_request_duration_seconds_bucket" in text
+    assert "# TYPE ringkv_coordinated_requests_total counter" in text
+    assert 'ringkv_coordinated_requests_total{kind="owner"} 3.0' in text
+    assert "ringkv_storage_tombstones 1.0" in text
 
 
 async def test_concurrent_writes_share_fsyncs(
