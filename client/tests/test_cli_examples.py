@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from test_local_cluster import free_base_port, local_up, node_pids, stop, wait_until_up
+from test_local_cluster import node_pids, running
 
 from ringkv import Client
 from ringkv.cli import build_parser
@@ -57,14 +57,8 @@ class Local:
 
 @pytest.fixture(scope="module")
 def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]:
-    port = free_base_port(3)
-    data = tmp_path_factory.mktemp("cli") / "kv"
-    up = local_up(data, port, "--nodes", "3")
-    try:
-        wait_until_up(up)
-        yield Local(data, port)
-    finally:
-        stop(up)
+    with running(tmp_path_factory.mktemp("cli"), 3) as up:
+        yield Local(up.data, up.port)
 
 
 def readme_block(path: Path, heading: str) -> list[str]:

@@ -24,7 +24,8 @@ from ringkv.errors import error_for
 NOWHERE = "http://127.0.0.1:9"  # nothing is sent: every case fails before a request
 SMALL = Limits(max_key_bytes=8, max_value_bytes=16, max_batch_ops=1)
 
-CASES: list[tuple[str, Callable[[Any], Any], type[Exception], type[Exception], int, str]] = [
+Case = tuple[str, Callable[[Any], Any], type[Exception], type[Exception], int, str]
+CASES: list[Case] = [
     ("empty key", lambda kv: kv.put("", b"v"), InvalidKeyError, ValueError, 400, "invalid_key"),
     (
         "key too long",
@@ -78,15 +79,9 @@ CASES: list[tuple[str, Callable[[Any], Any], type[Exception], type[Exception], i
 ]
 
 
-@pytest.mark.parametrize(("what", "call", "cls", "builtin", "status", "code"), CASES)
-def test_sync_client_refuses_bad_input_as_documented(
-    what: str,
-    call: Callable[[Any], Any],
-    cls: type[Exception],
-    builtin: type[Exception],
-    status: int,
-    code: str,
-) -> None:
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_sync_client_refuses_bad_input_as_documented(case: Case) -> None:
+    what, call, cls, builtin, status, code = case
     with Client(NOWHERE, limits=SMALL) as kv, pytest.raises(cls) as err:
         call(kv)
     exc = err.value
@@ -97,15 +92,9 @@ def test_sync_client_refuses_bad_input_as_documented(
     assert str(exc) == exc.message  # in words, without a status prefix
 
 
-@pytest.mark.parametrize(("what", "call", "cls", "builtin", "status", "code"), CASES)
-async def test_async_client_refuses_the_same(
-    what: str,
-    call: Callable[[Any], Any],
-    cls: type[Exception],
-    builtin: type[Exception],
-    status: int,
-    code: str,
-) -> None:
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+async def test_async_client_refuses_the_same(case: Case) -> None:
+    _, call, cls, builtin, _, _ = case
     kv = AsyncClient(NOWHERE, limits=SMALL)
     try:
         with pytest.raises(cls) as err:

@@ -12,6 +12,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,29 @@ def ringkv(*args: str) -> subprocess.CompletedProcess[str]:
 def local_up(data: Path, port: int, *extra: str) -> subprocess.Popen[str]:
     cmd = [*CLI, "local", "up", "--port", str(port), "--data-dir", str(data), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@dataclass
+class Up:
+    """A running `ringkv local up`: its process, directory, first port, and
+    what it printed until it was up."""
+
+    proc: subprocess.Popen[str]
+    data: Path
+    port: int
+    lines: list[str]
+
+
+@contextlib.contextmanager
+def running(tmp_path: Path, nodes: int, *extra: str) -> Iterator[Up]:
+    """`ringkv local up --nodes N` on free ports under tmp_path/kv; Ctrl-C after."""
+    port = free_base_port(nodes + 1)
+    data = tmp_path / "kv"
+    up = local_up(data, port, "--nodes", str(nodes), *extra)
+    try:
+        yield Up(up, data, port, wait_until_up(up))
+    finally:
+        stop(up)
 
 
 def stop(up: subprocess.Popen[str]) -> str:
@@ -180,13 +205,10 @@ def node_pids(data: Path) -> dict[str, int]:
 def test_a_second_local_up_on_a_running_cluster_refuses_and_touches_nothing(
     tmp_path: Path,
 ) -> None:
-    port = free_base_port(6)
-    data = tmp_path / "kv"
-    up = local_up(data, port, "--nodes", "2", "--auth")
-    try:
-        lines = wait_until_up(up)
-        assert any("auth is on" in line for line in lines)
-        assert any(f"export RINGKV_TOKEN=$(cat {data / 'token'})" in line for line in lines)
+    with running(tmp_path, 2, "--auth") as up:
+        data, port = up.data, up.port
+        assert any("auth is on" in line for line in up.lines)
+        assert any(f"export RINGKV_TOKEN=$(cat {data / 'token'})" in line for line in up.lines)
         token = (data / "token").read_text().strip()
         pids = node_pids(data)
         assert len(pids) == 2
@@ -199,7 +221,7 @@ def test_a_second_local_up_on_a_running_cluster_refuses_and_touches_nothing(
         again = ringkv("local", "up", "--port", str(port), "--data-dir", str(data))
         assert again.returncode == 2, again.stdout + again.stderr
         assert f"already running in {data}" in again.stderr
-        assert f"pid {up.pid}" in again.stderr
+        assert f"pid {up.proc.pid}" in again.stderr
         # same ports, another directory: told what holds them
         other = ringkv(
             "local", "up", "--nodes", "2", "--port", str(port), "--data-dir", str(tmp_path / "b")
@@ -213,8 +235,6 @@ def test_a_second_local_up_on_a_running_cluster_refuses_and_touches_nothing(
         req = urllib.request.Request(put, b"v", {"Authorization": f"Bearer {token}"}, method="PUT")
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 201
-    finally:
-        stop(up)
 
 
 def test_local_up_refuses_a_directory_whose_node_is_still_running(tmp_path: Path) -> None:
@@ -240,46 +260,33 @@ def test_local_up_refuses_a_directory_whose_node_is_still_running(tmp_path: Path
 
 
 def test_remove_node_below_n_is_refused_before_anything_stops(tmp_path: Path) -> None:
-    port = free_base_port(3)
-    data = tmp_path / "kv"
-    up = local_up(data, port, "--nodes", "3")
-    try:
-        wait_until_up(up)
-        pids = node_pids(data)
-        manifest = (data / "cluster.json").read_bytes()
-        removed = ringkv("local", "remove-node", "--data-dir", str(data), "--quiet")
+    with running(tmp_path, 3) as up:
+        pids = node_pids(up.data)
+        manifest = (up.data / "cluster.json").read_bytes()
+        removed = ringkv("local", "remove-node", "--data-dir", str(up.data), "--quiet")
         assert removed.returncode == 2, removed.stdout + removed.stderr
         message = removed.stderr
         assert "cannot remove node-2" in message
         assert "fewer than its replication factor N=3" in message
         assert "ringkv local add-node" in message and "--replication-factor 2" in message
         assert "decommissioned" not in removed.stdout
-        assert (data / "cluster.json").read_bytes() == manifest
+        assert (up.data / "cluster.json").read_bytes() == manifest
         time.sleep(1)  # the supervisor follows cluster.json every 0.2 s
-        assert node_pids(data) == pids
+        assert node_pids(up.data) == pids
         for pid in pids.values():
             os.kill(pid, 0)  # still running
-        ring = json.loads(http("GET", f"http://127.0.0.1:{port}/v1/ring")[1])
+        ring = json.loads(http("GET", f"http://127.0.0.1:{up.port}/v1/ring")[1])
         assert (ring["epoch"], len(ring["members"])) == (1, 3)
-        url = f"http://127.0.0.1:{port}/v1/kv/k?consistency=all"
+        url = f"http://127.0.0.1:{up.port}/v1/kv/k?consistency=all"
         assert http("PUT", url, b"v")[0] == 201  # every replica still answers
-    finally:
-        stop(up)
 
 
 def test_a_crashing_node_is_named_with_its_log_at_the_first_failure(tmp_path: Path) -> None:
-    port = free_base_port(2)
-    data = tmp_path / "kv"
-    up = local_up(data, port, "--nodes", "2")
-    try:
-        wait_until_up(up)
-        pid = node_pids(data)["node-1"]
-        os.kill(pid, signal.SIGKILL)
-        assert up.stdout is not None
+    with running(tmp_path, 2) as up:
+        os.kill(node_pids(up.data)["node-1"], signal.SIGKILL)
+        assert up.proc.stdout is not None
         deadline = time.monotonic() + 30
         line = ""
         while time.monotonic() < deadline and "restart #1" not in line:
-            line = up.stdout.readline()
-        assert f"node-1 exited with -9 (log: {data / 'node-1' / 'node.log'}" in line, line
-    finally:
-        stop(up)
+            line = up.proc.stdout.readline()
+        assert f"node-1 exited with -9 (log: {up.data / 'node-1' / 'node.log'}" in line, line
