@@ -7,11 +7,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 SOURCES := client/src node/src operator/src
 PYTEST_ARGS ?=
-RUN_NODES ?= 3
-RUN_PORT ?= 7100
-RUN_DIR ?= .ringkv
+RUN_NODES ?= 3## nodes `make run` starts
+RUN_PORT ?= 7100## the first node's port (the others follow)
+RUN_DIR ?= .ringkv## the local cluster's directory
 
 ##@ General
 
@@ -20,18 +21,27 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} \
 	  /^[a-zA-Z0-9_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } \
 	  /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+	@printf "\n\033[1mVariables\033[0m (make run RUN_NODES=5 RUN_PORT=7200)\n"
+	@awk 'BEGIN {FS = " \\?= |##"} /^RUN_[A-Z]+ \?=/ { printf "  \033[36m%-16s\033[0m %s (default %s)\n", $$1, $$3, $$2 }' $(MAKEFILE_LIST)
 
 ##@ Development
 
-$(STAMP): client/pyproject.toml node/pyproject.toml operator/pyproject.toml requirements-dev.txt $(wildcard e2e/requirements.txt) scripts/bootstrap.sh
-	PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh
+# `make run` installs what running needs; everything else adds the dev tools.
+$(RUN_STAMP): client/pyproject.toml node/pyproject.toml scripts/bootstrap.sh
+	@echo "make run: installing ringkv and ringkv-node into $(VENV) (what running needs; make test adds the dev tools)"
+	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh run
 	@touch $@
+
+$(STAMP): client/pyproject.toml node/pyproject.toml operator/pyproject.toml requirements-dev.txt $(wildcard e2e/requirements.txt) scripts/bootstrap.sh
+	@echo "installing ringkv, ringkv-node, ringkv-operator and the lint, test and e2e tools into $(VENV)"
+	@PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/bootstrap.sh dev
+	@touch $(RUN_STAMP) $@
 
 .PHONY: venv
 venv: $(STAMP) ## Create .venv and install ringkv, ringkv-node and the dev tools
 
 .PHONY: run
-run: $(STAMP) ## Start a local cluster (3 nodes on 127.0.0.1:7100-7102, data in ./.ringkv)
+run: $(RUN_STAMP) ## Start a local cluster: RUN_NODES nodes from 127.0.0.1:RUN_PORT, data in RUN_DIR
 	$(VENV)/bin/ringkv local up --nodes $(RUN_NODES) --port $(RUN_PORT) --data-dir $(RUN_DIR)
 
 .PHONY: fmt

@@ -46,7 +46,7 @@ def forwarded(c: Cluster) -> float:
     for node in c.nodes:
         with urllib.request.urlopen(node.url + "/metrics", timeout=5) as r:
             for line in r.read().decode().splitlines():
-                if line.startswith('ringkv_coordinated_requests{kind="forwarded"}'):
+                if line.startswith('ringkv_coordinated_requests_total{kind="forwarded"}'):
                     total += float(line.split()[-1])
     return total
 

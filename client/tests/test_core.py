@@ -189,7 +189,7 @@ def test_requests_are_built_and_checked_before_sending() -> None:
         key_call("GET", "k", DEFAULT_LIMITS, consistency="most")
     with pytest.raises(ValueError, match="ttl"):
         key_call("PUT", "k", DEFAULT_LIMITS, value=b"", ttl=0)
-    atomic = batch_call([("put", "u{1}a", b"x", None)], DEFAULT_LIMITS, atomic=True)
+    atomic = batch_call([("put", "u{1}a", b"x", None, None)], DEFAULT_LIMITS, atomic=True)
     assert atomic.key == b"u{1}a"
     assert json.loads(atomic.body or b"")["ops"][0] == {
         "op": "put",

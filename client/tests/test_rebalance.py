@@ -254,3 +254,21 @@ def test_planner_steps() -> None:
     assert next_step(target, views).action == "wait"
     with pytest.raises(ValueError, match="another joining ring"):
         next_step(target, {"n0": NodeView("n0", True, 1, 5)})
+
+
+def test_plan_tells_an_impossible_change_from_an_unchanged_one() -> None:
+    from ringkv.rebalance import ImpossibleChangeError, UnchangedError, plan, refusal
+
+    three = [Member(f"n{i}", "x") for i in range(3)]
+    ring = initial_ring(three, 16, 3)
+    with pytest.raises(UnchangedError):
+        plan(ring, three)
+    reason = refusal(ring, three[:2])
+    assert reason == (
+        "the ring would have 2 members, fewer than its replication factor N=3 "
+        "(every key is kept on 3 members)"
+    )
+    with pytest.raises(ImpossibleChangeError, match="fewer than its replication factor"):
+        plan(ring, three[:2])
+    assert refusal(ring, []) is not None and refusal(ring, [three[0]] * 3) is not None
+    assert refusal(ring, [*three, Member("n3", "x")]) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 
 import aiohttp
 import msgpack
@@ -179,8 +180,11 @@ async def test_atomic_batch_needs_one_partition(
 
 
 async def test_status_ring_health_metrics(node: NodeProcess, http: aiohttp.ClientSession) -> None:
-    async with http.put(f"{node.url}/v1/kv/x", data=b"1") as r:
-        assert r.status == 201
+    for key in ("x", "gone"):
+        async with http.put(f"{node.url}/v1/kv/{key}", data=b"1") as r:
+            assert r.status == 201
+    async with http.delete(f"{node.url}/v1/kv/gone") as r:
+        assert r.status == 200
     async with http.get(f"{node.url}/v1/status") as r:
         status = await r.json()
     assert status["node_id"] == "n1"
@@ -188,7 +192,9 @@ async def test_status_ring_health_metrics(node: NodeProcess, http: aiohttp.Clien
     assert status["partitions"] == 256
     assert status["partitions_owned"] == 256
     assert status["durability"] == "fsync"
-    assert status["storage"]["entries"] == 1
+    storage = status["storage"]
+    assert (storage["entries"], storage["live"], storage["tombstones"]) == (2, 1, 1)
+    assert {"last_round_at_ms", "last_round_duration_ms"} <= set(status["anti_entropy"])
     async with http.get(f"{node.url}/v1/ring") as r:
         ring = await r.json()
         assert r.headers["X-Ringkv-Epoch"] == "1"
@@ -200,9 +206,12 @@ async def test_status_ring_health_metrics(node: NodeProcess, http: aiohttp.Clien
         assert (await r.json()) == {"ready": True}
     async with http.get(f"{node.url}/metrics") as r:
         text = await r.text()
-    assert 'ringkv_requests_total{method="PUT",route="/v1/kv/{key}",status="201"} 1.0' in text
+    assert 'ringkv_requests_total{method="PUT",route="/v1/kv/{key}",status="201"} 2.0' in text
     assert "ringkv_commit_batch_ops_count" in text
     assert "ringkv_request_duration_seconds_bucket" in text
+    assert "# TYPE ringkv_coordinated_requests_total counter" in text
+    assert 'ringkv_coordinated_requests_total{kind="owner"} 3.0' in text
+    assert "ringkv_storage_tombstones 1.0" in text
 
 
 async def test_concurrent_writes_share_fsyncs(
@@ -246,3 +255,43 @@ async def test_json_errors_never_tracebacks(node: NodeProcess, http: aiohttp.Cli
     async with http.get(f"{node.url}/nope") as r:
         assert r.status == 404
         assert json.loads(await r.text())["error"] == "not_found"
+
+
+async def test_expiry_is_told_on_get_and_taken_absolute_on_put(
+    node: NodeProcess, http: aiohttp.ClientSession
+) -> None:
+    """`X-Ringkv-Expires` (unix ms) on GET; `?expires=` and a batch op's `expires`
+    store that same moment (what `ringkv dump`/`load` carry across)."""
+    now_ms = time.time_ns() // 1_000_000
+    async with http.put(f"{node.url}/v1/kv/t?ttl=100", data=b"v") as r:
+        assert r.status == 201
+    async with http.get(f"{node.url}/v1/kv/t") as r:
+        expires = int(r.headers["X-Ringkv-Expires"])
+    assert now_ms + 99_000 <= expires <= now_ms + 101_000 + 5_000
+    async with http.put(f"{node.url}/v1/kv/plain", data=b"v") as r:
+        assert r.status == 201
+    async with http.get(f"{node.url}/v1/kv/plain") as r:
+        assert "X-Ringkv-Expires" not in r.headers  # no TTL, no header
+    at = now_ms + 50_000
+    async with http.put(f"{node.url}/v1/kv/abs?expires={at}", data=b"v") as r:
+        assert r.status == 201
+    async with http.get(f"{node.url}/v1/kv/abs") as r:
+        assert r.headers["X-Ringkv-Expires"] == str(at)
+    doc = {"ops": [{"op": "put", "key": "b", "value": "dg==", "expires": at + 1}]}
+    async with http.post(f"{node.url}/v1/batch", json=doc) as r:
+        assert r.status == 200
+    async with http.get(f"{node.url}/v1/kv/b") as r:
+        assert r.headers["X-Ringkv-Expires"] == str(at + 1)
+    async with http.put(f"{node.url}/v1/kv/gone?expires={now_ms - 1000}", data=b"v") as r:
+        assert r.status == 201  # stored already expired: reads as absent
+    async with http.get(f"{node.url}/v1/kv/gone") as r:
+        assert r.status == 404
+    for query, words in [
+        (f"ttl=5&expires={at}", "not both"),
+        ("expires=1700000000", "looks like seconds"),
+        (f"expires={now_ms + 11 * 365 * 86_400_000}", "10 years"),
+        ("expires=soon", "milliseconds"),
+    ]:
+        async with http.put(f"{node.url}/v1/kv/bad?{query}", data=b"v") as r:
+            assert r.status == 400, query
+            assert words in (await r.json())["message"], query

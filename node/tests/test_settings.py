@@ -73,3 +73,30 @@ def test_sizes_and_durations() -> None:
     assert parse_duration("7") == 7
     with pytest.raises(ValueError, match="size"):
         parse_size("-1")
+
+
+def test_the_token_comes_from_a_file_or_the_environment() -> None:
+    files = {"/run/secret/token": "s3cret\n", "/empty": "\n"}
+
+    def read(path: str) -> str:
+        if path not in files:
+            raise FileNotFoundError(2, "No such file or directory")
+        return files[path]
+
+    def token(argv: list[str], env: dict[str, str]) -> str | None:
+        return parse_settings(argv, env, hostname="a", read_file=read).token
+
+    assert token(["--token-file", "/run/secret/token"], {}) == "s3cret"  # the newline goes
+    assert token([], {"RINGKV_TOKEN_FILE": "/run/secret/token"}) == "s3cret"
+    assert token([], {"RINGKV_TOKEN": "env"}) == "env"
+    # a flag wins over either variable (a shell exporting RINGKV_TOKEN for the CLI)
+    assert token(["--token-file", "/run/secret/token"], {"RINGKV_TOKEN": "env"}) == "s3cret"
+    assert token(["--token", "flag"], {"RINGKV_TOKEN_FILE": "/nope"}) == "flag"
+    for argv, env, message in [
+        (["--token", "a", "--token-file", "/run/secret/token"], {}, "not both"),
+        ([], {"RINGKV_TOKEN": "a", "RINGKV_TOKEN_FILE": "/run/secret/token"}, "not both"),
+        (["--token-file", "/nope"], {}, "cannot read /nope: No such file"),
+        (["--token-file", "/empty"], {}, "/empty is empty"),
+    ]:
+        with pytest.raises(SettingsError, match=message):
+            token(argv, env)

@@ -5,13 +5,16 @@ kv = Client("http://127.0.0.1:7100")
 kv.put("k", b"v"); kv.get("k"); kv.delete("k"); kv.keys(prefix="user:")
 """
 
-from ringkv._core import RetryPolicy
+from ringkv._core import Entry, RetryPolicy
 from ringkv.aio import AsyncBatch, AsyncClient
 from ringkv.client import Batch, Client
 from ringkv.errors import (
     AuthError,
     BadRequestError,
     ConflictError,
+    InvalidArgumentError,
+    InvalidKeyError,
+    InvalidRequestError,
     NoRingError,
     NotEnoughReplicasError,
     NotFoundError,
@@ -21,8 +24,9 @@ from ringkv.errors import (
     TimeoutError,
     TransportError,
     UnavailableError,
+    ValueTypeError,
 )
-from ringkv.keys import DEFAULT_LIMITS, InvalidKeyError, Limits, encode_key
+from ringkv.keys import DEFAULT_LIMITS, Limits, encode_key
 from ringkv.ring import Member, Ring
 from ringkv.versions import HLC, Version, parse_version
 
@@ -38,7 +42,10 @@ __all__ = [
     "Batch",
     "Client",
     "ConflictError",
+    "Entry",
+    "InvalidArgumentError",
     "InvalidKeyError",
+    "InvalidRequestError",
     "Limits",
     "Member",
     "NoRingError",
@@ -52,6 +59,7 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "UnavailableError",
+    "ValueTypeError",
     "Version",
     "__version__",
     "encode_key",

@@ -12,17 +12,19 @@ import base64
 import contextlib
 import json
 import random
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 from ringkv.errors import (
+    InvalidArgumentError,
     NoRingError,
     NotEnoughReplicasError,
     ResponseError,
     TransportError,
     UnavailableError,
+    ValueTypeError,
     error_for,
 )
 from ringkv.keys import Limits, encode_key
@@ -30,6 +32,7 @@ from ringkv.ring import Ring
 
 __all__ = [
     "Call",
+    "Entry",
     "Request",
     "Response",
     "RetryPolicy",
@@ -41,6 +44,7 @@ __all__ = [
 
 EPOCH_HEADER = "x-ringkv-epoch"
 VERSION_HEADER = "x-ringkv-version"
+EXPIRES_HEADER = "x-ringkv-expires"  # absolute expiry, unix ms (keys with a TTL only)
 CONSISTENCY_LEVELS = ("one", "quorum", "all")
 
 
@@ -86,7 +90,9 @@ def _query(**params: object) -> str:
 
 def _check_level(consistency: str | None) -> None:
     if consistency is not None and consistency not in CONSISTENCY_LEVELS:
-        raise ValueError(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        raise InvalidArgumentError(
+            f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}; got {consistency!r}"
+        )
 
 
 def to_bytes(value: bytes | str) -> bytes:
@@ -94,7 +100,17 @@ def to_bytes(value: bytes | str) -> bytes:
         return value.encode("utf-8")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
-    raise TypeError(f"values are bytes or str, not {type(value).__name__}")
+    raise ValueTypeError(f"values are bytes or str, not {type(value).__name__}")
+
+
+def _check_expiry(ttl: int | None, expires_ms: int | None) -> None:
+    for name, what, number in (("ttl", "seconds", ttl), ("expires_ms", "unix ms", expires_ms)):
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int) or number < 1
+        ):
+            raise InvalidArgumentError(f"{name} must be a whole number of {what} >= 1")
+    if ttl is not None and expires_ms is not None:
+        raise InvalidArgumentError("give ttl or expires_ms, not both")
 
 
 def key_call(
@@ -105,16 +121,20 @@ def key_call(
     value: bytes | str | None = None,
     consistency: str | None = None,
     ttl: int | None = None,
+    expires_ms: int | None = None,
 ) -> Call:
     raw = encode_key(key, limits)
     _check_level(consistency)
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
-        raise ValueError("ttl must be a whole number of seconds >= 1")
+    _check_expiry(ttl, expires_ms)
     body = None if value is None else to_bytes(value)
     if body is not None and len(body) > limits.max_value_bytes:
-        raise ValueError(f"value is {len(body)} bytes; the limit is {limits.max_value_bytes}")
-    path = "/v1/kv/" + quote(raw, safe="") + _query(consistency=consistency, ttl=ttl)
-    return Call(method, path, raw, body)
+        raise InvalidArgumentError(
+            f"value is {len(body)} bytes; the limit is {limits.max_value_bytes}",
+            status=413,
+            code="too_large",
+        )
+    query = _query(consistency=consistency, ttl=ttl, expires=expires_ms)
+    return Call(method, "/v1/kv/" + quote(raw, safe="") + query, raw, body)
 
 
 def batch_call(
@@ -124,24 +144,31 @@ def batch_call(
     atomic: bool = False,
     consistency: str | None = None,
 ) -> Call:
-    """A /v1/batch call; ops are (op, key, value, ttl) with op "put" or "delete"."""
+    """A /v1/batch call; ops are (op, key, value, ttl, expires_ms), op "put" or "delete"."""
     _check_level(consistency)
     if not ops:
-        raise ValueError("a batch needs at least one op")
+        raise InvalidArgumentError("a batch needs at least one op")
     if len(ops) > limits.max_batch_ops:
-        raise ValueError(f"{len(ops)} ops; a batch holds at most {limits.max_batch_ops}")
+        raise InvalidArgumentError(
+            f"{len(ops)} ops; a batch holds at most {limits.max_batch_ops}",
+            status=413,
+            code="too_large",
+        )
     doc_ops = []
     first_key = None
-    for op, key, value, ttl in ops:
+    for op, key, value, ttl, expires_ms in ops:
         raw = encode_key(key, limits)
         first_key = first_key or raw
         item: dict[str, Any] = {"op": op, "key": raw.decode()}
         if op == "put":
             item["value"] = base64.b64encode(to_bytes(value or b"")).decode()
+            _check_expiry(ttl, expires_ms)
             if ttl is not None:
                 item["ttl"] = ttl
+            if expires_ms is not None:
+                item["expires"] = expires_ms
         elif op != "delete":
-            raise ValueError(f"batch op must be put or delete, not {op!r}")
+            raise InvalidArgumentError(f"batch op must be put or delete, not {op!r}")
         doc_ops.append(item)
     doc: dict[str, Any] = {"ops": doc_ops, "atomic": atomic}
     if consistency:
@@ -151,7 +178,7 @@ def batch_call(
     return Call("POST", "/v1/batch", first_key if atomic else None, body, "application/json")
 
 
-BatchOp = tuple[str, "str | bytes", "bytes | str | None", "int | None"]
+BatchOp = tuple[str, "str | bytes", "bytes | str | None", "int | None", "int | None"]
 
 
 class BatchOps:
@@ -163,13 +190,29 @@ class BatchOps:
         self.ops: list[BatchOp] = []
         self.results: list[dict[str, Any]] | None = None
 
-    def put(self, key: str | bytes, value: bytes | str, *, ttl: int | None = None) -> Any:
-        self.ops.append(("put", key, value, ttl))
+    def put(
+        self,
+        key: str | bytes,
+        value: bytes | str,
+        *,
+        ttl: int | None = None,
+        expires_ms: int | None = None,
+    ) -> Any:
+        """Queue a put; `ttl` (seconds) or `expires_ms` (absolute, unix ms) expire it."""
+        self.ops.append(("put", key, value, ttl, expires_ms))
         return self
 
     def delete(self, key: str | bytes) -> Any:
-        self.ops.append(("delete", key, None, None))
+        self.ops.append(("delete", key, None, None, None))
         return self
+
+
+def put_ops(items: Mapping[str, bytes | str], ttl: int | None) -> list[BatchOp]:
+    return [("put", k, v, ttl, None) for k, v in items.items()]
+
+
+def delete_ops(keys: Sequence[str]) -> list[BatchOp]:
+    return [("delete", k, None, None, None) for k in keys]
 
 
 def batch_calls(
@@ -264,13 +307,32 @@ def no_ring(errors: Iterable[Exception]) -> NoRingError:
     return NoRingError(f"no seed answered with a ring ({reasons})")
 
 
-def keys_path(prefix: str | None, start_after: str | None, limit: int | None) -> str:
-    return "/v1/keys" + _query(prefix=prefix or None, start_after=start_after, limit=limit)
+def keys_path(
+    prefix: str | None, start_after: str | None, limit: int | None, deleted: bool = False
+) -> str:
+    return "/v1/keys" + _query(
+        prefix=prefix or None, start_after=start_after, limit=limit, deleted=deleted or None
+    )
 
 
 def keys_page(resp: Response) -> tuple[list[str], str | None]:
     doc = json.loads(resp.body)
     return list(doc["keys"]), doc.get("next")
+
+
+class Entry(NamedTuple):
+    """A key's value with its version (`ts@member`) and absolute expiry (unix ms)."""
+
+    value: bytes
+    version: str | None
+    expires_ms: int | None
+
+
+def entry(resp: Response) -> Entry:
+    expires = resp.headers.get(EXPIRES_HEADER, "")
+    return Entry(
+        resp.body, resp.headers.get(VERSION_HEADER), int(expires) if expires.isdigit() else None
+    )
 
 
 def previous_or_none(resp: Response) -> bytes | None:

@@ -17,10 +17,20 @@ from typing import Any
 from ringkv._core import Request, decode
 from ringkv.client import _Pool
 from ringkv.errors import ResponseError, TransportError
-from ringkv.rebalance import NodeView, Step, next_step, participants, plan, target_from_views
+from ringkv.rebalance import (
+    ImpossibleChangeError,
+    NodeView,
+    Step,
+    UnchangedError,
+    next_step,
+    participants,
+    plan,
+    refusal,
+    target_from_views,
+)
 from ringkv.ring import Member, Ring
 
-__all__ = ["Rebalancer"]
+__all__ = ["ImpossibleChangeError", "Rebalancer", "UnchangedError"]
 
 
 class Rebalancer:
@@ -126,12 +136,20 @@ class Rebalancer:
         return pending
 
     def change(self, seed_url: str, members: list[Member], **kwargs: Any) -> Ring:
-        """Move the cluster to `members` (resuming first whatever was in progress)."""
+        """Move the cluster to `members` (resuming first whatever was in progress).
+
+        Raises `ImpossibleChangeError` before any node is asked to do anything
+        when the ring cannot have these members (fewer than its replication
+        factor); returns the current ring when it already has them.
+        """
+        reason = refusal(self.ring(seed_url), members)
+        if reason is not None:
+            raise ImpossibleChangeError(reason)
         self.resume(seed_url, **kwargs)
         current = self.ring(seed_url)
         try:
             target = plan(current, members)
-        except ValueError:  # already there (a resumed run did this very change)
+        except UnchangedError:  # already there (a resumed run did this very change)
             return current
         self.run(current, target, **kwargs)
         return target

@@ -106,6 +106,15 @@ class AsyncClient:
         except NotFoundError:
             return None
 
+    async def get_entry(
+        self, key: str | bytes, *, consistency: str | None = None
+    ) -> _core.Entry | None:
+        call = _core.key_call("GET", key, self._limits, consistency=consistency)
+        try:
+            return _core.entry(await self._call(call))
+        except NotFoundError:
+            return None
+
     async def put(
         self,
         key: str | bytes,
@@ -113,9 +122,16 @@ class AsyncClient:
         *,
         consistency: str | None = None,
         ttl: int | None = None,
+        expires_ms: int | None = None,
     ) -> bytes | None:
         call = _core.key_call(
-            "PUT", key, self._limits, value=value, consistency=consistency, ttl=ttl
+            "PUT",
+            key,
+            self._limits,
+            value=value,
+            consistency=consistency,
+            ttl=ttl,
+            expires_ms=expires_ms,
         )
         return _core.previous_or_none(await self._call(call))
 
@@ -137,11 +153,18 @@ class AsyncClient:
         return out
 
     async def iter_keys(
-        self, prefix: str | None = None, start_after: str | None = None, page_size: int = 1000
+        self,
+        prefix: str | None = None,
+        start_after: str | None = None,
+        page_size: int = 1000,
+        *,
+        deleted: bool = False,
     ) -> AsyncIterator[str]:
         cursor = start_after
         while True:
-            resp = await self._call(Call("GET", _core.keys_path(prefix, cursor, page_size)))
+            resp = await self._call(
+                Call("GET", _core.keys_path(prefix, cursor, page_size, deleted))
+            )
             page, cursor = _core.keys_page(resp)
             for key in page:
                 yield key
@@ -154,10 +177,10 @@ class AsyncClient:
     async def put_many(
         self, items: Mapping[str, bytes | str], *, ttl: int | None = None
     ) -> list[dict[str, Any]]:
-        return await self._batch([("put", k, v, ttl) for k, v in items.items()], False, None)
+        return await self._batch(_core.put_ops(items, ttl), False, None)
 
     async def delete_many(self, keys: Sequence[str]) -> list[dict[str, Any]]:
-        return await self._batch([("delete", k, None, None) for k in keys], False, None)
+        return await self._batch(_core.delete_ops(keys), False, None)
 
     async def _batch(
         self, ops: Sequence[_core.BatchOp], atomic: bool, consistency: str | None

@@ -2,11 +2,12 @@
 
     ringkv put greeting hello            ringkv get greeting
     ringkv keys --prefix user:           ringkv status / ring
-    ringkv dump > backup.jsonl           ringkv load < backup.jsonl
+    ringkv dump > backup.jsonl           ringkv load backup.jsonl
     ringkv local up --nodes 3
 
 `--url` (or RINGKV_URL, default http://127.0.0.1:7100) and `--token` (or
-RINGKV_TOKEN) choose the cluster. Output is for people; `--json` is for scripts.
+RINGKV_TOKEN) choose the cluster, before or after the command. Output is for
+people; `--json` is for scripts (values in base64). Exit codes: `EXIT_CODES`.
 """
 
 from __future__ import annotations
@@ -17,26 +18,92 @@ import base64
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable
 from typing import IO, Any
 
-from ringkv.errors import RingkvError
+from ringkv.errors import AuthError, BadRequestError, NotFoundError, RingkvError
 
-__all__ = ["main"]
+__all__ = ["EXIT_CODES", "build_parser", "exit_code", "main"]
+
+DEFAULT_URL = "http://127.0.0.1:7100"
+OK, NOT_FOUND, BAD_INPUT, CLUSTER_ERROR = 0, 1, 2, 3
+EXIT_CODES = """exit codes:
+  0  ok
+  1  not found: get or delete of a key that is absent
+  2  bad input: a wrong option, a key, value or ttl the cluster refuses (400/413),
+     a missing or wrong token (401/403), a bad dump file, a refused local operation
+  3  cluster error: no answer, not enough replicas, any other node error;
+     `status`: a member is down or not ready
+"""
 
 
-def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+def exit_code(exc: BaseException) -> int:
+    """The exit status for an error a command raised."""
+    if isinstance(exc, NotFoundError):
+        return NOT_FOUND
+    if isinstance(exc, BadRequestError | AuthError):  # the request (or token) was wrong
+        return BAD_INPUT
+    if isinstance(exc, RingkvError):
+        return CLUSTER_ERROR
+    return BAD_INPUT  # ValueError, OSError: an argument or a file
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help line (unless it says it already)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if not action.option_strings or "default" in text or default in (None, False):
+            return text
+        if default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1, not {text!r}")
+    return int(text)
+
+
+def seeds(url_text: str) -> list[str]:
+    """Seed URLs from `--url`: comma-separated; `host:port` means http://host:port."""
+    out = []
+    for item in (u.strip() for u in url_text.split(",")):
+        if item:
+            out.append(item if "://" in item else f"http://{item}")
+    if not out:
+        raise ValueError("--url names no node")
+    return out
+
+
+# -- output ---------------------------------------------------------------------
+
+
+def progress(total: int | None, desc: str, enabled: bool, unit: str = "key") -> Any:
     """A tqdm bar on stderr when tqdm is installed and stderr is a terminal."""
     try:
         from tqdm import tqdm
     except ImportError:
         enabled = False
     if not enabled or not sys.stderr.isatty():
-        return _NoBar()
-    return tqdm(total=total, desc=desc, unit="key", file=sys.stderr)
+        return NoBar()
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr)
 
 
-class _NoBar:
+class NoBar:
     def update(self, n: int = 1) -> None:
         pass
 
@@ -44,14 +111,8 @@ class _NoBar:
         pass
 
 
-def _client(args: argparse.Namespace) -> Any:
-    from ringkv.client import Client
-
-    return Client(args.url.split(","), token=args.token, timeout=args.timeout)
-
-
-def _out(args: argparse.Namespace, doc: Any, human: str) -> None:
-    print(json.dumps(doc) if args.json else human)
+def _b64(value: bytes | None) -> str | None:
+    return None if value is None else base64.b64encode(value).decode()
 
 
 def _value_text(value: bytes) -> str:
@@ -61,44 +122,86 @@ def _value_text(value: bytes) -> str:
         return "base64:" + base64.b64encode(value).decode()
 
 
+def _json(doc: Any) -> None:
+    print(json.dumps(doc))
+
+
+def _not_found(args: argparse.Namespace, doc: dict[str, Any]) -> int:
+    if args.json:
+        _json(doc)
+    else:  # not on stdout: `v=$(ringkv get k)` must not capture it
+        print(f"(not found: {args.key})", file=sys.stderr)
+    return NOT_FOUND
+
+
+# -- data commands ------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from ringkv.client import Client
+
+    return Client(seeds(args.url), token=args.token, timeout=args.timeout)
+
+
 def cmd_get(args: argparse.Namespace) -> int:
     with _client(args) as kv:
-        value = kv.get(args.key, consistency=args.consistency)
-    if value is None:
-        _out(args, {"key": args.key, "found": False}, f"(not found: {args.key})")
-        return 1
+        entry = kv.get_entry(args.key, consistency=args.consistency)
+    if entry is None:
+        return _not_found(args, {"key": args.key, "found": False})
     if args.json:
-        _out(args, {"key": args.key, "value": base64.b64encode(value).decode()}, "")
+        _json(
+            {
+                "key": args.key,
+                "found": True,
+                "value": _b64(entry.value),
+                "version": entry.version,
+                "expires_ms": entry.expires_ms,
+            }
+        )
     else:
-        sys.stdout.buffer.write(value + (b"" if args.raw else b"\n"))
-    return 0
+        sys.stdout.buffer.write(entry.value + (b"" if args.raw else b"\n"))
+    return OK
 
 
 def cmd_put(args: argparse.Namespace) -> int:
     value = sys.stdin.buffer.read() if args.value == "-" else args.value.encode()
     with _client(args) as kv:
         previous = kv.put(args.key, value, consistency=args.consistency, ttl=args.ttl)
-    human = "created" if previous is None else f"updated (was {_value_text(previous)})"
-    prev64 = None if previous is None else base64.b64encode(previous).decode()
-    _out(args, {"key": args.key, "previous": prev64}, human)
-    return 0
+    if args.json:
+        _json({"key": args.key, "created": previous is None, "previous": _b64(previous)})
+    else:
+        print("created" if previous is None else f"updated (was {_value_text(previous)})")
+    return OK
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     with _client(args) as kv:
         previous = kv.delete(args.key, consistency=args.consistency)
     if previous is None:
-        _out(args, {"key": args.key, "deleted": False}, f"(not found: {args.key})")
-        return 1
-    _out(args, {"key": args.key, "deleted": True}, f"deleted (was {_value_text(previous)})")
-    return 0
+        return _not_found(args, {"key": args.key, "deleted": False})
+    if args.json:
+        _json({"key": args.key, "deleted": True, "previous": _b64(previous)})
+    else:
+        print(f"deleted (was {_value_text(previous)})")
+    return OK
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
     with _client(args) as kv:
-        keys = kv.keys(prefix=args.prefix, start_after=args.start_after, limit=args.limit)
-    _out(args, {"keys": keys}, "\n".join(keys))
-    return 0
+        want = None if args.limit is None else args.limit + 1  # one more: are there more?
+        keys = kv.keys(prefix=args.prefix, start_after=args.start_after, limit=want)
+    nxt = None
+    if args.limit is not None and len(keys) > args.limit:
+        keys = keys[: args.limit]
+        nxt = keys[-1]
+    if args.json:
+        _json({"keys": keys, "next": nxt})
+        return OK
+    if keys:
+        print("\n".join(keys))
+    if nxt is not None:
+        print(f"(more: --start-after {nxt})", file=sys.stderr)
+    return OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -110,273 +213,222 @@ def cmd_status(args: argparse.Namespace) -> int:
                 nodes.append(kv.status(member.url))
             except RingkvError as exc:
                 nodes.append({"node_id": member.id, "error": str(exc)})
+    unwell = [st["node_id"] for st in nodes if "error" in st or not st.get("ready")]
     if args.json:
-        _out(args, {"epoch": ring.epoch, "nodes": nodes}, "")
-        return 0
-    print(f"ring epoch {ring.epoch}: {ring.partitions} partitions, N={ring.replication_factor}")
-    for st in nodes:
-        if "error" in st:
-            print(f"  {st['node_id']:<16} DOWN  {st['error']}")
-            continue
-        hints = sum(st["hints"]["backlog"].values())
-        print(
-            f"  {st['node_id']:<16} {'ready' if st['ready'] else 'NOT READY':<9} "
-            f"partitions {st['partitions_owned']:<5} entries {st['storage']['entries']:<9} "
-            f"hints {hints:<6} out-of-sync buckets {st['anti_entropy']['buckets_out_of_sync']}"
-        )
-    return 0
+        _json({"epoch": ring.epoch, "healthy": not unwell, "nodes": nodes})
+    else:
+        print(f"ring epoch {ring.epoch}: {ring.partitions} partitions, N={ring.replication_factor}")
+        for st in nodes:
+            if "error" in st:
+                print(f"  {st['node_id']:<16} DOWN  {st['error']}")
+                continue
+            storage = st["storage"]
+            hints = sum(st["hints"]["backlog"].values())
+            print(
+                f"  {st['node_id']:<16} {'ready' if st['ready'] else 'NOT READY':<9} "
+                f"partitions {st['partitions_owned']:<5} keys {storage.get('live', '?'):<9} "
+                f"tombstones {storage.get('tombstones', '?'):<7} hints {hints:<6} "
+                f"out-of-sync buckets {st['anti_entropy']['buckets_out_of_sync']}"
+            )
+    if unwell:
+        print(f"ringkv: not healthy: {', '.join(unwell)} down or not ready", file=sys.stderr)
+        return CLUSTER_ERROR
+    return OK
 
 
 def cmd_ring(args: argparse.Namespace) -> int:
     with _client(args) as kv:
         ring = kv.ring()
     if args.json:
-        _out(args, ring.to_dict(), "")
-        return 0
+        _json(ring.to_dict())
+        return OK
     print(f"epoch {ring.epoch}, {ring.partitions} partitions, N={ring.replication_factor}")
     for m in ring.members:
         zone = f" zone {m.zone}" if m.zone else ""
         print(f"  {m.id:<16} {m.url}{zone}  owns {len(ring.partitions_of(m.id))} partitions")
-    return 0
+    return OK
 
 
 async def _dump(args: argparse.Namespace, out: IO[str]) -> int:
     from ringkv.aio import AsyncClient
+    from ringkv.dumpfile import DumpRecord, to_line
 
-    count = 0
-    async with AsyncClient(args.url.split(","), token=args.token, timeout=args.timeout) as kv:
+    count = deleted = 0
+    async with AsyncClient(seeds(args.url), token=args.token, timeout=args.timeout) as kv:
         keys = [k async for k in kv.iter_keys(prefix=args.prefix)]
-        bar = _progress(len(keys), "dump", not args.quiet)
+        bar = progress(len(keys), "dump", not args.quiet)
         sem = asyncio.Semaphore(32)
 
-        async def fetch(key: str) -> tuple[str, bytes | None]:
+        async def fetch(key: str) -> DumpRecord | None:
             async with sem:
-                return key, await kv.get(key)
+                entry = await kv.get_entry(key)
+            if entry is None:  # deleted since it was listed
+                return None
+            return DumpRecord(key, entry.value, entry.version, entry.expires_ms)
 
         for start in range(0, len(keys), 1000):
             chunk = await asyncio.gather(*(fetch(k) for k in keys[start : start + 1000]))
-            for key, value in chunk:
-                if value is not None:  # deleted since it was listed
-                    out.write(
-                        json.dumps({"key": key, "value": base64.b64encode(value).decode()}) + "\n"
-                    )
+            for rec in chunk:
+                if rec is not None:
+                    out.write(to_line(rec))
                     count += 1
             bar.update(len(chunk))
         bar.close()
-    print(f"dumped {count} keys", file=sys.stderr)
-    return 0
-
-
-def _records(lines: Iterable[str]) -> Iterator[tuple[str, bytes]]:
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-            yield doc["key"], base64.b64decode(doc["value"], validate=True)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"line {n}: not a ringkv dump record ({exc})") from None
+        if args.deleted:
+            async for key in kv.iter_keys(prefix=args.prefix, deleted=True):
+                out.write(to_line(DumpRecord(key, deleted=True)))
+                deleted += 1
+    out.flush()
+    extra = f" and {deleted} deleted" if args.deleted else ""
+    print(f"dumped {count} keys{extra}", file=sys.stderr)
+    return OK
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    from ringkv.client import Batch
+    from ringkv.dumpfile import parse
+
     source = sys.stdin if args.file == "-" else open(args.file)  # noqa: SIM115
-    bar = _progress(None, "load", not args.quiet)
-    count = 0
+    bar = progress(None, "load", not args.quiet)
+    loaded = expired = deleted = 0
+    now_ms = time.time_ns() // 1_000_000
     try:
         with _client(args) as kv:
-            chunk: dict[str, bytes] = {}
-            for key, value in _records(source):
-                chunk[key] = value
-                if len(chunk) >= 500:
-                    kv.put_many(chunk)
-                    count += len(chunk)
-                    bar.update(len(chunk))
-                    chunk = {}
-            if chunk:
-                kv.put_many(chunk)
-                count += len(chunk)
-                bar.update(len(chunk))
+            batch: Batch = kv.batch()
+            for rec in parse(source):
+                if rec.deleted:
+                    batch.delete(rec.key)
+                    deleted += 1
+                elif rec.expired(now_ms):
+                    expired += 1  # it would read as absent: not written at all
+                    continue
+                else:
+                    batch.put(rec.key, rec.value, expires_ms=rec.expires_ms)
+                    loaded += 1
+                if len(batch.ops) >= 500:
+                    bar.update(len(batch.execute()))
+                    batch = kv.batch()
+            if batch.ops:
+                bar.update(len(batch.execute()))
     finally:
         bar.close()
         if source is not sys.stdin:
             source.close()
-    print(f"loaded {count} keys", file=sys.stderr)
-    return 0
-
-
-def _local_up(args: argparse.Namespace) -> int:
-    from ringkv.local import LocalCluster, cluster_token, load_manifest, plan_nodes, save_manifest
-
-    token = cluster_token(args.data_dir, args.token)
-    extra = ["--token", token, "--data-auth", "on" if args.auth else "off"]
-    if args.durability:
-        extra += ["--durability", args.durability]
-    if args.drop_delay:
-        extra += ["--drop-delay", args.drop_delay]
-    if load_manifest(args.data_dir) is None:
-        nodes = plan_nodes(args.nodes, args.host, args.port, args.data_dir)
-        save_manifest(args.data_dir, [{"id": n.id, "port": n.port} for n in nodes])
+    if args.json:
+        _json({"loaded": loaded, "deleted": deleted, "expired": expired})
     else:
-        print(f"ringkv: using the nodes in {args.data_dir}/cluster.json", file=sys.stderr)
-    cluster = LocalCluster(
-        args.data_dir, args.host, extra, token_path=os.path.join(args.data_dir, "token")
+        print(
+            f"loaded {loaded} keys, deleted {deleted}, skipped {expired} already expired",
+            file=sys.stderr,
+        )
+    return OK
+
+
+# -- the parser ------------------------------------------------------------------
+
+
+def _connection_options(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """--url, --token, --timeout, --json: before the command (`top`) or after it.
+
+    After it they default to SUPPRESS, so a value given before the command
+    is not overwritten by the subcommand's default (argparse would)."""
+
+    def dflt(value: Any) -> Any:
+        return value if top else argparse.SUPPRESS
+
+    url = os.environ.get("RINGKV_URL") or DEFAULT_URL
+    p.add_argument(
+        "--url",
+        default=dflt(url),
+        help="node URL, comma-separated seeds, or ringkv://<headless service>:8080; "
+        f"host:port means http://host:port (default: $RINGKV_URL, else {DEFAULT_URL})",
     )
-    return cluster.up()
-
-
-def _rebalance_to(args: argparse.Namespace, members: list[Any], seed: str) -> Any:
-    from ringkv.admin import Rebalancer
-    from ringkv.local import cluster_token
-
-    bar = _progress(None, "rebalance", not args.quiet)
-    last = [""]
-
-    def on_progress(step: Any, docs: dict[str, Any]) -> None:
-        total = sum(d.get("partitions_to_stream", 0) for d in docs.values())
-        done = sum(d.get("partitions_streamed", 0) for d in docs.values())
-        if isinstance(bar, _NoBar):
-            line = f"{step.action}: {step.reason} ({done}/{total} partitions streamed)"
-            if line != last[0]:
-                print(line, file=sys.stderr)
-                last[0] = line
-        else:
-            bar.total = total
-            bar.n = done
-            bar.set_postfix_str(step.action)
-            bar.refresh()
-
-    rebalancer = Rebalancer(cluster_token(args.data_dir, None))
-    try:
-        return rebalancer.change(seed, members, on_progress=on_progress, timeout_s=args.timeout)
-    finally:
-        bar.close()
-        rebalancer.close()
-
-
-def _local_add(args: argparse.Namespace) -> int:
-    from ringkv.local import active, load_manifest, save_manifest, wait_ready
-    from ringkv.ring import Member
-
-    nodes = load_manifest(args.data_dir)
-    if nodes is None:
-        raise ValueError(f"no local cluster in {args.data_dir}: run `ringkv local up` first")
-    joining = [n for n in nodes if n.get("state") == "joining"]
-    if joining:  # a previous add-node stopped half way: finish it
-        new = joining[0]
-    else:
-        number = 1 + max(int(n["id"].rsplit("-", 1)[1]) for n in nodes)
-        new = {"id": f"node-{number}", "port": max(n["port"] for n in nodes) + 1}
-        nodes.append(new)
-    new["state"] = "joining"  # running, but not yet given partitions
-    save_manifest(args.data_dir, nodes)
-    members = active(nodes, args.host, args.data_dir)
-    url = next(m.url for m in members if m.id == new["id"])
-    if not wait_ready(url, 60):
-        raise ValueError(f"{new['id']} did not start: is `ringkv local up` running?")
-    seed = next(m.url for m in members if m.id != new["id"])
-    ring = _rebalance_to(args, [Member(m.id, m.url) for m in members], seed)
-    new["state"] = "active"
-    save_manifest(args.data_dir, nodes)
-    print(f"{new['id']} joined at {url}: ring epoch {ring.epoch}, {len(members)} nodes")
-    return 0
-
-
-def _local_remove(args: argparse.Namespace) -> int:
-    from ringkv.local import active, load_manifest, save_manifest
-    from ringkv.ring import Member
-
-    nodes = load_manifest(args.data_dir)
-    if nodes is None:
-        raise ValueError(f"no local cluster in {args.data_dir}: run `ringkv local up` first")
-    members = active(nodes, args.host, args.data_dir)
-    victim = args.id or members[-1].id
-    if victim not in {m.id for m in members}:
-        raise ValueError(f"{victim} is not an active node of this cluster")
-    keep = [m for m in members if m.id != victim]
-    if not keep:
-        raise ValueError("cannot remove the last node")
-    ring = _rebalance_to(args, [Member(m.id, m.url) for m in keep], keep[0].url)
-    for n in nodes:
-        if n["id"] == victim:
-            n["state"] = "removed"
-    save_manifest(args.data_dir, nodes)
-    print(f"{victim} decommissioned: ring epoch {ring.epoch}, {len(keep)} nodes (data kept)")
-    return 0
+    p.add_argument(
+        "--token",
+        default=dflt(os.environ.get("RINGKV_TOKEN") or None),
+        help="the cluster token, when the cluster requires one (default: $RINGKV_TOKEN)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=dflt(10.0),
+        help="seconds to wait for each answer (default: 10)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=dflt(False),
+        help="JSON output for scripts; values are base64",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url",
-        default=os.environ.get("RINGKV_URL", "http://127.0.0.1:7100"),
-        help="a node URL, comma-separated seeds, or ringkv://<headless service>:8080",
-    )
-    common.add_argument("--token", default=os.environ.get("RINGKV_TOKEN") or None)
-    common.add_argument("--timeout", type=float, default=10.0)
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    from ringkv import _cli_local
+
+    conn = argparse.ArgumentParser(add_help=False)
+    _connection_options(conn, top=False)
     level = argparse.ArgumentParser(add_help=False)
-    level.add_argument("--consistency", choices=["one", "quorum", "all"], default=None)
-
-    parser = argparse.ArgumentParser(prog="ringkv", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("get", parents=[common, level], help="print a value")
-    p.add_argument("key")
-    p.add_argument("--raw", action="store_true", help="no newline after the value")
-    p.set_defaults(func=cmd_get)
-    p = sub.add_parser("put", parents=[common, level], help="store a value ('-' reads stdin)")
-    p.add_argument("key")
-    p.add_argument("value")
-    p.add_argument("--ttl", type=int, default=None, help="expire after this many seconds")
-    p.set_defaults(func=cmd_put)
-    p = sub.add_parser("delete", parents=[common, level], help="delete a key")
-    p.add_argument("key")
-    p.set_defaults(func=cmd_delete)
-    p = sub.add_parser("keys", parents=[common], help="list keys in order")
-    p.add_argument("--prefix", default=None)
-    p.add_argument("--start-after", default=None)
-    p.add_argument("--limit", type=int, default=None)
-    p.set_defaults(func=cmd_keys)
-    p = sub.add_parser("status", parents=[common], help="every node's state")
-    p.set_defaults(func=cmd_status)
-    p = sub.add_parser("ring", parents=[common], help="members and partition ownership")
-    p.set_defaults(func=cmd_ring)
-    p = sub.add_parser("dump", parents=[common], help="write every key as JSON lines to stdout")
-    p.add_argument("--prefix", default=None)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=lambda a: asyncio.run(_dump(a, sys.stdout)))
-    p = sub.add_parser("load", parents=[common], help="load JSON lines written by dump")
-    p.add_argument("file", nargs="?", default="-")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_load)
-
-    local = sub.add_parser("local", help="run a cluster of node processes on this machine")
-    local_sub = local.add_subparsers(dest="local_command", required=True)
-    up = local_sub.add_parser("up", help="start and supervise a local cluster")
-    up.add_argument("--nodes", type=int, default=3)
-    up.add_argument("--port", type=int, default=7100, help="first node's port")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--data-dir", default=".ringkv")
-    up.add_argument("--token", default=None, help="cluster token (default: DATA_DIR/token)")
-    up.add_argument(
-        "--auth",
-        action="store_true",
-        help="require the token on data routes too (admin/internal routes always need it)",
+    level.add_argument(
+        "--consistency",
+        choices=["one", "quorum", "all"],
+        default=None,
+        help="how many replicas must answer (default: the cluster's, quorum)",
     )
-    up.add_argument("--durability", choices=["fsync", "async"], default=None)
-    up.add_argument("--drop-delay", default=None, help="keep moved-away partitions this long")
-    up.set_defaults(func=_local_up)
-    for name, func, text in (
-        ("add-node", _local_add, "add a node and rebalance onto it"),
-        ("remove-node", _local_remove, "move data off a node, then stop it"),
-    ):
-        p = local_sub.add_parser(name, help=text)
-        p.add_argument("--data-dir", default=".ringkv")
-        p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--timeout", type=float, default=1800.0)
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
-        if name == "remove-node":
-            p.add_argument("--id", default=None, help="the node to remove (default: the newest)")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    parser = argparse.ArgumentParser(
+        prog="ringkv",
+        description=(__doc__ or "").split("\n")[0],
+        formatter_class=_Help,
+        epilog=EXIT_CODES,
+    )
+    _connection_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, func: Callable[[argparse.Namespace], int], text: str, *parents: Any
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(
+            name,
+            parents=[conn, *parents],
+            help=text,
+            description=text,
+            formatter_class=_Help,
+            epilog=EXIT_CODES,
+        )
         p.set_defaults(func=func)
+        return p
+
+    p = command("get", cmd_get, "print a key's value", level)
+    p.add_argument("key", help="the key")
+    p.add_argument("--raw", action="store_true", help="no newline after the value")
+    p = command("put", cmd_put, "store a value", level)
+    p.add_argument("key", help="the key")
+    p.add_argument("value", help="the value; '-' reads it from stdin")
+    p.add_argument("--ttl", type=positive_int, default=None, help="expire after this many seconds")
+    p = command("delete", cmd_delete, "delete a key", level)
+    p.add_argument("key", help="the key")
+    p = command("keys", cmd_keys, "list keys in order")
+    p.add_argument("--prefix", default=None, help="only keys that start with this")
+    p.add_argument("--start-after", default=None, help="only keys after this one (a cursor)")
+    p.add_argument("--limit", type=positive_int, default=None, help="at most this many keys")
+    command("status", cmd_status, "every node's state; exits 3 when a member is down or not ready")
+    command("ring", cmd_ring, "members and partition ownership")
+    p = command(
+        "dump", lambda a: asyncio.run(_dump(a, sys.stdout)), "write every key as JSON lines", quiet
+    )
+    p.add_argument("--prefix", default=None, help="only keys that start with this")
+    p.add_argument(
+        "--deleted",
+        action="store_true",
+        help="also write the keys deleted within the tombstone grace period, so that a load "
+        "deletes them in the target too",
+    )
+    p = command("load", cmd_load, "load JSON lines written by dump", quiet)
+    p.add_argument("file", nargs="?", default="-", help="the dump file; '-' reads stdin")
+
+    _cli_local.add_commands(sub, _Help)
     return parser
 
 
@@ -384,11 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except RingkvError as exc:
-        print(f"ringkv: {exc}", file=sys.stderr)
-        return 3
-    except (ValueError, OSError) as exc:
-        print(f"ringkv: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except (RingkvError, ValueError, OSError) as exc:
+        print(f"ringkv: {exc}", file=sys.stderr)
+        return exit_code(exc)

@@ -194,6 +194,14 @@ class Client:
         except NotFoundError:
             return None
 
+    def get_entry(self, key: str | bytes, *, consistency: str | None = None) -> _core.Entry | None:
+        """`get` with the version and the absolute expiry (unix ms, None: never)."""
+        call = _core.key_call("GET", key, self._limits, consistency=consistency)
+        try:
+            return _core.entry(self._call(call))
+        except NotFoundError:
+            return None
+
     def put(
         self,
         key: str | bytes,
@@ -201,10 +209,19 @@ class Client:
         *,
         consistency: str | None = None,
         ttl: int | None = None,
+        expires_ms: int | None = None,
     ) -> bytes | None:
-        """Store `value`; return the previous value, or None if there was none."""
+        """Store `value`; return the previous value, or None if there was none.
+
+        `ttl` (seconds from now) or `expires_ms` (absolute, unix ms) expire it."""
         call = _core.key_call(
-            "PUT", key, self._limits, value=value, consistency=consistency, ttl=ttl
+            "PUT",
+            key,
+            self._limits,
+            value=value,
+            consistency=consistency,
+            ttl=ttl,
+            expires_ms=expires_ms,
         )
         return _core.previous_or_none(self._call(call))
 
@@ -228,12 +245,18 @@ class Client:
         return out
 
     def iter_keys(
-        self, prefix: str | None = None, start_after: str | None = None, page_size: int = 1000
+        self,
+        prefix: str | None = None,
+        start_after: str | None = None,
+        page_size: int = 1000,
+        *,
+        deleted: bool = False,
     ) -> Iterator[str]:
-        """Every key in order, fetched a page at a time."""
+        """Every key in order, fetched a page at a time; with `deleted`, instead
+        the keys deleted (tombstones the cluster still keeps) or expired."""
         cursor = start_after
         while True:
-            resp = self._call(Call("GET", _core.keys_path(prefix, cursor, page_size)))
+            resp = self._call(Call("GET", _core.keys_path(prefix, cursor, page_size, deleted)))
             page, cursor = _core.keys_page(resp)
             yield from page
             if cursor is None:
@@ -245,11 +268,10 @@ class Client:
     def put_many(
         self, items: Mapping[str, bytes | str], *, ttl: int | None = None
     ) -> list[dict[str, Any]]:
-        ops = [("put", k, v, ttl) for k, v in items.items()]
-        return self._batch(ops, atomic=False, consistency=None)
+        return self._batch(_core.put_ops(items, ttl), atomic=False, consistency=None)
 
     def delete_many(self, keys: Sequence[str]) -> list[dict[str, Any]]:
-        return self._batch([("delete", k, None, None) for k in keys], False, None)
+        return self._batch(_core.delete_ops(keys), False, None)
 
     def _batch(
         self, ops: Sequence[_core.BatchOp], atomic: bool, consistency: str | None

@@ -6,6 +6,10 @@
     ├── NoRingError               no seed answered with a ring
     └── ResponseError             a node answered with an error (.status, .code)
         ├── BadRequestError       400/413: bad key, value too large, bad query...
+        │   └── InvalidRequestError   refused before sending, as the node would refuse it
+        │       ├── InvalidKeyError       also a ValueError: empty, too long, not UTF-8...
+        │       ├── InvalidArgumentError  also a ValueError: value too large, bad level/ttl/batch
+        │       └── ValueTypeError        also a TypeError: a value neither bytes nor str
         ├── AuthError             401/403: missing or wrong token
         ├── NotFoundError         404 where absence is an error (never for get/delete)
         ├── ConflictError         409: stale ring epoch, conflicting admin call
@@ -14,7 +18,11 @@
         └── StorageFullError      507: the node's storage is full
 
 Every error says what happened in words; `ResponseError` also carries the
-node's JSON error code and message.
+node's JSON error code and message. The client checks keys, values and
+arguments with the node's rules before sending; what fails is an
+`InvalidRequestError` with the status and code the node would answer, and
+also a `ValueError` or `TypeError` as Python code expects (httpx's
+`InvalidURL` is likewise both its own and a builtin kind).
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ __all__ = [
     "AuthError",
     "BadRequestError",
     "ConflictError",
+    "InvalidArgumentError",
+    "InvalidKeyError",
+    "InvalidRequestError",
     "NoRingError",
     "NotEnoughReplicasError",
     "NotFoundError",
@@ -34,6 +45,7 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "UnavailableError",
+    "ValueTypeError",
     "error_for",
 ]
 
@@ -67,6 +79,32 @@ class ResponseError(RingkvError):
 
 class BadRequestError(ResponseError):
     pass
+
+
+class InvalidRequestError(BadRequestError):
+    """Refused by the client before sending: the node would answer `status`/`code`."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str = "bad_request") -> None:
+        super().__init__(status, code, message, {"error": code, "message": message})
+        self.args = (message,)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidKeyError(InvalidRequestError, ValueError):
+    """The key is empty, too long, not UTF-8, or holds a forbidden character."""
+
+    def __init__(self, message: str, *, status: int = 400, code: str = "invalid_key") -> None:
+        super().__init__(message, status=status, code=code)
+
+
+class InvalidArgumentError(InvalidRequestError, ValueError):
+    """A value over the limit, a bad consistency level or ttl, a malformed batch."""
+
+
+class ValueTypeError(InvalidRequestError, TypeError):
+    """A value that is neither bytes nor str."""
 
 
 class AuthError(ResponseError):

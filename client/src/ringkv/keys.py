@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ringkv.errors import InvalidKeyError
+
 __all__ = ["DEFAULT_LIMITS", "InvalidKeyError", "Limits", "encode_key"]
-
-
-class InvalidKeyError(ValueError):
-    """The key is empty, too long, not UTF-8, or holds a forbidden character."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +56,9 @@ def encode_key(key: str | bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
         raise InvalidKeyError("key is empty")
     if len(raw) > limits.max_key_bytes:
         raise InvalidKeyError(
-            f"key is {len(raw)} bytes; the limit is {limits.max_key_bytes} bytes of UTF-8"
+            f"key is {len(raw)} bytes; the limit is {limits.max_key_bytes} bytes of UTF-8",
+            status=413,
+            code="key_too_large",
         )
     if not text.isprintable() and any(ord(c) < 0x20 or c == "\x7f" for c in text):
         raise InvalidKeyError("key holds a control character")

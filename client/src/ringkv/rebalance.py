@@ -17,7 +17,24 @@ from typing import Any
 
 from ringkv.ring import Member, Ring, rebalance
 
-__all__ = ["NodeView", "Step", "next_step", "plan", "target_from_views"]
+__all__ = [
+    "ImpossibleChangeError",
+    "NodeView",
+    "Step",
+    "UnchangedError",
+    "next_step",
+    "plan",
+    "refusal",
+    "target_from_views",
+]
+
+
+class UnchangedError(ValueError):
+    """`plan`: the members are the current ring's; there is nothing to rebalance."""
+
+
+class ImpossibleChangeError(ValueError):
+    """`plan`: the ring cannot have these members (fewer than N, none, duplicates)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +69,37 @@ class Step:
     reason: str = ""
 
 
+def refusal(current: Ring, members: Iterable[Member]) -> str | None:
+    """Why `current` cannot move to `members`, in words; None when it can."""
+    ids = [m.id for m in members]
+    if not ids:
+        return "a ring needs at least one member"
+    if len(set(ids)) != len(ids):
+        return "the member list names a member twice"
+    n = current.replication_factor
+    if len(ids) < n:
+        return (
+            f"the ring would have {len(ids)} member{'s' * (len(ids) != 1)}, fewer than its "
+            f"replication factor N={n} (every key is kept on {n} members)"
+        )
+    return None
+
+
 def plan(current: Ring, members: Iterable[Member]) -> Ring:
-    """The ring to move to: balanced, minimal movement, epoch + 1."""
-    target = rebalance(current, members)
+    """The ring to move to: balanced, minimal movement, epoch + 1.
+
+    Raises `ImpossibleChangeError` when the members cannot hold the ring
+    (`refusal`), and `UnchangedError` when they are the current ring's.
+    """
+    roster = list(members)
+    reason = refusal(current, roster)
+    if reason is not None:
+        raise ImpossibleChangeError(reason)
+    target = rebalance(current, roster)
     if target.owner_table == current.owner_table and {m.id for m in target.members} == {
         m.id for m in current.members
     }:
-        raise ValueError("the membership is unchanged: nothing to rebalance")
+        raise UnchangedError("the membership is unchanged: nothing to rebalance")
     return target
 
 
@@ -85,19 +126,30 @@ def next_step(target: Ring, views: Mapping[str, NodeView]) -> Step:
         return Step("done", (), f"ring epoch {epoch} is committed everywhere")
     if committed:  # the commit started: finish it everywhere
         rest = tuple(sorted(v.id for v in views.values() if v.epoch != epoch))
-        return Step("commit", rest, "finishing the commit")
+        return Step("commit", rest, f"finishing the switch to ring epoch {epoch}")
     stale = [v.id for v in views.values() if v.epoch < epoch - 1]
     if stale:
         raise ValueError(f"{', '.join(stale)} are more than one epoch behind")
     not_joined = tuple(sorted(v.id for v in views.values() if v.pending_epoch != epoch))
     if not_joined:
-        return Step("join", not_joined, "installing the joining ring")
+        return Step(
+            "join",
+            not_joined,
+            f"giving {', '.join(not_joined)} ring epoch {epoch} to join: "
+            "writes go to old and new owners from now on",
+        )
     not_streaming = tuple(sorted(v.id for v in views.values() if not v.in_sync and not v.streaming))
     if not_streaming:
-        return Step("stream", not_streaming, "every node writes to old and new owners: stream")
+        return Step(
+            "stream", not_streaming, "asking the new owners to copy the partitions they gain"
+        )
     if all(v.in_sync for v in views.values()):
-        return Step("commit", tuple(sorted(views)), "every new owner is in sync")
-    return Step("wait", (), "streaming")
+        return Step(
+            "commit",
+            tuple(sorted(views)),
+            f"every new owner is in sync: switching every node to ring epoch {epoch}",
+        )
+    return Step("wait", (), "new owners are copying the partitions they gain")
 
 
 def target_from_views(docs: Mapping[str, Mapping[str, Any]]) -> Ring | None:

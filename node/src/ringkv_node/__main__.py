@@ -12,6 +12,7 @@ import sys
 
 from aiohttp import web
 
+from ringkv.dirlock import DirLockedError
 from ringkv_node.app import create_app
 from ringkv_node.frontdoor import FrontSite
 from ringkv_node.settings import Settings, SettingsError, parse_settings
@@ -80,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         loop.run_until_complete(serve(settings))
     except ListenError as exc:
         print(f"ringkv-node: {exc}", file=sys.stderr)
+        return 1
+    except DirLockedError as exc:
+        print(
+            f"ringkv-node: data directory {exc}: is that node still running? "
+            "Stop it, or give this one another --data-dir",
+            file=sys.stderr,
+        )
         return 1
     finally:
         loop.close()

@@ -101,7 +101,9 @@ class AntiEntropy:
         self.clock_ms = clock_ms
         self.grace_ms = grace_ms
         self.last: Round | None = None
-        self.last_at_ms: int | None = None
+        self.last_at_ms: int | None = None  # when the last round ended (unix ms)
+        self.last_duration_ms: int | None = None  # how long it took
+        self._started_ms = 0
         self.out_of_sync = 0  # differing buckets seen in the last round
 
     def _expired_tombstone(self, rec: Record) -> bool:
@@ -132,6 +134,7 @@ class AntiEntropy:
         ring = self.get_ring()
         mine = set(ring.partitions_of(self.node_id))
         result = Round()
+        self._started_ms = self.clock_ms()
         if self.kv.storage.backlogged():
             result.deferred = True  # what differs now is mostly our own queue
             return result  # `last` and `out_of_sync` stay those of the last real round
@@ -166,6 +169,7 @@ class AntiEntropy:
     def _finish(self, result: Round) -> Round:
         self.last = result
         self.last_at_ms = self.clock_ms()
+        self.last_duration_ms = self.last_at_ms - self._started_ms
         self.out_of_sync = result.buckets_differing
         return result
 

@@ -29,6 +29,7 @@ __all__ = ["endpoint", "routes"]
 
 VERSION_HEADER = "X-Ringkv-Version"
 EPOCH_HEADER = "X-Ringkv-Epoch"
+EXPIRES_HEADER = "X-Ringkv-Expires"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -149,6 +150,8 @@ def _path(request: web.Request) -> str:
 
 def _response(reply: dataplane.Reply) -> web.Response:
     headers = {} if reply.version is None else {VERSION_HEADER: reply.version}
+    if reply.expires:
+        headers[EXPIRES_HEADER] = str(reply.expires)
     return web.Response(
         body=reply.body, status=reply.status, content_type=reply.content_type, headers=headers
     )
@@ -186,7 +189,8 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     after_text = query.get("start_after")
     start_after = key_or_error(after_text, limits) if after_text else None
     limit = protocol.parse_limit(query.get("limit"))
-    keys, nxt = await node.list_keys(prefix, start_after, limit)
+    deleted = protocol.parse_bool(query.get("deleted"), "deleted")
+    keys, nxt = await node.list_keys(prefix, start_after, limit, deleted=deleted)
     return json_response(
         {"keys": [k.decode() for k in keys], "next": None if nxt is None else nxt.decode()}
     )
@@ -203,11 +207,11 @@ async def batch(request: web.Request) -> web.StreamResponse:
         )
     body = await request.read()
     binary = request.content_type == protocol.MSGPACK
-    req = protocol.parse_batch(body, request.content_type, limits, request.query)
+    req = protocol.parse_batch(
+        body, request.content_type, limits, request.query, now_ms=kv.clock_ms()
+    )
     level = req.consistency or node.settings.write_consistency
-    stamped = [
-        (op.key, kv.stamp(op.value, op.ttl_s, tombstone=op.op == "delete")) for op in req.ops
-    ]
+    stamped = [(op.key, kv.stamp_op(op)) for op in req.ops]
     previous: list[Record | None]
     if req.atomic:
         node.check_single_partition([op.key for op in req.ops])

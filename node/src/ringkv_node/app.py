@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from ringkv import dirlock
 from ringkv_node.api import routes
 from ringkv_node.kv import KV
 from ringkv_node.metrics import Metrics
@@ -47,51 +48,54 @@ def create_app(
     app.add_routes(routes(settings.token, settings.data_auth))
 
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-        metrics = app[METRICS_KEY]
-        storage = await asyncio.to_thread(
-            Storage,
-            os.path.join(settings.data_dir, "lmdb"),
-            map_size=settings.map_size,
-            fsync=settings.durability == "fsync",
-            partitions=settings.partitions,
-            on_batch=metrics.observe_batch,
-        )
-        kv = KV(
-            storage,
-            settings.node_id,
-            clock_ms=clock_ms,
-            tombstone_grace_ms=int(settings.tombstone_grace_s * 1000),
-        )
-        holder: list[Node] = []
-        transport = HttpTransport(
-            settings.node_id,
-            lambda: holder[0].ring,
-            lambda peer: holder[0].member_url(peer),
-            settings.token,
-            timeout_s=settings.replica_timeout_s,
-        )
-        node = Node(settings, kv, metrics, transport)
-        holder.append(node)
-        transport.epoch_seen = node.epoch_seen
-        app[KV_KEY] = kv
-        app[NODE_KEY] = node
-        await node.load_ring()
-        node.ready = True
-        log.info(
-            "node %s ready: %s, ring epoch %d, %s durability",
-            settings.node_id,
-            settings.advertise_url,
-            node.ring.epoch,
-            settings.durability,
-        )
-        try:
-            yield
-        finally:
-            node.ready = False
-            await node.coordinator.drain()
-            await transport.close()
-            await storage.aclose()
-            log.info("storage closed")
+        # Before anything else in the directory is read or written: a second
+        # process on it would write the checkpoint over a live store (`dirlock`).
+        with dirlock.locked(settings.data_dir):
+            metrics = app[METRICS_KEY]
+            storage = await asyncio.to_thread(
+                Storage,
+                os.path.join(settings.data_dir, "lmdb"),
+                map_size=settings.map_size,
+                fsync=settings.durability == "fsync",
+                partitions=settings.partitions,
+                on_batch=metrics.observe_batch,
+            )
+            kv = KV(
+                storage,
+                settings.node_id,
+                clock_ms=clock_ms,
+                tombstone_grace_ms=int(settings.tombstone_grace_s * 1000),
+            )
+            holder: list[Node] = []
+            transport = HttpTransport(
+                settings.node_id,
+                lambda: holder[0].ring,
+                lambda peer: holder[0].member_url(peer),
+                settings.token,
+                timeout_s=settings.replica_timeout_s,
+            )
+            node = Node(settings, kv, metrics, transport)
+            holder.append(node)
+            transport.epoch_seen = node.epoch_seen
+            app[KV_KEY] = kv
+            app[NODE_KEY] = node
+            await node.load_ring()
+            node.ready = True
+            log.info(
+                "node %s ready: %s, ring epoch %d, %s durability",
+                settings.node_id,
+                settings.advertise_url,
+                node.ring.epoch,
+                settings.durability,
+            )
+            try:
+                yield
+            finally:
+                node.ready = False
+                await node.coordinator.drain()
+                await transport.close()
+                await storage.aclose()
+                log.info("storage closed")
 
     async def background_ctx(app: web.Application) -> AsyncIterator[None]:
         node = app[NODE_KEY]

@@ -54,6 +54,7 @@ class Reply(NamedTuple):
     body: bytes = b""
     content_type: str | None = None
     version: str | None = None  # X-Ringkv-Version
+    expires: int = 0  # X-Ringkv-Expires (unix ms) when not 0
 
 
 class Pending(NamedTuple):
@@ -95,7 +96,7 @@ def get_key(node: Node, path: str, query: Mapping[str, str]) -> Reply | Pending:
 def _found(node: Node, rec: Record | None) -> Reply:
     if rec is None or not is_live(rec, node.kv.clock_ms()):
         raise ApiError.not_found()
-    return Reply(200, rec.value, OCTETS, str(rec.version))
+    return Reply(200, rec.value, OCTETS, str(rec.version), rec.expires_ms)
 
 
 def value_too_large(length: int, node: Node) -> ApiError | None:
@@ -116,11 +117,11 @@ def put_key(node: Node, path: str, query: Mapping[str, str], body: bytes) -> Ans
     kv = node.kv
     key = key_from_path(path, node)
     level = _level(query, node.settings.write_consistency)
-    ttl = protocol.parse_ttl(query.get("ttl"))
+    ttl, expires = protocol.parse_expiry(query.get("ttl"), query.get("expires"), kv.clock_ms())
     too_large = value_too_large(len(body), node)
     if too_large is not None:
         raise too_large
-    rec = kv.stamp(body, ttl)
+    rec = kv.stamp(body, ttl, expires_ms=expires)
     return _written(node, rec, node.coordinator.write_now(key, rec, level), _put_reply)
 
 

@@ -110,6 +110,8 @@ class FrontDoor:
         extra = f"X-Ringkv-Epoch: {self.node.ring.epoch}\r\n"
         if reply.version is not None:
             extra += f"X-Ringkv-Version: {reply.version}\r\n"
+        if reply.expires:
+            extra += f"X-Ringkv-Expires: {reply.expires}\r\n"
         keep_alive = req.keep_alive and not self.stopping
         head = http1.response_head(
             reply.status, reply.content_type, len(reply.body), extra, self.date(), keep_alive

@@ -73,10 +73,25 @@ class KV:
 
     # -- writes --------------------------------------------------------------
 
-    def stamp(self, value: bytes, ttl_s: int | None, *, tombstone: bool = False) -> Record:
+    def stamp(
+        self,
+        value: bytes,
+        ttl_s: int | None,
+        *,
+        tombstone: bool = False,
+        expires_ms: int | None = None,
+    ) -> Record:
+        """A new record, versioned now; it expires `ttl_s` from now, or at `expires_ms`."""
         ts = self.hlc.now()
-        expires = 0 if ttl_s is None else (ts >> 16) + ttl_s * 1000
+        if expires_ms is not None:
+            expires = expires_ms
+        else:
+            expires = 0 if ttl_s is None else (ts >> 16) + ttl_s * 1000
         return Record(Version(ts, self.node_id), value, tombstone, expires)
+
+    def stamp_op(self, op: BatchOp) -> Record:
+        """The record a batch op writes."""
+        return self.stamp(op.value, op.ttl_s, tombstone=op.op == "delete", expires_ms=op.expires_ms)
 
     async def apply(self, key: bytes, rec: Record) -> Applied:
         """Store `rec` if it is newer than what is there (durable on return)."""
@@ -115,9 +130,7 @@ class KV:
 
     async def batch(self, ops: Sequence[BatchOp], *, atomic: bool) -> list[Applied]:
         """Apply many ops; `atomic` puts them in one transaction (all or none)."""
-        stamped = [
-            (op.key, self.stamp(op.value, op.ttl_s, tombstone=op.op == "delete")) for op in ops
-        ]
+        stamped = [(op.key, self.stamp_op(op)) for op in ops]
         if atomic:
             result: list[Applied] = await self.storage.write(
                 lambda wt: [_apply_in(wt, k, r) for k, r in stamped]

@@ -43,6 +43,9 @@ class Metrics:
         self.keys = Gauge(
             "ringkv_storage_entries", "Records in LMDB (live + tombstones)", registry=r
         )
+        self.tombstones = Gauge(
+            "ringkv_storage_tombstones", "Tombstones kept (of the entries)", registry=r
+        )
         self.storage_used = Gauge("ringkv_storage_used_bytes", "LMDB pages in use", registry=r)
         self.storage_map = Gauge("ringkv_storage_map_bytes", "LMDB map size", registry=r)
         self.log_bytes = Gauge(
@@ -58,12 +61,12 @@ class Metrics:
         self.hints_pending = Gauge(
             "ringkv_hints_pending", "Hinted writes waiting for a replica", ["target"], registry=r
         )
-        self.coordinated = Gauge(
+        self.coordinated = Counts(
             "ringkv_coordinated_requests",
             "Key requests coordinated here: for keys this node owns, or forwarded to others",
-            ["kind"],
-            registry=r,
+            "kind",
         )
+        r.register(self.coordinated)
         self.out_of_sync = Gauge(
             "ringkv_buckets_out_of_sync",
             "Digest buckets that differed from peers in the last anti-entropy round",
@@ -79,6 +82,23 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class Counts(Collector):
+    """A counter by one label whose values are kept elsewhere (set `counts`
+    before a scrape); exported as `<name>_total`."""
+
+    def __init__(self, name: str, documentation: str, label: str) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.counts: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, n in sorted(self.counts.items()):
+            family.add_metric([value], n)
+        yield family
 
 
 class RequestStats(Collector):

@@ -166,7 +166,7 @@ class Node(Membership):
     # -- cluster-wide listing ---------------------------------------------------
 
     async def list_keys(
-        self, prefix: bytes, start_after: bytes | None, limit: int
+        self, prefix: bytes, start_after: bytes | None, limit: int, *, deleted: bool = False
     ) -> tuple[list[bytes], bytes | None]:
         ring = self.ring
         members = [m for m in ring.member_ids if ring.partitions_of(m)]
@@ -201,7 +201,7 @@ class Node(Membership):
                     f"cannot list keys: every owner of {len(uncovered)} partitions is "
                     f"unreachable ({', '.join(sorted(failed))})",
                 )
-        return merge_pages(pages, limit)
+        return merge_pages(pages, limit, deleted=deleted)
 
     # -- readiness and status --------------------------------------------------
 
@@ -225,6 +225,7 @@ class Node(Membership):
         st = self.kv.storage.stats()
         m = self.metrics
         m.keys.set(st.entries)
+        m.tombstones.set(st.tombstones)
         m.storage_used.set(st.used_bytes)
         m.storage_map.set(st.map_size)
         m.log_bytes.set(st.log_bytes)
@@ -232,8 +233,8 @@ class Node(Membership):
         m.ring_epoch.set(self.ring.epoch)
         for target in self.ring.member_ids:
             m.hints_pending.labels(target).set(self.hints.backlog.get(target, 0))
-        m.coordinated.labels("owner").set(self.coordinator.coordinated - self.coordinator.forwarded)
-        m.coordinated.labels("forwarded").set(self.coordinator.forwarded)
+        m.coordinated.counts["owner"] = self.coordinator.coordinated - self.coordinator.forwarded
+        m.coordinated.counts["forwarded"] = self.coordinator.forwarded
         m.out_of_sync.set(self.anti_entropy.out_of_sync)
 
     def status(self) -> dict[str, Any]:
@@ -254,7 +255,9 @@ class Node(Membership):
             "ready": not self.not_ready_reasons(),
             "uptime_s": round(self._monotonic() - self._started, 3),
             "storage": {
-                "entries": st.entries,
+                "entries": st.entries,  # live + tombstones
+                "live": st.entries - st.tombstones,
+                "tombstones": st.tombstones,
                 "used_bytes": st.used_bytes,
                 "map_size": st.map_size,
                 "readers_used": st.readers_used,
@@ -265,7 +268,8 @@ class Node(Membership):
             },
             "hints": {"backlog": dict(self.hints.backlog), "replayed": self.hints.replayed},
             "anti_entropy": {
-                "last_round_ms": ae.last_at_ms,
+                "last_round_at_ms": ae.last_at_ms,
+                "last_round_duration_ms": ae.last_duration_ms,
                 "buckets_out_of_sync": ae.out_of_sync,
                 "buckets_moving": ae.last.moving if ae.last else 0,
                 "last_pulled": ae.last.pulled if ae.last else 0,

@@ -26,12 +26,16 @@ __all__ = [
     "key_or_error",
     "parse_batch",
     "parse_consistency",
+    "parse_expiry",
     "parse_limit",
     "parse_ttl",
 ]
 
 CONSISTENCY_LEVELS = ("one", "quorum", "all")
 MAX_TTL_S = 10 * 365 * 86400
+# An absolute expiry below this (March 1973, in ms) is taken for seconds, a
+# unit mistake that would store the key already expired: refused.
+MIN_EXPIRES_MS = 10**11
 MAX_LIST_LIMIT = 10_000
 DEFAULT_LIST_LIMIT = 1000
 MSGPACK = "application/msgpack"
@@ -43,6 +47,7 @@ class BatchOp:
     key: bytes
     value: bytes = b""
     ttl_s: int | None = None
+    expires_ms: int | None = None  # absolute (unix ms); set instead of ttl_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +61,7 @@ def key_or_error(key: str | bytes, limits: Limits) -> bytes:
     try:
         return encode_key(key, limits)
     except InvalidKeyError as exc:
-        if "limit" in str(exc):
-            raise ApiError(413, "key_too_large", str(exc)) from None
-        raise ApiError.bad_request(str(exc), "invalid_key") from None
+        raise ApiError(exc.status, exc.code, exc.message) from None
 
 
 def parse_consistency(value: str | None) -> str | None:
@@ -83,6 +86,34 @@ def parse_ttl(value: str | int | None) -> int | None:
     return ttl
 
 
+def parse_expiry(
+    ttl: str | int | None, expires: str | int | None, now_ms: int | None
+) -> tuple[int | None, int | None]:
+    """`(ttl_s, expires_ms)` from a relative `ttl` or an absolute `expires` (unix
+    ms, at most 10 years ahead of `now_ms`; None: no upper bound checked).
+
+    An expiry already past is taken: the key is stored expired and reads as
+    absent, as Redis does with a past PXAT; a dump loaded late must not fail.
+    """
+    ttl_s = parse_ttl(ttl)
+    if expires is None:
+        return ttl_s, None
+    if ttl_s is not None:
+        raise ApiError.bad_request("ttl and expires: give one, not both")
+    if isinstance(expires, bool) or not (
+        isinstance(expires, int) or (isinstance(expires, str) and expires.isdigit())
+    ):
+        raise ApiError.bad_request(f"expires must be unix time in milliseconds; got {expires!r}")
+    expires_ms = int(expires)
+    if expires_ms < MIN_EXPIRES_MS:
+        raise ApiError.bad_request(
+            f"expires must be unix time in milliseconds; {expires_ms} looks like seconds"
+        )
+    if now_ms is not None and expires_ms > now_ms + MAX_TTL_S * 1000:
+        raise ApiError.bad_request("expires must be at most 10 years from now")
+    return None, expires_ms
+
+
 def parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIST_LIMIT
@@ -103,13 +134,19 @@ def parse_bool(value: str | None, name: str) -> bool:
 
 
 def parse_batch(
-    body: bytes, content_type: str, limits: Limits, query: Mapping[str, str]
+    body: bytes,
+    content_type: str,
+    limits: Limits,
+    query: Mapping[str, str],
+    *,
+    now_ms: int | None = None,
 ) -> BatchRequest:
     """Decode a JSON (base64 values) or msgpack (raw values) batch body.
 
     Shape: `{"ops": [{"op": "put", "key": k, "value": v, "ttl": s}, {"op": "delete",
-    "key": k}], "atomic": bool, "consistency": level}`; `atomic` and
-    `consistency` may also come as query parameters.
+    "key": k}], "atomic": bool, "consistency": level}` (a put may give
+    `"expires": unix ms` instead of `ttl`); `atomic` and `consistency` may
+    also come as query parameters.
     """
     if len(body) > limits.max_batch_bytes:
         raise ApiError.too_large(
@@ -131,7 +168,7 @@ def parse_batch(
         raise ApiError.too_large(
             f"batch has {len(raw_ops)} ops; the limit is {limits.max_batch_ops}"
         )
-    ops = tuple(_parse_op(i, item, binary, limits) for i, item in enumerate(raw_ops))
+    ops = tuple(_parse_op(i, item, binary, limits, now_ms) for i, item in enumerate(raw_ops))
     atomic_raw = doc.get("atomic", query.get("atomic"))
     if isinstance(atomic_raw, bool):
         atomic = atomic_raw
@@ -145,7 +182,7 @@ def parse_batch(
     return BatchRequest(ops, atomic, parse_consistency(consistency_raw))
 
 
-def _parse_op(i: int, item: Any, binary: bool, limits: Limits) -> BatchOp:
+def _parse_op(i: int, item: Any, binary: bool, limits: Limits, now_ms: int | None) -> BatchOp:
     where = f"ops[{i}]"
     if not isinstance(item, dict):
         raise ApiError.bad_request(f"{where} must be an object")
@@ -177,10 +214,10 @@ def _parse_op(i: int, item: Any, binary: bool, limits: Limits) -> BatchOp:
             f"{where}.value is {len(value)} bytes; the limit is {limits.max_value_bytes}"
         )
     try:
-        ttl = parse_ttl(item.get("ttl"))
+        ttl, expires_ms = parse_expiry(item.get("ttl"), item.get("expires"), now_ms)
     except ApiError as exc:
         raise ApiError.bad_request(f"{where}.{exc.message}") from None
-    return BatchOp("put", key, value, ttl)
+    return BatchOp("put", key, value, ttl, expires_ms)
 
 
 def encode_body(doc: Any, binary: bool) -> bytes:

@@ -60,8 +60,13 @@ class Page:
     full: bool
 
 
-def merge_pages(pages: Sequence[Page], limit: int) -> tuple[list[bytes], bytes | None]:
+def merge_pages(
+    pages: Sequence[Page], limit: int, *, deleted: bool = False
+) -> tuple[list[bytes], bytes | None]:
     """Merge replicas' listings: newest version of each key decides if it is live.
+
+    The live keys, or with `deleted` the others: keys whose newest version is
+    a tombstone (kept for the grace period) or has expired.
 
     A replica that returned a full page may hold more keys after its last one,
     so the merged page stops at the smallest such last key (the horizon); the
@@ -80,7 +85,7 @@ def merge_pages(pages: Sequence[Page], limit: int) -> tuple[list[bytes], bytes |
             cur = best.get(entry.key)
             if cur is None or entry.version > cur.version:
                 best[entry.key] = entry
-    keys = sorted(k for k, e in best.items() if e.live)
+    keys = sorted(k for k, e in best.items() if e.live != deleted)
     if len(keys) > limit:
         return keys[:limit], keys[limit - 1]
     if horizon is not None:

@@ -2,8 +2,13 @@
 
 Every flag has a `RINGKV_*` variable (the StatefulSet sets variables; people
 type flags); a flag wins over its variable. Parsing is pure: argv and the
-environment come in, a validated `Settings` comes out, and anything wrong is a
-`SettingsError` whose message names the flag.
+environment come in (and `read_file`, for `--token-file`), a validated
+`Settings` comes out, and anything wrong is a `SettingsError` whose message
+names the flag.
+
+The cluster token is best given as a file (`--token-file`, a mounted Secret)
+or in the environment: a `--token` on the command line is visible to every
+local user in `ps`.
 """
 
 from __future__ import annotations
@@ -114,7 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--peers", help="initial members: id=url,id=url,... (id@zone=url sets a zone)")
     add("--replication-factor", help="N for the first ring (default min(3, members))")
     add("--partitions", help="Q for the first ring, a power of two (default 256)")
-    add("--token", help="cluster token for Authorization: Bearer [RINGKV_TOKEN]")
+    add(
+        "--token",
+        help="cluster token for Authorization: Bearer; visible in `ps`: prefer --token-file "
+        "or the variable [RINGKV_TOKEN]",
+    )
+    add("--token-file", help="read the cluster token from this file [RINGKV_TOKEN_FILE]")
     add(
         "--data-auth", help="on (default): data routes need the token too; off: only admin/internal"
     )
@@ -147,6 +157,7 @@ _ENV = {
     "replication_factor": "RINGKV_REPLICATION_FACTOR",
     "partitions": "RINGKV_PARTITIONS",
     "token": "RINGKV_TOKEN",
+    "token_file": "RINGKV_TOKEN_FILE",
     "zone": "RINGKV_ZONE",
     "data_auth": "RINGKV_DATA_AUTH",
     "durability": "RINGKV_DURABILITY",
@@ -172,8 +183,48 @@ def usage() -> str:
     return _parser().format_help()
 
 
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _token(
+    ns: argparse.Namespace, environ: Mapping[str, str], read: Callable[[str], str]
+) -> str | None:
+    """The cluster token from --token or --token-file, else RINGKV_TOKEN or
+    RINGKV_TOKEN_FILE (a flag wins over either variable: a shell that exports
+    RINGKV_TOKEN for the CLI must not break a node given --token-file)."""
+    for token, path, names in (
+        (ns.token, ns.token_file, "--token and --token-file"),
+        (
+            environ.get("RINGKV_TOKEN"),
+            environ.get("RINGKV_TOKEN_FILE"),
+            "RINGKV_TOKEN and RINGKV_TOKEN_FILE",
+        ),
+    ):
+        if token and path:
+            raise SettingsError(f"give {names.replace(' and ', ' or ')}, not both")
+        if token:
+            return str(token)
+        if path:
+            try:
+                text = read(path).strip()
+            except OSError as exc:
+                raise SettingsError(
+                    f"--token-file: cannot read {path}: {exc.strerror or exc}"
+                ) from None
+            if not text:
+                raise SettingsError(f"--token-file: {path} is empty")
+            return text
+    return None
+
+
 def parse_settings(
-    argv: Sequence[str], environ: Mapping[str, str], *, hostname: str = "localhost"
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    hostname: str = "localhost",
+    read_file: Callable[[str], str] = _read_text,
 ) -> Settings:
     """Build Settings from argv (without the program name) and the environment."""
     try:
@@ -226,7 +277,7 @@ def parse_settings(
             f"--replication-factor must be between 1 and the number of peers ({len(peers)})"
         )
 
-    token = get("token", "") or None
+    token = _token(ns, environ, read_file)
     if len(peers) > 1 and token is None:
         raise SettingsError(
             "--token: a cluster of several nodes needs a cluster token (peers authenticate "

@@ -98,7 +98,8 @@ class OpRefusedError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class StorageStats:
-    entries: int
+    entries: int  # records: live keys and tombstones
+    tombstones: int
     map_size: int
     used_bytes: int
     readers_used: int
@@ -660,8 +661,10 @@ class Storage:
         stat = self._env.stat()
         with self._env.begin(db=self._data) as txn:
             entries = txn.stat(self._data)["entries"]
+            tombstones = txn.stat(self._dbs["tombs"])["entries"]  # one index entry each
         return StorageStats(
             entries=entries,
+            tombstones=tombstones,
             map_size=info["map_size"],
             used_bytes=(info["last_pgno"] + 1) * stat["psize"],
             readers_used=info["num_readers"],
