@@ -50,7 +50,6 @@ def test_environment_and_flags_flag_wins() -> None:
         (["--partitions", "x"], "--partitions"),
         (["--replication-factor", "2"], "between 1 and the number of peers"),
         (["--peers", "a=ftp://x"], "id=http"),
-        (["--peers", "x=http://h:1"], "not among the peers"),
         (["--peers", "a=http://h:1,a=http://h:2", "--id", "a"], "unique"),
         (["--durability", "maybe"], "fsync or async"),
         (["--map-size", "lots"], "--map-size"),
@@ -62,6 +61,18 @@ def test_environment_and_flags_flag_wins() -> None:
 def test_bad_settings_name_the_flag(argv: list[str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         parse_settings(argv, {}, hostname="a")
+
+
+def test_a_node_not_among_the_peers_joins_them() -> None:
+    """The operator's pods past the seeds: they take the seeds' ring and own nothing."""
+    s = parse_settings(
+        ["--id", "kv-3", "--peers", "kv-0=http://a:1,kv-1=http://b:1", "--token", "t"],
+        {},
+        hostname="kv-3",
+    )
+    assert s.node_id == "kv-3"
+    assert [p.id for p in s.peers] == ["kv-0", "kv-1"]
+    assert s.replication_factor == 2
 
 
 def test_sizes_and_durations() -> None:

@@ -155,21 +155,32 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")[-6000:] if self.log.exists() else ""
 
 
+class OperatorProcesses:
+    """Makes `OperatorProcess`es for one test, and stops them all at the end."""
+
+    def __init__(self, namespace: str, env: dict[str, str], root: Path) -> None:
+        self.namespace, self.env, self.root = namespace, env, root
+        self.made: list[OperatorProcess] = []
+
+    def __call__(self) -> OperatorProcess:
+        log = self.root / f"operator-{len(self.made)}.log"
+        op = OperatorProcess(self.namespace, self.env, log)
+        self.made.append(op)
+        return op
+
+    def output(self) -> str:
+        return "\n".join(f"--- {op.log.name}\n{op.output()}" for op in self.made)
+
+
 @pytest.fixture
 def operator_process(
     crds: None, operator_env: dict[str, str], kube_namespace: str, tmp_path: Path
-) -> Iterator[Callable[[], OperatorProcess]]:
-    made: list[OperatorProcess] = []
-
-    def make() -> OperatorProcess:
-        op = OperatorProcess(kube_namespace, operator_env, tmp_path / f"operator-{len(made)}.log")
-        made.append(op)
-        return op
-
+) -> Iterator[OperatorProcesses]:
+    made = OperatorProcesses(kube_namespace, operator_env, tmp_path)
     try:
-        yield make
+        yield made
     finally:
-        for op in made:
+        for op in made.made:
             with contextlib.suppress(Exception):
                 op.stop()
 

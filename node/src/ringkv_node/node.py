@@ -117,6 +117,11 @@ class Node(Membership):
         forget = getattr(self.transport, "forget_failures", None)
         if forget is not None:
             forget()  # peers that were still starting are not down
+        if self.settings.node_id not in self.ring.member_ids:
+            log.info(
+                "not a member of ring epoch %d: owning nothing until a rebalance adds this node",
+                self.ring.epoch,
+            )
         await self._store_ring(self.ring)
 
     async def _store_ring(self, ring: Ring) -> None:

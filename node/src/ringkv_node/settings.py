@@ -265,8 +265,9 @@ def parse_settings(
     peers = conv("peers", "", _parse_peers)
     if not peers:
         peers = (Peer(node_id, advertise_url, zone),)
-    if node_id not in {p.id for p in peers}:
-        raise SettingsError(f"--peers: this node's id {node_id!r} is not among the peers")
+    # A node not among --peers joins the running cluster the peers form: it
+    # takes their ring and owns nothing until a rebalance gives it partitions
+    # (how the operator adds pods past the seeds; design §7.6).
 
     partitions = conv("partitions", "256", int)
     if partitions < 1 or partitions > 65536 or partitions & (partitions - 1):

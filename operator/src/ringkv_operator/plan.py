@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ringkv.rebalance import NodeView, Step, next_step, participants, plan
+from ringkv.rebalance import NodeView, Step, UnchangedError, next_step, participants, plan
 from ringkv.ring import Member, Ring
 from ringkv_operator.model import Cluster
 
@@ -201,7 +201,7 @@ def _same_members(ring: Ring, members: list[Member]) -> bool:
         return True
     try:
         plan(ring, members)
-    except ValueError:
+    except UnchangedError:
         return True  # the zones changed, the owners would not
     return False
 
