@@ -56,6 +56,14 @@ lint: $(STAMP) ## ruff check + format check, mypy --strict, import-linter contra
 	$(VENV)/bin/mypy $(SOURCES)
 	$(VENV)/bin/lint-imports
 
+.PHONY: crds
+crds: $(STAMP) ## Regenerate operator/crds/*.yaml and docs/operator.md's field tables from crds.py
+	$(PY) -m ringkv_operator.crds operator/crds docs/operator.md
+
+.PHONY: manifests
+manifests: crds ## Regenerate manifests/*.yaml (CRDs, RBAC, operator Deployment)
+	$(PY) -m ringkv_operator.install manifests
+
 ##@ Testing
 
 .PHONY: test

@@ -24,7 +24,7 @@ k8s-test-bins: ## Tier 3 binaries only: etcd (Debian) + kube-apiserver + kube-co
 	$(K8S_CLUSTER_DIR)/test-bins.sh
 
 test-k8s-api: $(STAMP) k8s-test-bins ## Run the tier-3 tests (real kube-apiserver on 127.0.0.1)
-	RINGKV_REQUIRE_K8S=1 $(PY) -m pytest e2e/tests -m "k8s_api and not kind"
+	RINGKV_REQUIRE_K8S=1 $(PY) -m pytest e2e/tests operator/tests -m "k8s_api and not kind" $(PYTEST_ARGS)
 
 apiserver-up: $(STAMP) k8s-test-bins ## Start etcd + kube-apiserver + controller-manager on loopback; prints KUBECONFIG
 	PYTHONPATH=e2e $(PY) -m kubeharness up

@@ -29,10 +29,14 @@ find_go() {
   elif [ -x /usr/local/go/bin/go ]; then echo /usr/local/go/bin/go
   else die "no go command (need go >= 1.21 on PATH or in /usr/local/go)"; fi
 }
+# The module proxy is the machine's own (GOPROXY, or `go env`): our files name
+# no registry host.
 setup_go() {
   GO="$(find_go)"
-  export GOTOOLCHAIN="$GO_TOOLCHAIN" CGO_ENABLED=0 GOFLAGS="-trimpath"
-  export GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
+  local proxy="${GOPROXY:-$(GOTOOLCHAIN=local "$GO" env GOPROXY 2>/dev/null || true)}"
+  [ -n "$proxy" ] && [ "$proxy" != off ] \
+    || die "no Go module proxy: set GOPROXY (or \`go env -w GOPROXY=...\`) to this machine's proxy"
+  export GOPROXY="$proxy" GOTOOLCHAIN="$GO_TOOLCHAIN" CGO_ENABLED=0 GOFLAGS="-trimpath"
 }
 
 # sha256 of strings/files, short form, for cache keys and stamps.
@@ -58,12 +62,15 @@ apt_ensure() {
 # Local images are tagged under this prefix; nothing is ever pushed or pulled.
 IMAGE_PREFIX="${IMAGE_PREFIX:-ringkv.local}"
 
+# The Debian mirror is the one this machine's apt uses (DEBIAN_MIRROR overrides):
+# our files name no registry host.
 debian_mirror() {
   if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
   local uri
   uri=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-  [ -z "$uri" ] && uri=$(awk '$1 == "deb" && $3 ~ /^[a-z]+$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
-  echo "${uri:-http://deb.debian.org/debian}"
+  [ -z "$uri" ] && uri=$(awk '$1 == "deb" && $3 !~ /security/ {print $2; exit}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+  [ -n "$uri" ] || die "no Debian mirror: none in /etc/apt/sources.list or sources.list.d; set DEBIAN_MIRROR"
+  echo "$uri"
 }
 
 # Prefer Debian's docker CLI (same version as the daemon we start): a newer CLI

@@ -194,7 +194,9 @@ async def test_status_ring_health_metrics(node: NodeProcess, http: aiohttp.Clien
     assert status["durability"] == "fsync"
     storage = status["storage"]
     assert (storage["entries"], storage["live"], storage["tombstones"]) == (2, 1, 1)
-    assert {"last_round_at_ms", "last_round_duration_ms"} <= set(status["anti_entropy"])
+    assert {"last_round_at_ms", "last_round_duration_ms", "partitions_out_of_sync"} <= set(
+        status["anti_entropy"]
+    )
     async with http.get(f"{node.url}/v1/ring") as r:
         ring = await r.json()
         assert r.headers["X-Ringkv-Epoch"] == "1"

@@ -114,6 +114,10 @@ async def test_anti_entropy_converges_after_lossy_writes(net: FakeNetwork) -> No
     for node in net.members.values():
         node.hints.backlog.clear()  # rely on anti-entropy alone
     net.heal()
+    first = await net.members["n0"].anti_entropy.run_round()
+    assert first.buckets_differing > 0
+    assert 0 < len(first.partitions_differing) <= first.buckets_differing
+    assert net.members["n0"].anti_entropy.partitions_out_of_sync == len(first.partitions_differing)
     for _ in range(3):
         for node in net.members.values():
             await node.anti_entropy.run_round()
@@ -122,6 +126,7 @@ async def test_anti_entropy_converges_after_lossy_writes(net: FakeNetwork) -> No
     for key, value in acked.items():
         assert {local(net, n, key) for n in net.members} == {value}
     assert net.members["n0"].anti_entropy.out_of_sync == 0
+    assert net.members["n0"].anti_entropy.partitions_out_of_sync == 0
 
 
 async def test_anti_entropy_propagates_deletes(net: FakeNetwork) -> None:

@@ -153,3 +153,31 @@ def test_every_crd_field_has_a_description() -> None:
 )
 def test_leader_rule(lease: leader.LeaseView | None, verdict: str) -> None:
     assert leader.decide(lease, "me", NOW) == verdict
+
+
+def test_committed_manifests_are_current() -> None:
+    """`make manifests` regenerates them from install.py; this fails when someone forgot."""
+    from ringkv_operator import install
+
+    for name, text in install.manifests().items():
+        path = ROOT / "manifests" / name
+        assert path.read_text() == text, f"{path} is stale: run `make manifests`"
+
+
+def test_the_operator_deployment_is_locked_down() -> None:
+    from ringkv_operator import install
+
+    pod = install.deployment()["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    verbs = {(r["resources"][0], v) for r in install.CLUSTER_RULES for v in r["verbs"]}
+    assert ("secrets", "delete") not in verbs and ("statefulsets", "delete") not in verbs
+
+
+def test_the_field_reference_in_docs_is_current() -> None:
+    doc = (ROOT / "docs" / "operator.md").read_text()
+    assert "<!-- BEGIN KVCluster fields -->\n| field |" in doc
+    assert crds.embed(doc) == doc, "docs/operator.md's field table is stale: run `make crds`"

@@ -69,6 +69,7 @@ def steady(first: Look, second: Look) -> tuple[list[tuple[int, int]], int]:
 class Round:
     peers: int = 0
     buckets_differing: int = 0
+    partitions_differing: set[int] = field(default_factory=set)  # with any peer
     pulled: int = 0
     pushed: int = 0
     failed_peers: list[str] = field(default_factory=list)
@@ -105,6 +106,7 @@ class AntiEntropy:
         self.last_duration_ms: int | None = None  # how long it took
         self._started_ms = 0
         self.out_of_sync = 0  # differing buckets seen in the last round
+        self.partitions_out_of_sync = 0  # partitions they were in
 
     def _expired_tombstone(self, rec: Record) -> bool:
         return rec.tombstone and (rec.version.ts >> 16) + self.grace_ms <= self.clock_ms()
@@ -152,6 +154,7 @@ class AntiEntropy:
                 by_part: dict[int, list[int]] = {}
                 for part, bucket in diff:
                     by_part.setdefault(part, []).append(bucket)
+                result.partitions_differing.update(by_part)
                 for part, buckets in by_part.items():
                     if self.get_ring().epoch != ring.epoch:
                         return self._finish(result)  # ownership moved: start afresh
@@ -171,6 +174,7 @@ class AntiEntropy:
         self.last_at_ms = self.clock_ms()
         self.last_duration_ms = self.last_at_ms - self._started_ms
         self.out_of_sync = result.buckets_differing
+        self.partitions_out_of_sync = len(result.partitions_differing)
         return result
 
     async def sync_bucket(self, peer: str, part: int, bucket: int | None) -> tuple[int, int]:

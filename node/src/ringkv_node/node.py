@@ -276,6 +276,7 @@ class Node(Membership):
                 "last_round_at_ms": ae.last_at_ms,
                 "last_round_duration_ms": ae.last_duration_ms,
                 "buckets_out_of_sync": ae.out_of_sync,
+                "partitions_out_of_sync": ae.partitions_out_of_sync,
                 "buckets_moving": ae.last.moving if ae.last else 0,
                 "last_pulled": ae.last.pulled if ae.last else 0,
                 "last_pushed": ae.last.pushed if ae.last else 0,

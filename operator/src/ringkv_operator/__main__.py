@@ -4,8 +4,8 @@
     ringkv-operator -n team-a -n team-b      # only these (Roles are enough)
     ringkv-operator --resolver map:urls.json # reach nodes through a map (development, tests)
 
-Every flag has a `RINGKV_OPERATOR_*` variable. The liveness endpoint is
-kopf's (`/healthz`); Prometheus metrics are on `--metrics-port`.
+Every flag has a `RINGKV_OPERATOR_*` variable. `/healthz` and `/readyz` are on
+`--health-port`, Prometheus metrics on `--metrics-port`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import kopf
 
 from ringkv_operator import handlers  # noqa: F401  (registers the handlers)
+from ringkv_operator.health import HealthServer
 from ringkv_operator.k8s import Kube, api_client
 from ringkv_operator.leader import LeaderElector
 from ringkv_operator.metrics import Metrics
@@ -69,9 +70,10 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> argparse.Namespac
         '(JSON {"<ns>/<pod>": URL}, for running outside the cluster)',
     )
     p.add_argument(
-        "--liveness",
-        default=e("RINGKV_OPERATOR_LIVENESS") or "http://0.0.0.0:8081/healthz",
-        help="kopf's liveness endpoint (empty: none)",
+        "--health-port",
+        type=int,
+        default=int(e("RINGKV_OPERATOR_HEALTH_PORT") or 8081),
+        help="/healthz (alive) and /readyz (leading and running) port (0: none)",
     )
     p.add_argument(
         "--metrics-port",
@@ -129,11 +131,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     kube = Kube(api_client())
+    identity = f"{socket.gethostname()}_{os.getpid()}"
     stop = threading.Event()
     lost = threading.Event()
+    ready = threading.Event()  # kopf sets it once it runs
+    health = None
+    if args.health_port:
+        health = HealthServer(
+            args.health_port, alive=lambda: not lost.is_set(), ready=ready.is_set
+        ).start()
     elector = None
     if args.leader_election:
-        identity = f"{socket.gethostname()}_{os.getpid()}"
         elector = LeaderElector(
             kube, args.lease_namespace, args.lease_name, identity, duration_s=args.lease_duration
         )
@@ -152,16 +160,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     reconciler = Reconciler(kube, config, metrics=metrics)
     memo = kopf.Memo(config=config, reconciler=reconciler)
     try:
+        # kopf names itself after the user, and uid 10001 has no passwd entry.
+        os.environ.setdefault("USER", "ringkv-operator")
         kopf.run(
             standalone=True,
             clusterwide=not args.namespace,
             namespaces=args.namespace,
-            liveness_endpoint=args.liveness or None,
             stop_flag=stop,
+            ready_flag=ready,
             memo=memo,
         )
     finally:
         stop.set()
+        if health is not None:
+            health.stop()
         metrics.leader.set(0)
         if elector is not None and not lost.is_set():
             elector.release()

@@ -1,0 +1,317 @@
+"""Tier 4: the operator on kind, installed from manifests/, managing a real KVCluster.
+
+In order, on one cluster (each step starts from where the one before left it):
+install with `kubectl apply -f manifests/` and reach Ready; an in-cluster Job
+writes 10,000 keys through the client Service's DNS name and reads them back;
+`kubectl scale` 3 -> 5 -> 3 while an in-cluster writer runs; a deleted pod
+comes back with its claim's data while the writer measures the longest window
+of failed quorum writes; a new image tag rolls the pods with zero failed
+writes; `kubectl get` and `describe` show the columns, conditions and events.
+Needs `make e2e` (images built and loaded into kind).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubeharness.kind import Kubectl, cluster_name, kubeconfig_path
+
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_IMAGE = os.environ.get("OPERATOR_IMAGE", "ringkv/operator:e2e")
+NODE_IMAGE = os.environ.get("NODE_IMAGE", "ringkv/node:e2e")
+SYSTEM = "ringkv-system"
+READY_TIMEOUT = 300.0
+SCALE_TIMEOUT = 600.0
+NODE_ENV = [
+    {"name": "RINGKV_DROP_DELAY", "value": "5s"},
+    {"name": "RINGKV_ANTI_ENTROPY_INTERVAL", "value": "5s"},
+    {"name": "RINGKV_HINT_INTERVAL", "value": "200ms"},
+]
+
+
+def wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 2.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+@pytest.fixture(scope="module")
+def kubectl() -> Kubectl:
+    path = kubeconfig_path()
+    if not path.exists():
+        msg = f"no kind kubeconfig at {path}: run `make e2e`"
+        if os.environ.get("RINGKV_REQUIRE_KIND") == "1":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return Kubectl(path)
+
+
+@pytest.fixture(scope="module")
+def operator(kubectl: Kubectl) -> Iterator[None]:
+    """`kubectl apply -f manifests/`, with the images this run built."""
+    kubectl.run("apply", "-f", str(ROOT / "manifests"), timeout=120)
+    container = {
+        "name": "operator",
+        "image": OPERATOR_IMAGE,
+        "env": [{"name": "RINGKV_OPERATOR_NODE_IMAGE", "value": NODE_IMAGE}],
+    }
+    patch = {"spec": {"template": {"spec": {"containers": [container]}}}}
+    kubectl.run("-n", SYSTEM, "patch", "deploy/ringkv-operator", "-p", json.dumps(patch))
+    kubectl.run(
+        "-n", SYSTEM, "rollout", "status", "deploy/ringkv-operator", "--timeout=180s", timeout=200
+    )
+    yield
+    logs = kubectl.run("-n", SYSTEM, "logs", "deploy/ringkv-operator", "--tail=80", check=False)
+    print("--- operator log\n" + logs.stdout + logs.stderr)
+
+
+@pytest.fixture(scope="module")
+def ns(kubectl: Kubectl, operator: None) -> Iterator[str]:
+    name = f"e2e-op-{secrets.token_hex(3)}"
+    kubectl.run("create", "namespace", name)
+    script = (Path(__file__).parent / "incluster_client.py").read_text()
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "client-script"},
+            "data": {"incluster_client.py": script},
+        },
+        name,
+    )
+    yield name
+    print(kubectl.diagnostics(name))
+    kubectl.run("delete", "kvc", "--all", "-n", name, "--wait=true", timeout=180, check=False)
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+def kvc(kubectl: Kubectl, ns: str) -> dict[str, Any]:
+    return dict(kubectl.get_json("kvc", "kv", "-n", ns))
+
+
+def status(kubectl: Kubectl, ns: str) -> dict[str, Any]:
+    return dict(kvc(kubectl, ns).get("status") or {})
+
+
+def ready(kubectl: Kubectl, ns: str, **want: Any) -> Callable[[], Any]:
+    def check() -> Any:
+        st = status(kubectl, ns)
+        ok = st.get("phase") == "Ready" and all(st.get(k) == v for k, v in want.items())
+        return st if ok else False
+
+    return check
+
+
+def client_pod(name: str, args: list[str]) -> dict[str, Any]:
+    """A pod of the node image running incluster_client.py against Service `kv`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"ringkv.io/client": "true", "e2e": "1"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "client",
+                    "image": NODE_IMAGE,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python3", "/script/incluster_client.py", *args],
+                    "env": [
+                        {
+                            "name": "NS",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                        },
+                        # The client Service's DNS name, as users reach the cluster.
+                        {"name": "RINGKV_URL", "value": "http://kv.$(NS).svc.cluster.local:8080"},
+                        {
+                            "name": "RINGKV_TOKEN",
+                            "valueFrom": {"secretKeyRef": {"name": "kv-auth", "key": "token"}},
+                        },
+                    ],
+                    "volumeMounts": [{"name": "script", "mountPath": "/script"}],
+                }
+            ],
+            "volumes": [{"name": "script", "configMap": {"name": "client-script"}}],
+        },
+    }
+
+
+def pod_phase(kubectl: Kubectl, ns: str, name: str) -> str:
+    return str(kubectl.get_json("pod", name, "-n", ns).get("status", {}).get("phase", ""))
+
+
+def summary(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
+    out = kubectl.run("logs", "-n", ns, name).stdout.strip().splitlines()
+    return dict(json.loads(out[-1]))
+
+
+class Writer:
+    """The in-cluster writer pod: started, then stopped through a file, then its summary."""
+
+    def __init__(self, kubectl: Kubectl, ns: str, name: str) -> None:
+        self.kubectl, self.ns, self.name = kubectl, ns, name
+
+    def __enter__(self) -> Writer:
+        self.kubectl.apply(client_pod(self.name, ["run"]), self.ns)
+        wait(
+            lambda: pod_phase(self.kubectl, self.ns, self.name) == "Running",
+            120,
+            f"writer {self.name} running",
+        )
+        time.sleep(3)
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        self.kubectl.exec(self.ns, self.name, "touch", "/tmp/stop")
+        wait(
+            lambda: pod_phase(self.kubectl, self.ns, self.name) in ("Succeeded", "Failed"),
+            300,
+            f"writer {self.name} to finish",
+        )
+        return summary(self.kubectl, self.ns, self.name)
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def scale(kubectl: Kubectl, ns: str, replicas: int) -> None:
+    kubectl.run("scale", "kvc/kv", "-n", ns, f"--replicas={replicas}")
+
+
+def test_install_and_ready(kubectl: Kubectl, ns: str) -> None:
+    kubectl.apply(
+        {
+            "apiVersion": "ringkv.io/v1alpha1",
+            "kind": "KVCluster",
+            "metadata": {"name": "kv"},
+            "spec": {"replicas": 3, "partitions": 64, "env": NODE_ENV},
+        },
+        ns,
+    )
+    st = wait(ready(kubectl, ns, readyReplicas=3), READY_TIMEOUT, "KVCluster Ready")
+    assert st["ringEpoch"] == 1 and st["members"] == 3
+    conditions = {c["type"]: c["status"] for c in st["conditions"]}
+    assert conditions["Ready"] == "True" and conditions["Degraded"] == "False"
+
+
+def test_a_job_writes_10000_keys_through_the_service(kubectl: Kubectl, ns: str) -> None:
+    kubectl.apply(client_pod("load", ["load", "10000"]), ns)
+    wait(lambda: pod_phase(kubectl, ns, "load") in ("Succeeded", "Failed"), 600, "the load pod")
+    result = summary(kubectl, ns, "load")
+    print("load:", result)
+    assert pod_phase(kubectl, ns, "load") == "Succeeded", result
+    assert result["acked"] == 10000 and result["lost"] == 0
+
+
+def test_scale_3_5_3_with_a_writer(kubectl: Kubectl, ns: str) -> None:
+    epoch = status(kubectl, ns)["ringEpoch"]
+    with Writer(kubectl, ns, "writer-scale") as writer:
+        scale(kubectl, ns, 5)
+        st = wait(ready(kubectl, ns, members=5, readyReplicas=5), SCALE_TIMEOUT, "5 members")
+        assert st["ringEpoch"] > epoch
+        epoch = st["ringEpoch"]
+        scale(kubectl, ns, 3)
+        st = wait(ready(kubectl, ns, members=3, replicas=3), SCALE_TIMEOUT, "back to 3 members")
+        assert st["ringEpoch"] > epoch
+        result = writer.stop()
+    print("scale writer:", result)
+    sts = kubectl.get_json("statefulset", "kv", "-n", ns)
+    assert sts["spec"]["replicas"] == 3
+    assert result["acked"] > 0 and result["lost"] == 0, result
+
+
+def test_a_deleted_pod_comes_back_with_its_data(kubectl: Kubectl, ns: str) -> None:
+    before = kubectl.get_json("pvc", "data-kv-1", "-n", ns)["metadata"]["uid"]
+    pod_uid = kubectl.get_json("pod", "kv-1", "-n", ns)["metadata"]["uid"]
+    with Writer(kubectl, ns, "writer-delete") as writer:
+        kubectl.run("delete", "pod", "kv-1", "-n", ns, "--wait=false")
+        wait(
+            lambda: kubectl.get_json("pod", "kv-1", "-n", ns)["metadata"]["uid"] != pod_uid,
+            120,
+            "kv-1 recreated",
+        )
+        wait(ready(kubectl, ns, readyReplicas=3), READY_TIMEOUT, "Ready again")
+        live = json.loads(
+            kubectl.exec(
+                ns,
+                "kv-1",
+                "python3",
+                "-c",
+                "import json,urllib.request,os;"
+                "r=urllib.request.Request('http://127.0.0.1:8080/v1/status',"
+                "headers={'Authorization':'Bearer '+os.environ['RINGKV_TOKEN']});"
+                "print(json.dumps(json.load(urllib.request.urlopen(r))['storage']))",
+            )
+        )
+        result = writer.stop()
+    print(f"pod delete: longest window of failed quorum writes {result['worst_gap_s']} s; {result}")
+    assert kubectl.get_json("pvc", "data-kv-1", "-n", ns)["metadata"]["uid"] == before
+    assert live["live"] >= 10000, live  # its claim's data, not a refill from scratch
+    assert result["lost"] == 0, result
+
+
+def test_an_image_change_rolls_with_zero_failed_writes(kubectl: Kubectl, ns: str) -> None:
+    tag = NODE_IMAGE.rsplit(":", 1)[0] + ":e2e-rolled"
+    subprocess.run(["docker", "tag", NODE_IMAGE, tag], check=True, timeout=60)
+    cache = Path(os.environ.get("RINGKV_CACHE", Path.home() / ".cache" / "ringkv"))
+    kind = str(cache / "bin" / "kind")
+    subprocess.run(
+        [kind, "load", "docker-image", "--name", cluster_name(), tag],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    with Writer(kubectl, ns, "writer-roll") as writer:
+        kubectl.run(
+            "patch",
+            "kvc",
+            "kv",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"image": tag}}),
+        )
+
+        def rolled() -> bool:
+            pods = kubectl.get_json("pods", "-n", ns, "-l", "app.kubernetes.io/instance=kv")
+            images = [p["spec"]["containers"][0]["image"] for p in pods["items"]]
+            st = status(kubectl, ns)
+            return (
+                len(images) == 3
+                and all(i == tag for i in images)
+                and st.get("phase") == "Ready"
+                and st.get("readyReplicas") == 3
+            )
+
+        wait(rolled, SCALE_TIMEOUT, "every pod rolled to the new tag")
+        result = writer.stop()
+    print("rolling upgrade writer:", result)
+    assert result["failed"] == 0 and result["lost"] == 0, result
+
+
+def test_kubectl_get_and_describe(kubectl: Kubectl, ns: str) -> None:
+    table = kubectl.run("get", "kvc", "-n", ns).stdout
+    header = table.splitlines()[0].split()
+    assert header == ["NAME", "REPLICAS", "READY", "PHASE", "EPOCH", "LASTBACKUP", "AGE"], table
+    row = table.splitlines()[1].split()
+    assert row[:4] == ["kv", "3", "3", "Ready"], table
+    described = kubectl.run("describe", "kvc", "kv", "-n", ns).stdout
+    assert "Conditions:" in described and "Events:" in described, described
+    assert "Rebalancing" in described
+    print(table)
