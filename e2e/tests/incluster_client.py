@@ -1,12 +1,15 @@
 """The e2e tests' client inside the kind cluster (mounted into a pod of the node image).
 
     python incluster_client.py load N     put N keys, read them all back
-    python incluster_client.py run        put fresh keys until /tmp/stop exists,
+    python incluster_client.py run        put fresh keys until /tmp/stop exists (and
+                                          read an earlier one back after every put),
                                           then read every acknowledged one back
 
 Both print one JSON line: how many writes were acknowledged and failed, how
-many acknowledged keys did not read back (`lost`, with a few examples), and
-the longest stretch of consecutive failed writes in seconds (`worst_gap_s`).
+many reads failed or saw another value while writing (`read_failed`,
+`read_wrong`), how many acknowledged keys did not read back at the end
+(`lost`, with a few examples), and the longest stretch of consecutive failed
+writes in seconds (`worst_gap_s`).
 It reaches the cluster the way users do: `RINGKV_URL` (the client Service's
 DNS name) and `RINGKV_TOKEN` (from the cluster's Secret). Exit 1 if any
 acknowledged write is lost.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 import time
 
@@ -29,7 +33,8 @@ def main() -> int:
     mode = sys.argv[1]
     kv = Client(os.environ["RINGKV_URL"], token=os.environ["RINGKV_TOKEN"], timeout=5.0)
     acked: dict[str, bytes] = {}
-    failed = 0
+    order: list[str] = []
+    failed = read_failed = read_wrong = 0
     worst_gap = 0.0
     failing_since: float | None = None
     errors: dict[str, int] = {}
@@ -59,6 +64,14 @@ def main() -> int:
             worst_gap = max(worst_gap, time.monotonic() - failing_since)
             failing_since = None
         acked[key] = value
+        order.append(key)
+        if count is None:  # while writing, a quorum read of an earlier write
+            earlier = random.choice(order)
+            try:
+                if kv.get(earlier) != acked[earlier]:
+                    read_wrong += 1
+            except RingkvError:
+                read_failed += 1
     if failing_since is not None:
         worst_gap = max(worst_gap, time.monotonic() - failing_since)
     lost = []
@@ -78,6 +91,8 @@ def main() -> int:
             {
                 "acked": len(acked),
                 "failed": failed,
+                "read_failed": read_failed,
+                "read_wrong": read_wrong,
                 "errors": errors,
                 "lost": len(lost),
                 "lost_examples": lost[:5],
@@ -87,7 +102,7 @@ def main() -> int:
         ),
         flush=True,
     )
-    return 1 if lost else 0
+    return 1 if lost or read_wrong else 0
 
 
 if __name__ == "__main__":

@@ -80,8 +80,19 @@ def operator(kubectl: Kubectl) -> Iterator[None]:
     print("--- operator log\n" + logs.stdout + logs.stderr)
 
 
+@pytest.fixture
+def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
+    """Print a figure to the terminal (make e2e's output), also when the test passes."""
+
+    def show(line: str) -> None:
+        with capsys.disabled():
+            print(f"\n    e2e: {line}", flush=True)
+
+    return show
+
+
 @pytest.fixture(scope="module")
-def ns(kubectl: Kubectl, operator: None) -> Iterator[str]:
+def ns(kubectl: Kubectl, operator: None, request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"e2e-op-{secrets.token_hex(3)}"
     kubectl.run("create", "namespace", name)
     script = (Path(__file__).parent / "incluster_client.py").read_text()
@@ -94,8 +105,10 @@ def ns(kubectl: Kubectl, operator: None) -> Iterator[str]:
         },
         name,
     )
+    failed = request.session.testsfailed
     yield name
-    print(kubectl.diagnostics(name))
+    if request.session.testsfailed > failed:
+        print(kubectl.diagnostics(name))
     kubectl.run("delete", "kvc", "--all", "-n", name, "--wait=true", timeout=180, check=False)
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
@@ -209,33 +222,39 @@ def test_install_and_ready(kubectl: Kubectl, ns: str) -> None:
     assert conditions["Ready"] == "True" and conditions["Degraded"] == "False"
 
 
-def test_a_job_writes_10000_keys_through_the_service(kubectl: Kubectl, ns: str) -> None:
+def test_a_job_writes_10000_keys_through_the_service(
+    kubectl: Kubectl, ns: str, report: Callable[[str], None]
+) -> None:
     kubectl.apply(client_pod("load", ["load", "10000"]), ns)
     wait(lambda: pod_phase(kubectl, ns, "load") in ("Succeeded", "Failed"), 600, "the load pod")
     result = summary(kubectl, ns, "load")
-    print("load:", result)
+    report(f"10,000 keys through the Service: {result}")
     assert pod_phase(kubectl, ns, "load") == "Succeeded", result
     assert result["acked"] == 10000 and result["lost"] == 0
 
 
-def test_scale_3_5_3_with_a_writer(kubectl: Kubectl, ns: str) -> None:
-    epoch = status(kubectl, ns)["ringEpoch"]
+def test_scale_3_5_3_with_a_writer(
+    kubectl: Kubectl, ns: str, report: Callable[[str], None]
+) -> None:
+    epochs = [status(kubectl, ns)["ringEpoch"]]
     with Writer(kubectl, ns, "writer-scale") as writer:
         scale(kubectl, ns, 5)
         st = wait(ready(kubectl, ns, members=5, readyReplicas=5), SCALE_TIMEOUT, "5 members")
-        assert st["ringEpoch"] > epoch
-        epoch = st["ringEpoch"]
+        epochs.append(st["ringEpoch"])
         scale(kubectl, ns, 3)
         st = wait(ready(kubectl, ns, members=3, replicas=3), SCALE_TIMEOUT, "back to 3 members")
-        assert st["ringEpoch"] > epoch
+        epochs.append(st["ringEpoch"])
         result = writer.stop()
-    print("scale writer:", result)
+    assert epochs[0] < epochs[1] < epochs[2], epochs
+    report(f"scale 3 -> 5 -> 3, epochs {epochs}: writer {result}")
     sts = kubectl.get_json("statefulset", "kv", "-n", ns)
     assert sts["spec"]["replicas"] == 3
     assert result["acked"] > 0 and result["lost"] == 0, result
 
 
-def test_a_deleted_pod_comes_back_with_its_data(kubectl: Kubectl, ns: str) -> None:
+def test_a_deleted_pod_comes_back_with_its_data(
+    kubectl: Kubectl, ns: str, report: Callable[[str], None]
+) -> None:
     before = kubectl.get_json("pvc", "data-kv-1", "-n", ns)["metadata"]["uid"]
     pod_uid = kubectl.get_json("pod", "kv-1", "-n", ns)["metadata"]["uid"]
     with Writer(kubectl, ns, "writer-delete") as writer:
@@ -259,13 +278,18 @@ def test_a_deleted_pod_comes_back_with_its_data(kubectl: Kubectl, ns: str) -> No
             )
         )
         result = writer.stop()
-    print(f"pod delete: longest window of failed quorum writes {result['worst_gap_s']} s; {result}")
+    report(
+        f"pod kv-1 deleted: longest window of failed quorum writes {result['worst_gap_s']} s; "
+        f"node after restart {live}; writer {result}"
+    )
     assert kubectl.get_json("pvc", "data-kv-1", "-n", ns)["metadata"]["uid"] == before
     assert live["live"] >= 10000, live  # its claim's data, not a refill from scratch
     assert result["lost"] == 0, result
 
 
-def test_an_image_change_rolls_with_zero_failed_writes(kubectl: Kubectl, ns: str) -> None:
+def test_an_image_change_rolls_with_zero_failed_writes(
+    kubectl: Kubectl, ns: str, report: Callable[[str], None]
+) -> None:
     tag = NODE_IMAGE.rsplit(":", 1)[0] + ":e2e-rolled"
     subprocess.run(["docker", "tag", NODE_IMAGE, tag], check=True, timeout=60)
     cache = Path(os.environ.get("RINGKV_CACHE", Path.home() / ".cache" / "ringkv"))
@@ -301,11 +325,12 @@ def test_an_image_change_rolls_with_zero_failed_writes(kubectl: Kubectl, ns: str
 
         wait(rolled, SCALE_TIMEOUT, "every pod rolled to the new tag")
         result = writer.stop()
-    print("rolling upgrade writer:", result)
-    assert result["failed"] == 0 and result["lost"] == 0, result
+    report(f"rolling upgrade to {tag}: writer {result}")
+    assert result["failed"] == 0 and result["read_failed"] == 0, result
+    assert result["lost"] == 0 and result["read_wrong"] == 0, result
 
 
-def test_kubectl_get_and_describe(kubectl: Kubectl, ns: str) -> None:
+def test_kubectl_get_and_describe(kubectl: Kubectl, ns: str, report: Callable[[str], None]) -> None:
     table = kubectl.run("get", "kvc", "-n", ns).stdout
     header = table.splitlines()[0].split()
     assert header == ["NAME", "REPLICAS", "READY", "PHASE", "EPOCH", "LASTBACKUP", "AGE"], table
@@ -314,4 +339,4 @@ def test_kubectl_get_and_describe(kubectl: Kubectl, ns: str) -> None:
     described = kubectl.run("describe", "kvc", "kv", "-n", ns).stdout
     assert "Conditions:" in described and "Events:" in described, described
     assert "Rebalancing" in described
-    print(table)
+    report("kubectl get kvc:\n" + table)

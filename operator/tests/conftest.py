@@ -112,7 +112,8 @@ class OperatorProcess:
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
+        """Start it; `extra` flags win over the test defaults (no probe ports, 4 s Lease)."""
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [
@@ -129,6 +130,7 @@ class OperatorProcess:
                     self.namespace,
                     "--lease-duration",
                     "4",
+                    *extra,
                 ],
                 env=self.env,
                 stdout=out,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -146,13 +147,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             kube, args.lease_namespace, args.lease_name, identity, duration_s=args.lease_duration
         )
         log.info("waiting to lead (Lease %s/%s)", args.lease_namespace, args.lease_name)
-        if not elector.acquire(stop):
-            return 1
+        # Until kopf runs (and handles signals itself), SIGTERM ends the wait.
+        waiting = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            if not elector.acquire(stop):
+                return 0
+        finally:
+            signal.signal(signal.SIGTERM, waiting)
         metrics.leader.set(1)
 
         def on_lost() -> None:
+            # As a SIGTERM would: kopf stops its loops and lets each turn in
+            # flight finish. (A threading.Event as kopf's stop_flag would be
+            # waited on by a thread of kopf's executor, which then blocks the
+            # exit of a kopf stopped by a signal.)
             lost.set()
-            stop.set()
+            os.kill(os.getpid(), signal.SIGTERM)
 
         threading.Thread(
             target=elector.keep, args=(stop, on_lost), name="ringkv-lease", daemon=True
@@ -166,7 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             standalone=True,
             clusterwide=not args.namespace,
             namespaces=args.namespace,
-            stop_flag=stop,
             ready_flag=ready,
             memo=memo,
         )

@@ -12,6 +12,7 @@ Blocking; it runs in kopf's worker threads (`handlers.py`).
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import secrets
 import threading
@@ -323,23 +324,30 @@ class Reconciler:
                 continue
             name = pvc["metadata"]["name"]
             sc_name = spec.get("storageClassName")
-            sc = self.kube.read("StorageClass", None, sc_name) if sc_name else None
+            try:
+                sc = self.kube.read("StorageClass", None, sc_name) if sc_name else None
+            except ApiException:  # not allowed to read it: it may not allow expansion
+                sc = None
             if sc is None or not sc.get("allowVolumeExpansion"):
-                refused.append(f"{name} (StorageClass {sc_name or 'none'})")
+                why = f"StorageClass {sc_name} does not allow volume expansion"
+                refused.append(f"{name} ({why if sc_name else 'no StorageClass'})")
                 continue
-            self.kube.patch(
-                "PersistentVolumeClaim",
-                cluster.namespace,
-                name,
-                {"spec": {"resources": {"requests": {"storage": cluster.spec.storage_size}}}},
-            )
+            try:
+                self.kube.patch(
+                    "PersistentVolumeClaim",
+                    cluster.namespace,
+                    name,
+                    {"spec": {"resources": {"requests": {"storage": cluster.spec.storage_size}}}},
+                )
+            except ApiException as exc:  # e.g. a claim not bound yet: the server refuses
+                refused.append(f"{name} ({_api_reason(exc)})")
+                continue
             grown.append(name)
         if refused:
             return (
                 "False",
-                "ExpansionNotSupported",
-                "cannot grow " + ", ".join(refused) + ": its StorageClass does not allow "
-                "volume expansion",
+                "ExpansionRefused",
+                f"cannot grow to {cluster.spec.storage_size}: " + "; ".join(refused),
             )
         if grown:
             return (
@@ -449,6 +457,14 @@ class Reconciler:
     def close(self) -> None:
         for probe in self._probes.values():
             probe.close()
+
+
+def _api_reason(exc: ApiException) -> str:
+    """The API server's one-line message from an error answer."""
+    try:
+        return str(json.loads(exc.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc.reason)
 
 
 def _paths(patch: Mapping[str, Any], prefix: str = "") -> list[str]:
