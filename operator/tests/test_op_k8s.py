@@ -247,3 +247,16 @@ def test_pause_stops_reconciling_and_delete_cascades(
             timeout=60,
             what=f"{kind} {name} garbage-collected",
         )
+
+
+def test_a_deleted_token_secret_is_not_silently_replaced(
+    kube: Any, kube_namespace: str, operator: Any
+) -> None:
+    """Running pods hold the old token: a new one would split the cluster."""
+    ns = kube_namespace
+    create(kube, ns, kvcluster("kv"))
+    wait_for(lambda: kube.read("StatefulSet", ns, "kv"), timeout=30, what="StatefulSet")
+    kube.delete("Secret", ns, "kv-auth")
+    status = wait_status(kube, ns, "kv", lambda s: s.get("phase") == "Failed", what="Failed")
+    assert "Secret kv-auth is gone" in status["message"]
+    assert kube.read("Secret", ns, "kv-auth") is None

@@ -263,6 +263,13 @@ class Reconciler:
             if owned == Ownership.FOREIGN:
                 raise BlockedError(f"Secret {name} exists and is not owned by this KVCluster")
             if owned == Ownership.ABSENT:
+                if self.kube.read("StatefulSet", cluster.namespace, cluster.statefulset):
+                    # Its pods run with the old token: a new one would split the cluster.
+                    raise BlockedError(
+                        f"Secret {name} is gone but the pods use the token it held: recreate "
+                        f"it with that token (key `token`), or delete StatefulSet "
+                        f"{cluster.statefulset} to start every pod with a new one"
+                    )
                 live = self.kube.create(builders.auth_secret(cluster, secrets.token_urlsafe(32)))
                 log.info("%s/%s: created Secret %s", cluster.namespace, cluster.name, name)
             else:
