@@ -10,6 +10,7 @@ Fixtures:
   kube_api_client          session: kubernetes.client.ApiClient as system:masters
   kube_namespace           function: a fresh namespace, deleted afterwards
   kubeconfig_env           function: KUBECONFIG set to the control plane's (for kopf, kubectl)
+  kind_kubectl             session: a Kubectl for the kind cluster (tier 4)
 
 When the binaries are missing the tests are skipped, unless
 ``RINGKV_REQUIRE_K8S=1`` (set by ``make test``), which turns that into a failure.
@@ -87,6 +88,21 @@ def kube_api_client(kube_control_plane: ControlPlane) -> Iterator[Any]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def kind_kubectl() -> Any:
+    """`kubeharness.kind.Kubectl` for the kind cluster of `make kind-up`; skipped without
+    one, unless ``RINGKV_REQUIRE_KIND=1`` (set by ``make e2e``) makes that a failure."""
+    from .kind import Kubectl, kubeconfig_path
+
+    path = kubeconfig_path()
+    if not path.exists():
+        msg = f"no kind kubeconfig at {path}: run `make kind-up` (or make e2e)"
+        if os.environ.get("RINGKV_REQUIRE_KIND") == "1":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    return Kubectl(path)
 
 
 @pytest.fixture

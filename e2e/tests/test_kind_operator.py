@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubeharness.kind import Kubectl, cluster_name, kubeconfig_path
+from kubeharness.kind import Kubectl, cluster_name
+from kubeharness.plugin import wait_for
 
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 
@@ -39,26 +40,13 @@ NODE_ENV = [
 ]
 
 
-def wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    return wait_for(predicate, timeout=timeout, interval=2.0, what=what)
 
 
 @pytest.fixture(scope="module")
-def kubectl() -> Kubectl:
-    path = kubeconfig_path()
-    if not path.exists():
-        msg = f"no kind kubeconfig at {path}: run `make e2e`"
-        if os.environ.get("RINGKV_REQUIRE_KIND") == "1":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    return Kubectl(path)
+def kubectl(kind_kubectl: Kubectl) -> Kubectl:
+    return kind_kubectl
 
 
 @pytest.fixture(scope="module")
@@ -225,11 +213,27 @@ def test_install_and_ready(kubectl: Kubectl, ns: str) -> None:
 def test_a_job_writes_10000_keys_through_the_service(
     kubectl: Kubectl, ns: str, report: Callable[[str], None]
 ) -> None:
-    kubectl.apply(client_pod("load", ["load", "10000"]), ns)
-    wait(lambda: pod_phase(kubectl, ns, "load") in ("Succeeded", "Failed"), 600, "the load pod")
-    result = summary(kubectl, ns, "load")
-    report(f"10,000 keys through the Service: {result}")
-    assert pod_phase(kubectl, ns, "load") == "Succeeded", result
+    pod = client_pod("load", ["load", "10000"])
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "load"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {"metadata": pod["metadata"], "spec": pod["spec"]},
+        },
+    }
+    kubectl.apply(job, ns)
+
+    def finished() -> str:
+        conditions = kubectl.get_json("job", "load", "-n", ns).get("status", {}).get("conditions")
+        done = [c["type"] for c in conditions or [] if c["status"] == "True"]
+        return next((c for c in done if c in ("Complete", "Failed")), "")
+
+    outcome = wait(finished, 600, "the load Job")
+    result = summary(kubectl, ns, "job/load")
+    report(f"a Job put 10,000 keys through the Service and read them back: {result}")
+    assert outcome == "Complete", result
     assert result["acked"] == 10000 and result["lost"] == 0
 
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubeharness.kind import Kubectl, kubeconfig_path
+from kubeharness.kind import Kubectl
 
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(900)]
 
@@ -27,14 +27,8 @@ IMAGE_ERRORS = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "Invali
 
 
 @pytest.fixture(scope="module")
-def kubectl() -> Kubectl:
-    path = kubeconfig_path()
-    if not path.exists():
-        msg = f"no kind kubeconfig at {path}: run `make kind-up` (or make e2e-smoke)"
-        if os.environ.get("RINGKV_REQUIRE_KIND") == "1":
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
-    return Kubectl(path)
+def kubectl(kind_kubectl: Kubectl) -> Kubectl:
+    return kind_kubectl
 
 
 @pytest.fixture

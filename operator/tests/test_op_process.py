@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from conftest import kvcluster, wait_status
+from kubeharness import free_port
 from kubeharness.plugin import wait_for
-from kubelet import free_port
 
 from ringkv_operator.model import GROUP, PLURAL, VERSION
 

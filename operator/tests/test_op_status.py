@@ -52,6 +52,15 @@ def test_status_of_a_ready_cluster() -> None:
         "Degraded": "False",
         "Rebalancing": "False",
     }
+    assert doc["nodes"][0] == {
+        "pod": "kv-0",
+        "ready": True,
+        "epoch": 1,
+        "partitions": 0,
+        "hintBacklog": 2,
+        "partitionsOutOfSync": 0,
+        "usedBytes": 0,
+    }
     assert doc["selector"] == (
         "app.kubernetes.io/name=ringkv,app.kubernetes.io/instance=kv,"
         "app.kubernetes.io/component=storage"

@@ -343,6 +343,29 @@ def _kvcluster_status() -> Schema:
                     ),
                 },
             ),
+            "nodes": {
+                "type": "array",
+                "description": "Every storage pod as its node reports itself.",
+                "items": _obj(
+                    "One pod.",
+                    {
+                        "pod": _str("The pod."),
+                        "ready": {"type": "boolean", "description": "The pod is Ready."},
+                        "unreachable": {
+                            "type": "boolean",
+                            "description": "Its node did not answer the operator.",
+                        },
+                        "zone": _str("Its zone (the Node's zones.topologyKey label)."),
+                        "epoch": _int("The ring epoch it holds."),
+                        "partitions": _int("Partitions it owns."),
+                        "hintBacklog": _int("Hinted writes it holds for others."),
+                        "partitionsOutOfSync": _int(
+                            "Partitions its last anti-entropy round found differing."
+                        ),
+                        "usedBytes": _int("Bytes its store uses on its volume."),
+                    },
+                ),
+            },
             "lastBackup": _obj(
                 "The last completed KVBackup.",
                 {

@@ -159,6 +159,29 @@ def _convergence(obs: Observed) -> dict[str, Any]:
     return doc
 
 
+def _nodes(obs: Observed) -> list[dict[str, Any]]:
+    """One line per pod, for `kubectl ringkv status` and people."""
+    out = []
+    for ordinal in sorted(obs.pods):
+        pod = obs.cluster.pod(ordinal)
+        report = obs.nodes.get(pod)
+        row: dict[str, Any] = {"pod": pod, "ready": obs.pods[ordinal].ready}
+        if report is not None and report.reachable:
+            row.update(
+                epoch=report.epoch,
+                partitions=report.partitions_owned,
+                hintBacklog=report.hint_backlog,
+                partitionsOutOfSync=report.partitions_out_of_sync,
+                usedBytes=report.used_bytes,
+            )
+        else:
+            row["unreachable"] = True
+        if obs.pods[ordinal].zone:
+            row["zone"] = obs.pods[ordinal].zone
+        out.append(row)
+    return out
+
+
 def status_doc(
     obs: Observed, decision: Decision, previous: Mapping[str, Any], paused: bool = False
 ) -> dict[str, Any]:
@@ -180,6 +203,7 @@ def status_doc(
             previous.get("conditions") or [], _wanted(decision, paused), obs.now, cluster.generation
         ),
     }
+    doc["nodes"] = _nodes(obs)
     if ring is not None:
         doc["ringEpoch"] = ring.epoch
         doc["members"] = len(ring.member_ids)
