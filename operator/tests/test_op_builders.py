@@ -218,3 +218,24 @@ def test_names_and_ordinals() -> None:
     assert cluster.ordinal("kv-12") == 12
     assert cluster.ordinal("kv-x") is None and cluster.ordinal("kvx-1") is None
     assert cluster.pod_url(1) == "http://kv-1.kv-peers.ns.svc:8080"
+
+
+def test_network_policy_lets_in_peers_the_operator_and_labelled_clients() -> None:
+    cluster = kvc()
+    extra = [{"namespaceSelector": {"matchLabels": {"team": "search"}}}]
+    policy = builders.network_policy(cluster, "ringkv-system", extra)
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": cluster.selector}
+    assert spec["policyTypes"] == ["Ingress"]
+    rule = spec["ingress"][0]
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": cluster.selector}},
+        {"podSelector": {"matchLabels": {"ringkv.io/client": "true"}}},
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ringkv-system"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ringkv-operator"}},
+        },
+        extra[0],
+    ]
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "u-1"

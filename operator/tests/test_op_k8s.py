@@ -260,3 +260,32 @@ def test_a_deleted_token_secret_is_not_silently_replaced(
     status = wait_status(kube, ns, "kv", lambda s: s.get("phase") == "Failed", what="Failed")
     assert "Secret kv-auth is gone" in status["message"]
     assert kube.read("Secret", ns, "kv-auth") is None
+
+
+def test_network_policy_per_cluster_when_enabled(
+    kube: Any,
+    crds: None,
+    operator_env: dict[str, str],
+    kube_namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kind's CNI does not enforce policies: here the real API server validates it."""
+    from kopf.testing import KopfRunner
+
+    ns = kube_namespace
+    monkeypatch.setenv("RINGKV_OPERATOR_NETWORK_POLICY", "on")
+    monkeypatch.setenv("POD_NAMESPACE", "ringkv-system")
+    args = ["run", "-m", "ringkv_operator.handlers", "--standalone", "-n", ns]
+    with KopfRunner(args, timeout=60) as runner:
+        create(kube, ns, kvcluster("kv"))
+        policy = wait_for(
+            lambda: kube.read("NetworkPolicy", ns, "kv"), timeout=30, what="NetworkPolicy"
+        )
+    assert runner.exception is None
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": {"ringkv.io/client": "true"}}} in peers
+    assert any(
+        p.get("namespaceSelector", {}).get("matchLabels")
+        == {"kubernetes.io/metadata.name": "ringkv-system"}
+        for p in peers
+    )

@@ -11,6 +11,8 @@ Every flag has a `RINGKV_OPERATOR_*` variable. `/healthz` and `/readyz` are on
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import os
 import signal
@@ -88,6 +90,18 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> argparse.Namespac
         default=e("RINGKV_OPERATOR_LOG_FORMAT") or "plain",
         help="log lines as plain text, kopf's full format, or JSON",
     )
+    p.add_argument(
+        "--network-policy",
+        action=argparse.BooleanOptionalAction,
+        default=(e("RINGKV_OPERATOR_NETWORK_POLICY") or "").lower() in ("1", "true", "on", "yes"),
+        help="give every KVCluster a NetworkPolicy: into its pods only its peers, this "
+        "operator and pods labelled ringkv.io/client=true",
+    )
+    p.add_argument(
+        "--network-policy-from",
+        default=e("RINGKV_OPERATOR_NETWORK_POLICY_FROM") or "",
+        help="more peers those policies let in: a JSON list of NetworkPolicyPeer objects",
+    )
     p.add_argument("--verbose", action="store_true", help="log kopf's own progress too")
     p.add_argument(
         "--leader-election",
@@ -121,12 +135,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("ringkv").setLevel(logging.INFO)
     if not args.verbose:
         logging.getLogger("kopf").setLevel(logging.WARNING)
-    config = OperatorConfig.from_env(os.environ)
-    config = OperatorConfig(
+    try:
+        config = OperatorConfig.from_env(os.environ)
+        extra = tuple(json.loads(args.network_policy_from or "[]"))
+    except ValueError as exc:
+        print(f"ringkv-operator: {exc}", file=sys.stderr)
+        return 2
+    config = dataclasses.replace(
+        config,
         node_image=args.node_image,
         resolver=args.resolver,
-        busy_interval_s=config.busy_interval_s,
-        idle_interval_s=config.idle_interval_s,
+        network_policy=args.network_policy,
+        network_policy_from=extra or config.network_policy_from,
     )
     metrics = Metrics()
     if args.metrics_port:

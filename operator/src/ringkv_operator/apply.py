@@ -46,6 +46,7 @@ IMMUTABLE: dict[str, tuple[tuple[str, ...], ...]] = {
 REPLACE: dict[str, tuple[tuple[str, ...], ...]] = {
     "StatefulSet": (("spec", "template", "spec"),),
     "PodDisruptionBudget": (("spec",),),
+    "NetworkPolicy": (("spec",),),
 }
 # Maps the server fills nothing into, compared key for key: an extra key is a
 # difference (a Service's selector widened by hand selects other pods).

@@ -16,6 +16,7 @@ Pure: no kopf, no kubernetes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ringkv_operator.model import (
@@ -35,6 +36,7 @@ __all__ = [
     "client_service",
     "map_size",
     "max_unavailable",
+    "network_policy",
     "node_env",
     "owner_reference",
     "pdb",
@@ -280,6 +282,40 @@ def pdb(cluster: Cluster) -> dict[str, Any]:
                 spec.replication_factor, spec.read_consistency, spec.write_consistency
             ),
             "selector": {"matchLabels": dict(cluster.selector)},
+        },
+    }
+
+
+OPERATOR_NAME = "ringkv-operator"  # the operator pods' app.kubernetes.io/name
+
+
+def network_policy(
+    cluster: Cluster, operator_namespace: str, extra: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """Into the storage pods, only: their peers, the operator, and client pods labelled
+    `ringkv.io/client: "true"` in the cluster's namespace (and `extra` peers)."""
+    peers: list[dict[str, Any]] = [
+        {"podSelector": {"matchLabels": dict(cluster.selector)}},
+        {"podSelector": {"matchLabels": {"ringkv.io/client": "true"}}},
+    ]
+    if operator_namespace:
+        peers.append(
+            {
+                "namespaceSelector": {
+                    "matchLabels": {"kubernetes.io/metadata.name": operator_namespace}
+                },
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": OPERATOR_NAME}},
+            }
+        )
+    peers += [dict(p) for p in extra]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(cluster, cluster.name),
+        "spec": {
+            "podSelector": {"matchLabels": dict(cluster.selector)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": [{"port": NODE_PORT, "protocol": "TCP"}]}],
         },
     }
 

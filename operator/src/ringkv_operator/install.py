@@ -44,6 +44,7 @@ CLUSTER_RULES = [
     _rule(["apps"], ["statefulsets"], ["get", "list", "watch", "create", "patch"]),
     _rule([""], ["services", "secrets"], ["get", "create", "patch"]),
     _rule(["policy"], ["poddisruptionbudgets"], ["get", "create", "patch", "delete"]),
+    _rule(["networking.k8s.io"], ["networkpolicies"], ["get", "create", "patch", "delete"]),
     _rule([""], ["pods"], ["list", "watch"]),
     _rule([""], ["persistentvolumeclaims"], ["list", "patch"]),
     _rule(["storage.k8s.io"], ["storageclasses"], ["get"]),

@@ -29,6 +29,7 @@ _PATHS = {
     "Service": "/api/v1/namespaces/{ns}/services",
     "Secret": "/api/v1/namespaces/{ns}/secrets",
     "PodDisruptionBudget": "/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies",
     "Pod": "/api/v1/namespaces/{ns}/pods",
     "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
     "Event": "/api/v1/namespaces/{ns}/events",

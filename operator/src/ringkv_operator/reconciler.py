@@ -51,14 +51,27 @@ class OperatorConfig:
     busy_interval_s: float = 2.0
     idle_interval_s: float = 30.0
     node_timeout_s: float = 3.0
+    # A NetworkPolicy per cluster: into storage pods only from their peers, this
+    # operator (pods named ringkv-operator in `namespace`), pods labelled
+    # ringkv.io/client=true in the cluster's namespace, and `network_policy_from`.
+    network_policy: bool = False
+    network_policy_from: tuple[Mapping[str, Any], ...] = ()
+    namespace: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> OperatorConfig:
+        extra = json.loads(env.get("RINGKV_OPERATOR_NETWORK_POLICY_FROM") or "[]")
+        if not isinstance(extra, list) or not all(isinstance(p, dict) for p in extra):
+            raise ValueError("RINGKV_OPERATOR_NETWORK_POLICY_FROM: a JSON list of peers")
         return cls(
             node_image=env.get("RINGKV_OPERATOR_NODE_IMAGE") or DEFAULT_NODE_IMAGE,
             resolver=env.get("RINGKV_OPERATOR_RESOLVER") or "dns",
             busy_interval_s=float(env.get("RINGKV_OPERATOR_BUSY_INTERVAL") or 2.0),
             idle_interval_s=float(env.get("RINGKV_OPERATOR_IDLE_INTERVAL") or 30.0),
+            network_policy=(env.get("RINGKV_OPERATOR_NETWORK_POLICY") or "").lower()
+            in ("1", "true", "on", "yes"),
+            network_policy_from=tuple(extra),
+            namespace=env.get("POD_NAMESPACE") or "",
         )
 
 
@@ -132,6 +145,7 @@ class Reconciler:
         self._apply(cluster, builders.peers_service(cluster))
         self._apply(cluster, builders.client_service(cluster))
         self._apply_pdb(cluster)
+        self._apply_network_policy(cluster)
         image = cluster.spec.image or self.config.node_image
         sts_live = self.kube.read("StatefulSet", cluster.namespace, cluster.statefulset)
         if ownership(sts_live, cluster.uid) == Ownership.FOREIGN:
@@ -319,6 +333,17 @@ class Reconciler:
         live = self.kube.read("PodDisruptionBudget", cluster.namespace, cluster.pdb)
         if ownership(live, cluster.uid) == Ownership.OURS:
             self.kube.delete("PodDisruptionBudget", cluster.namespace, cluster.pdb)
+
+    def _apply_network_policy(self, cluster: Cluster) -> None:
+        if self.config.network_policy:
+            desired = builders.network_policy(
+                cluster, self.config.namespace, self.config.network_policy_from
+            )
+            self._apply(cluster, desired)
+            return
+        live = self.kube.read("NetworkPolicy", cluster.namespace, cluster.name)
+        if ownership(live, cluster.uid) == Ownership.OURS:
+            self.kube.delete("NetworkPolicy", cluster.namespace, cluster.name)
 
     def _expand_volumes(self, cluster: Cluster) -> tuple[str, str, str] | None:
         """Grow claims below spec.storage.size where their StorageClass allows it."""
