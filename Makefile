@@ -57,12 +57,12 @@ lint: $(STAMP) ## ruff check + format check, mypy --strict, import-linter contra
 	$(VENV)/bin/lint-imports
 
 .PHONY: crds
-crds: $(STAMP) ## Regenerate operator/crds/*.yaml and docs/operator.md's field tables from crds.py
-	$(PY) -m ringkv_operator.crds operator/crds docs/operator.md
+crds: $(STAMP) ## Regenerate the CRDs (operator/crds, the chart) and docs/operator.md's field tables
+	$(PY) -m ringkv_operator.crds
 
 .PHONY: manifests
-manifests: crds ## Regenerate manifests/*.yaml (CRDs, RBAC, operator Deployment)
-	$(PY) -m ringkv_operator.install manifests
+manifests: crds helm ## Regenerate manifests/ from the chart (helm template): CRDs, RBAC, the operator
+	bash scripts/manifests.sh
 
 ##@ Testing
 
@@ -70,7 +70,7 @@ manifests: crds ## Regenerate manifests/*.yaml (CRDs, RBAC, operator Deployment)
 test: lint test-unit test-integration test-k8s-api ## Lint, unit, integration and tier-3 (kube-apiserver) tests: what CI runs
 
 .PHONY: test-unit
-test-unit: $(STAMP) ## Unit tests of pure logic (fast)
+test-unit: $(STAMP) helm ## Unit tests of pure logic, and of the chart with helm (fast)
 	$(PY) -m pytest -m "not cluster and not k8s_api and not kind" $(PYTEST_ARGS)
 
 .PHONY: test-integration

@@ -14,7 +14,7 @@ export KIND_NODE_IMAGE KIND_CLUSTER
 
 ##@ Kubernetes
 
-.PHONY: k8s-tools k8s-test-bins apiserver-up apiserver-down kind-image kind-up kind-down images e2e-smoke test-k8s-api dockerd-up
+.PHONY: k8s-tools k8s-test-bins helm apiserver-up apiserver-down kind-image kind-up kind-down images e2e-smoke test-k8s-api dockerd-up
 
 k8s-tools: ## Build the pinned Kubernetes binaries, kind, helm, etcd, CoreDNS, local-path (~/.cache/ringkv)
 	$(K8S_CLUSTER_DIR)/build-k8s.sh all
@@ -23,8 +23,11 @@ k8s-tools: ## Build the pinned Kubernetes binaries, kind, helm, etcd, CoreDNS, l
 k8s-test-bins: ## Tier 3 binaries only: etcd (Debian) + kube-apiserver + kube-controller-manager
 	$(K8S_CLUSTER_DIR)/test-bins.sh
 
-test-k8s-api: $(STAMP) k8s-test-bins ## Run the tier-3 tests (real kube-apiserver on 127.0.0.1)
-	RINGKV_REQUIRE_K8S=1 $(PY) -m pytest e2e/tests operator/tests -m "k8s_api and not kind" $(PYTEST_ARGS)
+helm: ## helm, pinned, from the Go module proxy (~/.cache/ringkv/bin/helm; the chart's tests need it)
+	$(K8S_CLUSTER_DIR)/build-tools.sh helm
+
+test-k8s-api: $(STAMP) k8s-test-bins helm ## Run the tier-3 tests (real kube-apiserver on 127.0.0.1)
+	RINGKV_REQUIRE_K8S=1 $(PY) -m pytest e2e/tests operator/tests charts/tests -m "k8s_api and not kind" $(PYTEST_ARGS)
 
 apiserver-up: $(STAMP) k8s-test-bins ## Start etcd + kube-apiserver + controller-manager on loopback; prints KUBECONFIG
 	PYTHONPATH=e2e $(PY) -m kubeharness up

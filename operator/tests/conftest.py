@@ -9,58 +9,18 @@ through the resolver seam (`--resolver map:FILE`), which `Kubelet` writes.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = ROOT / "operator" / "crds"
-TIMEOUT = 60.0  # one central timeout for waits on the operator (STYLE: timeouts module)
-
-
-@pytest.fixture(scope="session")
-def kube(kube_api_client: Any) -> Any:
-    from ringkv_operator.k8s import Kube
-
-    return Kube(kube_api_client)
-
-
-@pytest.fixture(scope="session")
-def crds(kube: Any) -> None:
-    """Install (or update) the committed CRDs, and wait until they are served."""
-    from kubeharness.plugin import wait_for
-
-    from ringkv_operator.k8s import ApiException
-
-    base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        name = crd["metadata"]["name"]
-        try:
-            kube.request("POST", base, crd)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            live = kube.request("GET", f"{base}/{name}")
-            crd["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-            kube.request("PUT", f"{base}/{name}", crd)
-
-        def established(name: str = name) -> bool:
-            live = kube.request("GET", f"{base}/{name}")
-            return any(
-                c["type"] == "Established" and c["status"] == "True"
-                for c in (live.get("status") or {}).get("conditions") or []
-            )
-
-        wait_for(established, timeout=30, what=f"CRD {name} established")
 
 
 @pytest.fixture
@@ -74,17 +34,84 @@ def kubelet(kube: Any, kube_namespace: str, tmp_path: Path) -> Iterator[Any]:
         k.stop()
 
 
+OPERATOR_NS = "ringkv-system"
+OPERATOR_SA = "ringkv-operator"
+
+
+def _apply(kube: Any, obj: dict[str, Any]) -> None:
+    from ringkv_operator.k8s import ApiException, conflict
+
+    meta = obj["metadata"]
+    group_version = obj["apiVersion"]
+    base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    plural = obj["kind"].lower() + "s"
+    scoped = f"/namespaces/{meta['namespace']}" if meta.get("namespace") else ""
+    path = f"{base}{scoped}/{plural}"
+    try:
+        kube.request("POST", path, obj)
+    except ApiException as exc:
+        if not conflict(exc):
+            raise
+        live = kube.request("GET", f"{path}/{meta['name']}")
+        obj = {**obj, "metadata": {**meta, "resourceVersion": live["metadata"]["resourceVersion"]}}
+        kube.request("PUT", f"{path}/{meta['name']}", obj)
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(
+    kube: Any, kube_control_plane: Any, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A kubeconfig as the chart's ServiceAccount, bound by the chart's own RBAC.
+
+    The operator under test runs with it, not as an admin: a verb the operator
+    calls and the chart does not grant fails these tests.
+    """
+    from kubeharness import helm as helm_lib
+
+    _apply(kube, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NS}})
+    for obj in helm_lib.render(
+        "--set",
+        f"fullnameOverride={OPERATOR_SA}",
+        "--show-only",
+        "templates/serviceaccount.yaml",
+        "--show-only",
+        "templates/rbac.yaml",
+        release="ringkv",
+        namespace=OPERATOR_NS,
+    ):
+        _apply(kube, obj)
+    request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 86400},
+    }
+    token = kube.request(
+        "POST", f"/api/v1/namespaces/{OPERATOR_NS}/serviceaccounts/{OPERATOR_SA}/token", request
+    )["status"]["token"]
+    config = json.loads(Path(kube_control_plane.kubeconfig).read_text())
+    config["users"] = [{"name": OPERATOR_SA, "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = OPERATOR_SA
+    path = tmp_path_factory.mktemp("operator") / "kubeconfig"
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
 @pytest.fixture
 def operator_env(
-    kubeconfig_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kubeconfig_env: str,
+    operator_kubeconfig: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> dict[str, str]:
-    """Settings for an operator under test: fast turns, nodes through the kubelet's map."""
+    """Settings for an operator under test: the chart's identity, fast turns, nodes
+    through the kubelet's map."""
     env = {
         "RINGKV_OPERATOR_RESOLVER": f"map:{tmp_path / 'kubelet' / 'urls.json'}",
         "RINGKV_OPERATOR_IDLE_INTERVAL": "2",
         "RINGKV_OPERATOR_BUSY_INTERVAL": "0.5",
         "RINGKV_OPERATOR_NODE_IMAGE": "ringkv/node:test",
-        "KUBECONFIG": kubeconfig_env,
+        "KUBECONFIG": operator_kubeconfig,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -127,7 +154,9 @@ class OperatorProcess:
                     "--metrics-port",
                     "0",
                     "--lease-namespace",
-                    self.namespace,
+                    OPERATOR_NS,  # where the chart's Role lets it hold a Lease
+                    "--lease-name",
+                    self.namespace,  # one per test
                     "--lease-duration",
                     "4",
                     *extra,
@@ -185,33 +214,3 @@ def operator_process(
         for op in made.made:
             with contextlib.suppress(Exception):
                 op.stop()
-
-
-def kvcluster(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "ringkv.io/v1alpha1",
-        "kind": "KVCluster",
-        "metadata": {"name": name},
-        "spec": spec,
-    }
-
-
-def wait_status(
-    kube: Any,
-    ns: str,
-    name: str,
-    check: Callable[[dict[str, Any]], bool],
-    *,
-    timeout: float = TIMEOUT,
-    what: str = "status",
-) -> dict[str, Any]:
-    """Wait until the KVCluster's status satisfies `check`; fail with the last status seen."""
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        body = kube.cluster(ns, name) or {}
-        status = body.get("status") or {}
-        if check(status):
-            return status
-        time.sleep(0.3)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last status: {status}")

@@ -12,11 +12,12 @@ import time
 from typing import Any
 
 import pytest
-from conftest import kvcluster, wait_status
 from kubeharness.plugin import wait_for
 
 from ringkv_operator.k8s import ApiException
 from ringkv_operator.model import GROUP, PLURAL, VERSION
+
+from optest import kvcluster, wait_status
 
 pytestmark = [pytest.mark.k8s_api, pytest.mark.timeout(180)]
 
@@ -289,3 +290,23 @@ def test_network_policy_per_cluster_when_enabled(
         == {"kubernetes.io/metadata.name": "ringkv-system"}
         for p in peers
     )
+
+
+def test_the_operator_under_test_has_only_the_charts_rights(
+    operator_kubeconfig: str, kube_namespace: str
+) -> None:
+    """Every operator in these tests runs as the chart's ServiceAccount: not an admin."""
+    from kubernetes import config
+
+    from ringkv_operator.k8s import Kube
+
+    as_operator = Kube(config.new_client_from_config(config_file=operator_kubeconfig))
+    assert as_operator.list("Pod", kube_namespace) == []  # granted: it watches pods
+    for verb, call in [
+        ("delete a StatefulSet", lambda: as_operator.delete("StatefulSet", kube_namespace, "x")),
+        ("read a ConfigMap", lambda: as_operator.read("ConfigMap", kube_namespace, "x")),
+        ("delete a Secret", lambda: as_operator.delete("Secret", kube_namespace, "x")),
+    ]:
+        with pytest.raises(ApiException) as refused:
+            call()
+        assert refused.value.status == 403, verb

@@ -9,11 +9,12 @@ import urllib.request
 from typing import Any
 
 import pytest
-from conftest import kvcluster, wait_status
 from kubeharness import free_port
 from kubeharness.plugin import wait_for
 
 from ringkv_operator.model import GROUP, PLURAL, VERSION
+
+from optest import kvcluster, wait_status
 
 pytestmark = [pytest.mark.k8s_api, pytest.mark.timeout(240)]
 
@@ -54,7 +55,7 @@ def test_one_leader_at_a_time_probes_metrics_and_sigterm(
     )
     time.sleep(2)
     assert get(f"http://127.0.0.1:{ports[1][0]}/readyz")[0] == 503  # waiting for the Lease
-    lease = kube.read("Lease", ns, "ringkv-operator")
+    lease = kube.read("Lease", "ringkv-system", ns)
     assert lease["spec"]["holderIdentity"].endswith(f"_{first.proc.pid}")
 
     create(kube, ns, "one")
@@ -79,12 +80,12 @@ def test_one_leader_at_a_time_probes_metrics_and_sigterm(
     )
     create(kube, ns, "two")
     wait_for(lambda: kube.read("StatefulSet", ns, "two"), timeout=30, what="StatefulSet two")
-    lease = kube.read("Lease", ns, "ringkv-operator")
+    lease = kube.read("Lease", "ringkv-system", ns)
     assert lease["spec"]["holderIdentity"].endswith(f"_{second.proc.pid}")
     assert lease["spec"]["leaseTransitions"] >= 1
 
     assert second.stop() == 0  # SIGTERM: the turn in flight ends, the Lease is released
-    assert kube.read("Lease", ns, "ringkv-operator")["spec"]["holderIdentity"] == ""
+    assert kube.read("Lease", "ringkv-system", ns)["spec"]["holderIdentity"] == ""
 
 
 def test_volume_expansion_that_cannot_happen_is_a_condition(

@@ -19,12 +19,13 @@ import urllib.request
 from typing import Any
 
 import pytest
-from conftest import kvcluster, wait_status
 from kubeharness.plugin import wait_for
 
 from ringkv import Client
 from ringkv.errors import RingkvError
 from ringkv_operator.model import GROUP, PLURAL, VERSION
+
+from optest import kvcluster, wait_status
 
 pytestmark = [pytest.mark.k8s_api, pytest.mark.slow, pytest.mark.timeout(420)]
 

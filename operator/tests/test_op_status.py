@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_op_plan import NOW, observed, report, ring_of
 
 from ringkv_operator import crds, leader
 from ringkv_operator.plan import decide
 from ringkv_operator.status import conditions, events, failed_status, iso, status_doc
+
+from test_op_plan import NOW, observed, report, ring_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,28 +163,6 @@ def test_every_crd_field_has_a_description() -> None:
 )
 def test_leader_rule(lease: leader.LeaseView | None, verdict: str) -> None:
     assert leader.decide(lease, "me", NOW) == verdict
-
-
-def test_committed_manifests_are_current() -> None:
-    """`make manifests` regenerates them from install.py; this fails when someone forgot."""
-    from ringkv_operator import install
-
-    for name, text in install.manifests().items():
-        path = ROOT / "manifests" / name
-        assert path.read_text() == text, f"{path} is stale: run `make manifests`"
-
-
-def test_the_operator_deployment_is_locked_down() -> None:
-    from ringkv_operator import install
-
-    pod = install.deployment()["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    verbs = {(r["resources"][0], v) for r in install.CLUSTER_RULES for v in r["verbs"]}
-    assert ("secrets", "delete") not in verbs and ("statefulsets", "delete") not in verbs
 
 
 def test_the_field_reference_in_docs_is_current() -> None:

@@ -1,8 +1,9 @@
 """The CustomResourceDefinitions, as data: the one source of the CRD YAML.
 
-`python -m ringkv_operator.crds DIR` (what `make crds` runs) writes them to
-`operator/crds/`, from where `manifests/` and the chart take them; a test
-fails when the committed files differ from what this module builds. Every
+`python -m ringkv_operator.crds` (what `make crds` runs) writes them to
+`operator/crds/` and into the chart (`charts/ringkv/templates/crds.yaml`,
+from which `manifests/` is rendered), and updates the field tables of
+docs/operator.md; a test fails when a committed file differs. Every
 field has a description (`kubectl explain kvc.spec.storage`), defaults come
 from `model.ClusterSpec`, and what the schema cannot say is a CEL rule whose
 message names the field. Pure: no kopf, no kubernetes.
@@ -11,7 +12,6 @@ message names the field. Pure: no kopf, no kubernetes.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -581,7 +581,30 @@ def embed(text: str) -> str:
     return text
 
 
+def chart_template() -> str:
+    """charts/ringkv/templates/crds.yaml: the CRDs behind `crds.create`, kept on uninstall.
+
+    In templates/, not Helm's crds/ folder, so that `helm upgrade` upgrades them
+    (Helm never touches crds/ after the first install), as cloudnative-pg does.
+    """
+    docs = []
+    for crd in all_crds():
+        kept = {**crd, "metadata": {**crd["metadata"]}}
+        kept["metadata"]["annotations"] = {"helm.sh/resource-policy": "keep"}
+        docs.append(yaml.safe_dump(kept, sort_keys=False, width=100, allow_unicode=True))
+    head = "{{/* " + HEADER.removeprefix("# ").rstrip()
+    return head + " */}}\n{{- if .Values.crds.create }}\n" + "---\n".join(docs) + "{{- end }}\n"
+
+
+ROOT_FILES = {
+    "crds": Path("operator/crds"),
+    "chart": Path("charts/ringkv/templates/crds.yaml"),
+    "docs": Path("docs/operator.md"),
+}
+
+
 if __name__ == "__main__":
-    write(Path(sys.argv[1] if len(sys.argv) > 1 else "operator/crds"))
-    for doc in sys.argv[2:]:
-        Path(doc).write_text(embed(Path(doc).read_text()))
+    # From the repository's root: every file generated from this module.
+    write(ROOT_FILES["crds"])
+    ROOT_FILES["chart"].write_text(chart_template())
+    ROOT_FILES["docs"].write_text(embed(ROOT_FILES["docs"].read_text()))

@@ -1,0 +1,53 @@
+"""Fixtures shared by every test folder that talks to the tier-3 API server.
+
+`kube` is the operator's own API seam (`ringkv_operator.k8s.Kube`) as the admin
+user; `crds` installs the committed CRDs once a session. The control plane
+itself comes from the kubeharness plugin (pytest.ini).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+CRD_DIR = Path(__file__).resolve().parent / "operator" / "crds"
+
+
+@pytest.fixture(scope="session")
+def kube(kube_api_client: Any) -> Any:
+    from ringkv_operator.k8s import Kube
+
+    return Kube(kube_api_client)
+
+
+@pytest.fixture(scope="session")
+def crds(kube: Any) -> None:
+    """Install (or update) the committed CRDs, and wait until they are served."""
+    from kubeharness.plugin import wait_for
+
+    from ringkv_operator.k8s import ApiException
+
+    base = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        name = crd["metadata"]["name"]
+        try:
+            kube.request("POST", base, crd)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            live = kube.request("GET", f"{base}/{name}")
+            crd["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
+            kube.request("PUT", f"{base}/{name}", crd)
+
+        def established(name: str = name) -> bool:
+            live = kube.request("GET", f"{base}/{name}")
+            return any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in (live.get("status") or {}).get("conditions") or []
+            )
+
+        wait_for(established, timeout=30, what=f"CRD {name} established")
