@@ -16,32 +16,30 @@ import json
 import os
 import secrets
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubeharness.kind import Kubectl, cluster_name
-from kubeharness.plugin import wait_for
+
+from kindlib import (
+    NODE_ENV,
+    NODE_IMAGE,
+    OPERATOR_IMAGE,
+    READY_TIMEOUT,
+    ROOT,
+    SCALE_TIMEOUT,
+    SYSTEM,
+    Writer,
+    client_pod,
+    install_client_script,
+    ready,
+    status,
+    summary,
+    wait,
+)
 
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
-
-ROOT = Path(__file__).resolve().parents[2]
-OPERATOR_IMAGE = os.environ.get("OPERATOR_IMAGE", "ringkv/operator:e2e")
-NODE_IMAGE = os.environ.get("NODE_IMAGE", "ringkv/node:e2e")
-SYSTEM = "ringkv-system"
-READY_TIMEOUT = 300.0
-SCALE_TIMEOUT = 600.0
-NODE_ENV = [
-    {"name": "RINGKV_DROP_DELAY", "value": "5s"},
-    {"name": "RINGKV_ANTI_ENTROPY_INTERVAL", "value": "5s"},
-    {"name": "RINGKV_HINT_INTERVAL", "value": "200ms"},
-]
-
-
-def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    return wait_for(predicate, timeout=timeout, interval=2.0, what=what)
 
 
 @pytest.fixture(scope="module")
@@ -68,126 +66,17 @@ def operator(kubectl: Kubectl) -> Iterator[None]:
     print("--- operator log\n" + logs.stdout + logs.stderr)
 
 
-@pytest.fixture
-def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
-    """Print a figure to the terminal (make e2e's output), also when the test passes."""
-
-    def show(line: str) -> None:
-        with capsys.disabled():
-            print(f"\n    e2e: {line}", flush=True)
-
-    return show
-
-
 @pytest.fixture(scope="module")
 def ns(kubectl: Kubectl, operator: None, request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"e2e-op-{secrets.token_hex(3)}"
     kubectl.run("create", "namespace", name)
-    script = (Path(__file__).parent / "incluster_client.py").read_text()
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "client-script"},
-            "data": {"incluster_client.py": script},
-        },
-        name,
-    )
+    install_client_script(kubectl, name)
     failed = request.session.testsfailed
     yield name
     if request.session.testsfailed > failed:
         print(kubectl.diagnostics(name))
     kubectl.run("delete", "kvc", "--all", "-n", name, "--wait=true", timeout=180, check=False)
     kubectl.run("delete", "namespace", name, "--wait=false", check=False)
-
-
-def kvc(kubectl: Kubectl, ns: str) -> dict[str, Any]:
-    return dict(kubectl.get_json("kvc", "kv", "-n", ns))
-
-
-def status(kubectl: Kubectl, ns: str) -> dict[str, Any]:
-    return dict(kvc(kubectl, ns).get("status") or {})
-
-
-def ready(kubectl: Kubectl, ns: str, **want: Any) -> Callable[[], Any]:
-    def check() -> Any:
-        st = status(kubectl, ns)
-        ok = st.get("phase") == "Ready" and all(st.get(k) == v for k, v in want.items())
-        return st if ok else False
-
-    return check
-
-
-def client_pod(name: str, args: list[str]) -> dict[str, Any]:
-    """A pod of the node image running incluster_client.py against Service `kv`."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {"ringkv.io/client": "true", "e2e": "1"}},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": "client",
-                    "image": NODE_IMAGE,
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": ["python3", "/script/incluster_client.py", *args],
-                    "env": [
-                        {
-                            "name": "NS",
-                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-                        },
-                        # The client Service's DNS name, as users reach the cluster.
-                        {"name": "RINGKV_URL", "value": "http://kv.$(NS).svc.cluster.local:8080"},
-                        {
-                            "name": "RINGKV_TOKEN",
-                            "valueFrom": {"secretKeyRef": {"name": "kv-auth", "key": "token"}},
-                        },
-                    ],
-                    "volumeMounts": [{"name": "script", "mountPath": "/script"}],
-                }
-            ],
-            "volumes": [{"name": "script", "configMap": {"name": "client-script"}}],
-        },
-    }
-
-
-def pod_phase(kubectl: Kubectl, ns: str, name: str) -> str:
-    return str(kubectl.get_json("pod", name, "-n", ns).get("status", {}).get("phase", ""))
-
-
-def summary(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
-    out = kubectl.run("logs", "-n", ns, name).stdout.strip().splitlines()
-    return dict(json.loads(out[-1]))
-
-
-class Writer:
-    """The in-cluster writer pod: started, then stopped through a file, then its summary."""
-
-    def __init__(self, kubectl: Kubectl, ns: str, name: str) -> None:
-        self.kubectl, self.ns, self.name = kubectl, ns, name
-
-    def __enter__(self) -> Writer:
-        self.kubectl.apply(client_pod(self.name, ["run"]), self.ns)
-        wait(
-            lambda: pod_phase(self.kubectl, self.ns, self.name) == "Running",
-            120,
-            f"writer {self.name} running",
-        )
-        time.sleep(3)
-        return self
-
-    def stop(self) -> dict[str, Any]:
-        self.kubectl.exec(self.ns, self.name, "touch", "/tmp/stop")
-        wait(
-            lambda: pod_phase(self.kubectl, self.ns, self.name) in ("Succeeded", "Failed"),
-            300,
-            f"writer {self.name} to finish",
-        )
-        return summary(self.kubectl, self.ns, self.name)
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
 
 def scale(kubectl: Kubectl, ns: str, replicas: int) -> None:
@@ -344,3 +233,10 @@ def test_kubectl_get_and_describe(kubectl: Kubectl, ns: str, report: Callable[[s
     assert "Conditions:" in described and "Events:" in described, described
     assert "Rebalancing" in described
     report("kubectl get kvc:\n" + table)
+
+
+def test_the_minimal_example_reaches_ready(kubectl: Kubectl, ns: str) -> None:
+    kubectl.run("apply", "-n", ns, "-f", str(ROOT / "manifests" / "examples" / "minimal.yaml"))
+    st = wait(ready(kubectl, ns, "minimal", readyReplicas=3), READY_TIMEOUT, "minimal Ready")
+    assert st["members"] == 3
+    kubectl.run("delete", "kvc", "minimal", "-n", ns, "--wait=true", timeout=180)

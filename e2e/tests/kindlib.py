@@ -1,0 +1,139 @@
+"""Helpers of the kind tests: the images, waits, and the in-cluster client pods.
+
+`client_pod` runs e2e/tests/incluster_client.py (from the ConfigMap that
+`install_client_script` makes) in a pod of the node image, labelled
+`ringkv.io/client: "true"` as the NetworkPolicies ask; `Writer` is one that
+writes until told to stop, then reads everything back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kubeharness.kind import Kubectl
+from kubeharness.plugin import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_IMAGE = os.environ.get("OPERATOR_IMAGE", "ringkv/operator:e2e")
+NODE_IMAGE = os.environ.get("NODE_IMAGE", "ringkv/node:e2e")
+SYSTEM = "ringkv-system"
+READY_TIMEOUT = 300.0
+SCALE_TIMEOUT = 600.0
+NODE_ENV = [
+    {"name": "RINGKV_DROP_DELAY", "value": "5s"},
+    {"name": "RINGKV_ANTI_ENTROPY_INTERVAL", "value": "5s"},
+    {"name": "RINGKV_HINT_INTERVAL", "value": "200ms"},
+]
+
+
+def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    return wait_for(predicate, timeout=timeout, interval=2.0, what=what)
+
+
+def install_client_script(kubectl: Kubectl, ns: str) -> None:
+    script = (Path(__file__).parent / "incluster_client.py").read_text()
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "client-script"},
+            "data": {"incluster_client.py": script},
+        },
+        ns,
+    )
+
+
+def kvc(kubectl: Kubectl, ns: str, name: str = "kv") -> dict[str, Any]:
+    return dict(kubectl.get_json("kvc", name, "-n", ns))
+
+
+def status(kubectl: Kubectl, ns: str, name: str = "kv") -> dict[str, Any]:
+    return dict(kvc(kubectl, ns, name).get("status") or {})
+
+
+def ready(kubectl: Kubectl, ns: str, name: str = "kv", **want: Any) -> Callable[[], Any]:
+    """A check for `wait`: the KVCluster is Ready with these status fields."""
+
+    def check() -> Any:
+        st = status(kubectl, ns, name)
+        ok = st.get("phase") == "Ready" and all(st.get(k) == v for k, v in want.items())
+        return st if ok else False
+
+    return check
+
+
+def client_pod(name: str, args: list[str]) -> dict[str, Any]:
+    """A pod of the node image running incluster_client.py against Service `kv`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"ringkv.io/client": "true", "e2e": "1"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "client",
+                    "image": NODE_IMAGE,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["python3", "/script/incluster_client.py", *args],
+                    "env": [
+                        {
+                            "name": "NS",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                        },
+                        # The client Service's DNS name, as users reach the cluster.
+                        {"name": "RINGKV_URL", "value": "http://kv.$(NS).svc.cluster.local:8080"},
+                        {
+                            "name": "RINGKV_TOKEN",
+                            "valueFrom": {"secretKeyRef": {"name": "kv-auth", "key": "token"}},
+                        },
+                    ],
+                    "volumeMounts": [{"name": "script", "mountPath": "/script"}],
+                }
+            ],
+            "volumes": [{"name": "script", "configMap": {"name": "client-script"}}],
+        },
+    }
+
+
+def pod_phase(kubectl: Kubectl, ns: str, name: str) -> str:
+    return str(kubectl.get_json("pod", name, "-n", ns).get("status", {}).get("phase", ""))
+
+
+def summary(kubectl: Kubectl, ns: str, name: str) -> dict[str, Any]:
+    out = kubectl.run("logs", "-n", ns, name).stdout.strip().splitlines()
+    return dict(json.loads(out[-1]))
+
+
+class Writer:
+    """The in-cluster writer pod: started, then stopped through a file, then its summary."""
+
+    def __init__(self, kubectl: Kubectl, ns: str, name: str) -> None:
+        self.kubectl, self.ns, self.name = kubectl, ns, name
+
+    def __enter__(self) -> Writer:
+        self.kubectl.apply(client_pod(self.name, ["run"]), self.ns)
+        wait(
+            lambda: pod_phase(self.kubectl, self.ns, self.name) == "Running",
+            120,
+            f"writer {self.name} running",
+        )
+        time.sleep(3)
+        return self
+
+    def stop(self) -> dict[str, Any]:
+        self.kubectl.exec(self.ns, self.name, "touch", "/tmp/stop")
+        wait(
+            lambda: pod_phase(self.kubectl, self.ns, self.name) in ("Succeeded", "Failed"),
+            300,
+            f"writer {self.name} to finish",
+        )
+        return summary(self.kubectl, self.ns, self.name)
+
+    def __exit__(self, *exc: object) -> None:
+        pass

@@ -1,0 +1,219 @@
+"""Tier 4: the Helm chart on kind: install, `helm test`, upgrade while serving, uninstall.
+
+Runs after test_kind_operator.py (file order): it first takes away the
+`kubectl apply -f manifests/` install (two operators would both drive the
+same KVClusters), then installs the chart with this run's images. An
+upgrade to a new operator image keeps a KVCluster Ready and serving all
+the way through; uninstalling keeps the CRDs, the KVClusters and their data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from kubeharness import helm as helm_lib
+from kubeharness.kind import Kubectl, cluster_name
+
+from kindlib import (
+    NODE_IMAGE,
+    OPERATOR_IMAGE,
+    READY_TIMEOUT,
+    ROOT,
+    Writer,
+    install_client_script,
+    ready,
+    status,
+    wait,
+)
+
+pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
+
+RELEASE, RELEASE_NS = "rk", "ringkv-helm"
+CACHE = Path(os.environ.get("RINGKV_CACHE", Path.home() / ".cache" / "ringkv"))
+
+
+def helm(kubectl: Kubectl, *args: str, timeout: float = 600) -> str:
+    proc = subprocess.run(
+        [str(helm_lib.require()), f"--kubeconfig={kubectl.kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc.stdout
+
+
+def image_values(image: str) -> list[str]:
+    repository, tag = image.rsplit(":", 1)
+    node_repo, node_tag = NODE_IMAGE.rsplit(":", 1)
+    return [
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        "--set",
+        f"nodeImage={node_repo}:{node_tag}",
+    ]
+
+
+def load_image(tag: str) -> None:
+    subprocess.run(["docker", "tag", OPERATOR_IMAGE, tag], check=True, timeout=60)
+    subprocess.run(
+        [str(CACHE / "bin" / "kind"), "load", "docker-image", "--name", cluster_name(), tag],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def kubectl(kind_kubectl: Kubectl) -> Kubectl:
+    return kind_kubectl
+
+
+@pytest.fixture(scope="module")
+def release(kubectl: Kubectl) -> Iterator[str]:
+    # No other operator may drive the clusters: remove a manifests/ install first.
+    kubectl.run(
+        "delete",
+        "-f",
+        str(ROOT / "manifests" / "ringkv.yaml"),
+        "--ignore-not-found",
+        "--wait=true",
+        timeout=300,
+        check=False,
+    )
+    helm(
+        kubectl,
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(helm_lib.CHART),
+        "--namespace",
+        RELEASE_NS,
+        "--create-namespace",
+        "--wait",
+        "--timeout",
+        "5m",
+        *image_values(OPERATOR_IMAGE),
+    )
+    yield RELEASE
+    logs = kubectl.run(
+        "-n",
+        RELEASE_NS,
+        "logs",
+        "-l",
+        "app.kubernetes.io/name=ringkv-operator",
+        "--tail=60",
+        check=False,
+    )
+    print("--- operator log\n" + logs.stdout + logs.stderr)
+
+
+@pytest.fixture(scope="module")
+def ns(kubectl: Kubectl, release: str) -> Iterator[str]:
+    name = f"e2e-helm-{secrets.token_hex(3)}"
+    kubectl.run("create", "namespace", name)
+    install_client_script(kubectl, name)
+    yield name
+    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_helm_install_then_helm_test(
+    kubectl: Kubectl, release: str, report: Callable[[str], None]
+) -> None:
+    out = helm(kubectl, "test", release, "--namespace", RELEASE_NS, "--logs", timeout=600)
+    report("helm test: " + " ".join(out.split()[-12:]))
+    assert "Phase:          Succeeded" in out or "Succeeded" in out, out
+
+
+def test_helm_upgrade_keeps_a_cluster_ready_and_serving(
+    kubectl: Kubectl, ns: str, report: Callable[[str], None]
+) -> None:
+    kubectl.apply(
+        {
+            "apiVersion": "ringkv.io/v1alpha1",
+            "kind": "KVCluster",
+            "metadata": {"name": "kv"},
+            "spec": {"replicas": 3, "partitions": 64},
+        },
+        ns,
+    )
+    wait(ready(kubectl, ns, readyReplicas=3), READY_TIMEOUT, "KVCluster Ready")
+    new = OPERATOR_IMAGE.rsplit(":", 1)[0] + ":e2e-upgraded"
+    load_image(new)
+    phases: set[str] = set()
+    with Writer(kubectl, ns, "writer-upgrade") as writer:
+        upgrade = subprocess.Popen(
+            [
+                str(helm_lib.require()),
+                f"--kubeconfig={kubectl.kubeconfig}",
+                "upgrade",
+                RELEASE,
+                str(helm_lib.CHART),
+                "--namespace",
+                RELEASE_NS,
+                "--wait",
+                "--timeout",
+                "5m",
+                *image_values(new),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        while upgrade.poll() is None:
+            phases.add(str(status(kubectl, ns).get("phase")))
+            time.sleep(1)
+        output = upgrade.stdout.read() if upgrade.stdout else ""
+        assert upgrade.returncode == 0, output
+        pods = kubectl.get_json(
+            "pods", "-n", RELEASE_NS, "-l", "app.kubernetes.io/name=ringkv-operator"
+        )
+        assert {p["spec"]["containers"][0]["image"] for p in pods["items"]} == {new}
+        time.sleep(5)  # the new operator's first turns, under the writer
+        phases.add(str(status(kubectl, ns).get("phase")))
+        result = writer.stop()
+    report(f"helm upgrade to {new}: KVCluster phases seen {sorted(phases)}; writer {result}")
+    assert phases == {"Ready"}, phases
+    assert result["failed"] == 0 and result["lost"] == 0, result
+
+
+def test_helm_uninstall_keeps_kvclusters_and_their_data(
+    kubectl: Kubectl, ns: str, report: Callable[[str], None]
+) -> None:
+    before = status(kubectl, ns)
+    assert before.get("phase") == "Ready"
+    helm(kubectl, "uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait")
+    crds = kubectl.get_json("crd")["items"]
+    assert {"kvclusters.ringkv.io", "kvbackups.ringkv.io"} <= {c["metadata"]["name"] for c in crds}
+    assert kubectl.get_json("kvc", "kv", "-n", ns)["metadata"]["name"] == "kv"
+    # The data is still served without the operator: read back what the writer wrote.
+    with Writer(kubectl, ns, "writer-after") as writer:
+        time.sleep(3)
+        result = writer.stop()
+    report(f"after helm uninstall: KVCluster kept, nodes serve; writer {result}")
+    assert result["acked"] > 0 and result["lost"] == 0, result
+    pvcs = kubectl.get_json("pvc", "-n", ns)["items"]
+    assert len(pvcs) == 3
+    # Clean up without an operator: its finalizer would hold the KVCluster forever.
+    kubectl.run(
+        "patch",
+        "kvc",
+        "kv",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        json.dumps({"metadata": {"finalizers": []}}),
+    )
+    kubectl.run("delete", "kvc", "kv", "-n", ns, "--wait=true", timeout=120)
