@@ -54,7 +54,9 @@ def test_one_leader_at_a_time_probes_metrics_and_sigterm(
         what="the second operator alive",
     )
     time.sleep(2)
-    assert get(f"http://127.0.0.1:{ports[1][0]}/readyz")[0] == 503  # waiting for the Lease
+    # waiting for the Lease, and ready (a rolling update must be able to replace the leader)
+    assert get(f"http://127.0.0.1:{ports[1][0]}/readyz")[0] == 200
+    assert "another instance leads" in second.output()
     lease = kube.read("Lease", "ringkv-system", ns)
     assert lease["spec"]["holderIdentity"].endswith(f"_{first.proc.pid}")
 
@@ -74,7 +76,7 @@ def test_one_leader_at_a_time_probes_metrics_and_sigterm(
 
     first.kill()  # no release: the second takes over once the Lease expires
     wait_for(
-        lambda: get(f"http://127.0.0.1:{ports[1][0]}/readyz")[0] == 200,
+        lambda: "became the leader" in second.output(),
         timeout=30,
         what="the second operator to take the Lease",
     )

@@ -155,11 +155,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     identity = f"{socket.gethostname()}_{os.getpid()}"
     stop = threading.Event()
     lost = threading.Event()
-    ready = threading.Event()  # kopf sets it once it runs
+    kopf_ready = threading.Event()  # kopf sets it once it runs
+    waiting = threading.Event()  # set while it waits for the Lease
     health = None
     if args.health_port:
+        # Ready while it waits for the Lease too: a Deployment's rolling update
+        # waits for the new pod to be Ready before it stops the old one, which
+        # holds the Lease until then (a deadlock, if waiting were not ready).
         health = HealthServer(
-            args.health_port, alive=lambda: not lost.is_set(), ready=ready.is_set
+            args.health_port,
+            alive=lambda: not lost.is_set(),
+            ready=lambda: not lost.is_set() and (waiting.is_set() or kopf_ready.is_set()),
         ).start()
     elector = None
     if args.leader_election:
@@ -168,12 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         log.info("waiting to lead (Lease %s/%s)", args.lease_namespace, args.lease_name)
         # Until kopf runs (and handles signals itself), SIGTERM ends the wait.
-        waiting = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        waiting.set()
         try:
             if not elector.acquire(stop):
                 return 0
         finally:
-            signal.signal(signal.SIGTERM, waiting)
+            waiting.clear()
+            signal.signal(signal.SIGTERM, previous)
         metrics.leader.set(1)
 
         def on_lost() -> None:
@@ -196,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             standalone=True,
             clusterwide=not args.namespace,
             namespaces=args.namespace,
-            ready_flag=ready,
+            ready_flag=kopf_ready,
             memo=memo,
         )
     finally:

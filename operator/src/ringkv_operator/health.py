@@ -1,9 +1,10 @@
-"""The operator process's probes: `/healthz` (alive) and `/readyz` (leading and running).
+"""The operator process's probes: `/healthz` (alive) and `/readyz` (waiting or running).
 
 Served from the start, on a thread, so that an instance waiting for the
-leader Lease is alive (it must not be restarted for waiting) but not ready.
-kopf's own liveness endpoint only exists once kopf runs, which a waiting
-instance never gets to.
+leader Lease answers (it must not be restarted for waiting). kopf's own
+liveness endpoint only exists once kopf runs, which a waiting instance never
+gets to. Whether an instance leads is in the Lease and in the
+`ringkv_operator_leader` metric.
 """
 
 from __future__ import annotations
