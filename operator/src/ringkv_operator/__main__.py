@@ -76,7 +76,7 @@ def parse_args(argv: Sequence[str], env: Mapping[str, str]) -> argparse.Namespac
         "--health-port",
         type=int,
         default=int(e("RINGKV_OPERATOR_HEALTH_PORT") or 8081),
-        help="/healthz (alive) and /readyz (leading and running) port (0: none)",
+        help="/healthz (alive) and /readyz (waiting for the Lease, or running) port (0: none)",
     )
     p.add_argument(
         "--metrics-port",
