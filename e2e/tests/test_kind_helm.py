@@ -192,12 +192,19 @@ def test_helm_upgrade_keeps_a_cluster_ready_and_serving(
         while upgrade.poll() is None:
             phases.add(str(status(kubectl, ns).get("phase")))
             time.sleep(1)
-        output = upgrade.stdout.read() if upgrade.stdout else ""
+        output, _ = upgrade.communicate()  # reads and closes its pipe
         assert upgrade.returncode == 0, output
-        pods = kubectl.get_json(
-            "pods", "-n", RELEASE_NS, "-l", "app.kubernetes.io/name=ringkv-operator"
-        )
-        assert {p["spec"]["containers"][0]["image"] for p in pods["items"]} == {new}
+
+        def only_new() -> bool:
+            pods = kubectl.get_json(
+                "pods", "-n", RELEASE_NS, "-l", "app.kubernetes.io/name=ringkv-operator"
+            )["items"]
+            running = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+            phases.add(str(status(kubectl, ns).get("phase")))
+            return {p["spec"]["containers"][0]["image"] for p in running} == {new}
+
+        # The Deployment scales the old ReplicaSet down just after helm's --wait.
+        wait(only_new, 120, "only the new operator pod")
         time.sleep(5)  # the new operator's first turns, under the writer
         phases.add(str(status(kubectl, ns).get("phase")))
         result = writer.stop()
