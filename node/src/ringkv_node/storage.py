@@ -624,6 +624,18 @@ class Storage:
                     break
         return out
 
+    def snapshot(self, part: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every record of one partition, packed, in key order, from one read
+        transaction: a consistent snapshot of it (a backup's read).
+
+        The one read that outlives a call: the transaction stays open while
+        the generator runs, so create, run and close it on one thread, off
+        the event loop (`snapshot` module). LMDB keeps the snapshot's pages
+        from reuse meanwhile, as it does for a checkpoint's.
+        """
+        with self._env.begin(db=self._data) as txn:
+            yield from _partition_iter(txn, _PART.pack(part), b"", True)
+
     # -- hints ------------------------------------------------------------------
 
     def hints_for(self, target: str, limit: int) -> list[tuple[bytes, bytes, Record]]:
