@@ -423,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="ringkv",
+        allow_abbrev=False,  # `--to` of `backup create` is not an abbreviation of `--token`
         description=(__doc__ or "").split("\n")[0],
         formatter_class=_Help,
         epilog=EXIT_CODES,
