@@ -141,7 +141,7 @@ class KV:
         transaction; the future resolves to the previous records, packed.
         `max_ts`: their newest timestamp, folded into the clock once."""
         self.hlc.observe(max_ts)
-        return self.storage.enqueue(lambda wt: [wt.apply_raw(k, r) for k, r in items])
+        return self.storage.enqueue(lambda wt: wt.apply_raw_many(items))
 
     async def put(self, key: bytes, value: bytes, ttl_s: int | None = None) -> Applied:
         return await self.apply(key, self.stamp(value, ttl_s))

@@ -22,7 +22,9 @@ from ringkv.packed import newer as newer_raw
 from ringkv.versions import Version
 
 __all__ = [
+    "HEADER",
     "HEADER_SIZE",
+    "TOMBSTONE",
     "Record",
     "decode",
     "encode",
