@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import concurrent.futures as cf
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -54,23 +54,13 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
 def ingest(urls: list[str], keys: int, threads: int, batch: int) -> float:
     kv = Client(urls, token=TOKEN, pool_size=threads * 2, timeout=60)
     kv.ring()
-    chunks = list(range(0, keys, batch))
-    lock = threading.Lock()
 
-    def work() -> None:
-        while True:
-            with lock:
-                if not chunks:
-                    return
-                start = chunks.pop()
-            kv.put_many({key(i): VALUE for i in range(start, min(start + batch, keys))})
+    def put(start: int) -> None:
+        kv.put_many({key(i): VALUE for i in range(start, min(start + batch, keys))})
 
     started = time.perf_counter()
-    pool = [threading.Thread(target=work) for _ in range(threads)]
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
+    with cf.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(put, range(0, keys, batch)))
     seconds = time.perf_counter() - started
     kv.close()
     return seconds

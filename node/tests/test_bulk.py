@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from test_fakenet import drain, local
 
@@ -13,15 +10,7 @@ from ringkv_node.bulk import write_bulk
 from ringkv_node.coordinator import NotEnoughReplicasError
 from ringkv_node.protocol import BatchOp
 
-from fakenet import FakeNetwork, build
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[FakeNetwork]:
-    network, _, _ = build(tmp_path)
-    yield network
-    for node in network.members.values():
-        node.close()
+from fakenet import FakeNetwork
 
 
 def batch(net: FakeNetwork, via: str, n: int, value: bytes = b"v") -> tuple[list, int]:

@@ -88,28 +88,35 @@ class _Bar:
         self._bar.close()
 
 
+def _with_bar(desc: str, args: argparse.Namespace, run: Any, *pos: Any, **kw: Any) -> Any:
+    """`run(*pos, progress=bar, **kw)` with a progress bar that is closed after."""
+    bar = _Bar(desc, not args.quiet)
+    try:
+        return run(*pos, progress=bar, **kw)
+    finally:
+        bar.close()
+
+
 def _create(args: argparse.Namespace) -> int:
     from ringkv import backup
     from ringkv.cli import _json, require_token, seeds
 
     store = _store(args, args.to)
-    bar = _Bar("backup", not args.quiet)
     started = time.perf_counter()
-    try:
-        manifest = backup.create(
-            seeds(args.url),
-            require_token(args, "backup"),
-            store,
-            cluster=args.cluster,
-            backup_id=args.id,
-            part_size=args.part_size,
-            consistency=args.consistency,
-            timeout=args.timeout,
-            workers=args.workers,
-            progress=bar,
-        )
-    finally:
-        bar.close()
+    manifest = _with_bar(
+        "backup",
+        args,
+        backup.create,
+        seeds(args.url),
+        require_token(args, "backup"),
+        store,
+        cluster=args.cluster,
+        backup_id=args.id,
+        part_size=args.part_size,
+        consistency=args.consistency,
+        timeout=args.timeout,
+        workers=args.workers,
+    )
     seconds = time.perf_counter() - started
     location = f"{store.location.rstrip('/')}/{manifest.backup_id}"
     raw = sum(p.raw_size for p in manifest.parts)
@@ -190,11 +197,7 @@ def _verify(args: argparse.Namespace) -> int:
     from ringkv.cli import _json
 
     store, backup_id = _backup_location(args, "from")
-    bar = _Bar("verify", not args.quiet)
-    try:
-        found = backup.verify(store, backup_id, progress=bar)
-    finally:
-        bar.close()
+    found = _with_bar("verify", args, backup.verify, store, backup_id)
     m = found.manifest
     if args.json:
         _json(
@@ -257,21 +260,19 @@ def _restore(args: argparse.Namespace) -> int:
 
     store, backup_id = _backup_location(args, "from")
     token = require_token(args, "restore")
-    bar = _Bar("restore", not args.quiet)
-    try:
-        summary = backup.restore(
-            store,
-            backup_id,
-            seeds(args.url),
-            token,
-            consistency=args.consistency,
-            batch=args.batch,
-            workers=args.workers,
-            timeout=args.timeout,
-            progress=bar,
-        )
-    finally:
-        bar.close()
+    summary = _with_bar(
+        "restore",
+        args,
+        backup.restore,
+        store,
+        backup_id,
+        seeds(args.url),
+        token,
+        consistency=args.consistency,
+        batch=args.batch,
+        workers=args.workers,
+        timeout=args.timeout,
+    )
     rate = summary.records / max(summary.seconds, 1e-9)
     if args.json:
         _json(
