@@ -66,6 +66,7 @@ from ringkv.errors import (
     BackupFailedError,
     BackupNotFoundError,
     InvalidBackupError,
+    NotEnoughReplicasError,
     TransportError,
     UnavailableError,
     error_for,
@@ -509,8 +510,8 @@ class _Applier:
                 with self._lock:
                     self.kept += kept
                 return kept
-            except (TransportError, UnavailableError) as exc:
-                error = exc
+            except (TransportError, UnavailableError, NotEnoughReplicasError) as exc:
+                error = exc  # applying the same records again is harmless: retry
                 time.sleep(min(2.0, 0.1 * 2**attempt))
         assert error is not None
         raise BackupFailedError(f"restore: {len(rows)} records could not be written: {error}")

@@ -77,15 +77,18 @@ async def write_bulk(
             sent[target] = asyncio.ensure_future(co.transport.replicate_raw(target, share_items))
     await asyncio.wait(list(sent.values()))
     acked: dict[str, list[bytes | None]] = {}
+    failure: BaseException | None = None  # the local write's (a full disk): the batch's
     for target, fut in sent.items():
-        error = fut.exception()
+        error = fut.exception()  # every one retrieved
         if error is None:
             acked[target] = fut.result()
         elif isinstance(error, PeerError):
             hinted = [(items[i][0], records.decode(items[i][1])) for i in shares[target]]
             co._track(asyncio.ensure_future(co.hints.add(target, hinted)))
         else:
-            raise error
+            failure = failure or error
+    if failure is not None:
+        raise failure
     for _, groups in plans.values():
         short = unmet(acked, groups)
         if short is not None:
