@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Generator
 from typing import Any
 
+import msgpack
 import pytest
 
 from ringkv import errors
@@ -191,10 +192,11 @@ def test_requests_are_built_and_checked_before_sending() -> None:
         key_call("PUT", "k", DEFAULT_LIMITS, value=b"", ttl=0)
     atomic = batch_call([("put", "u{1}a", b"x", None, None)], DEFAULT_LIMITS, atomic=True)
     assert atomic.key == b"u{1}a"
-    assert json.loads(atomic.body or b"")["ops"][0] == {
+    assert atomic.content_type == "application/msgpack"  # raw values: no base64
+    assert msgpack.unpackb(atomic.body or b"")["ops"][0] == {
         "op": "put",
         "key": "u{1}a",
-        "value": "eA==",
+        "value": b"x",
     }
 
 

@@ -6,7 +6,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from fakenet import FakeNetwork, build
 from nodeproc import NodeProcess
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[FakeNetwork]:
+    """An in-process 3-member cluster over the fake network (`fakenet`)."""
+    network, _, _ = build(tmp_path)
+    yield network
+    for node in network.members.values():
+        node.close()
 
 
 @pytest.fixture

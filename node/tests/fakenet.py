@@ -74,6 +74,7 @@ class FakeTransport:
     def __init__(self, net: FakeNetwork, src: str) -> None:
         self.net = net
         self.src = src
+        self.raw_calls: list[str] = []  # peers of each replicate_raw call (the bulk path)
 
     def replicate(self, peer: str, key: bytes, rec: Record) -> Awaitable[Record | None]:
         return asyncio.ensure_future(self._replicate_one(peer, key, rec))
@@ -86,6 +87,13 @@ class FakeTransport:
     ) -> list[Record | None]:
         doc = await self.net.deliver(self.src, peer, "replicate", wire.encode_records(items))
         return [wire.maybe_record(raw) for raw in doc]
+
+    def replicate_raw(
+        self, peer: str, items: Sequence[tuple[bytes, bytes]]
+    ) -> Awaitable[list[bytes | None]]:
+        self.raw_calls.append(peer)
+        doc = [[key, raw] for key, raw in items]
+        return asyncio.ensure_future(self.net.deliver(self.src, peer, "replicate", doc))
 
     def read(self, peer: str, key: bytes) -> Awaitable[Record | None]:
         return asyncio.ensure_future(self._read(peer, key))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ from ringkv_node.storage import BACKLOG_LIMIT
 from ringkv_node.transport import PeerError
 
 from fakenet import FakeNetwork, HeldWriter, build, spy_calls
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[FakeNetwork]:
-    network, _, _ = build(tmp_path)
-    yield network
-    for node in network.members.values():
-        node.close()
 
 
 def local(net: FakeNetwork, node: str, key: bytes) -> bytes | None:

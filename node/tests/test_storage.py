@@ -120,7 +120,8 @@ def test_reads_release_reader_slots(storage: Storage) -> None:
 
 
 async def test_packed_apply_matches_decoded_apply(tmp_path: Path) -> None:
-    """A peer's packed records (`apply_raw`) land exactly as decoded ones (`apply_lww`):
+    """A peer's packed records (`apply_raw`, and `apply_raw_many` for a bulk batch)
+    land exactly as decoded ones (`apply_lww`):
     same bytes, previous records, digests, TTL/tombstone indexes and clock floor."""
     rng = random.Random(7)
     ops = []
@@ -140,21 +141,30 @@ async def test_packed_apply_matches_decoded_apply(tmp_path: Path) -> None:
         ops.append((key, r))
     decoded = Storage(str(tmp_path / "decoded"), map_size=64 << 20)
     packed = Storage(str(tmp_path / "packed"), map_size=64 << 20)
+    bulk = Storage(str(tmp_path / "bulk"), map_size=64 << 20)  # apply_raw_many, 50 at a time
     try:
+        wanted = []
         for key, r in ops:
             want = await decoded.write(put(key, r))
+            wanted.append(None if want is None else records.encode(want))
             raw = records.encode(r)
             got = await packed.write(lambda wt, k=key, raw=raw: wt.apply_raw(k, raw))
             assert (None if got is None else records.decode(got)) == want
+        for start in range(0, len(ops), 50):
+            chunk = [(k, records.encode(r)) for k, r in ops[start : start + 50]]
+            got = await bulk.write(lambda wt, chunk=chunk: wt.apply_raw_many(chunk))
+            assert got == wanted[start : start + 50]
         everything = {"inclusive": True, "limit": 10_000}
         assert packed.scan(b"", **everything) == decoded.scan(b"", **everything)
-        assert packed.bucket_digests() == decoded.bucket_digests()
-        assert packed.hlc_floor() == decoded.hlc_floor()
+        assert bulk.scan(b"", **everything) == decoded.scan(b"", **everything)
+        assert packed.bucket_digests() == decoded.bucket_digests() == bulk.bucket_digests()
+        assert packed.hlc_floor() == decoded.hlc_floor() == bulk.hlc_floor()
 
         def indexes(wt: WriteTxn) -> object:
             return wt.due("expiry", 1 << 62, 10_000), wt.due("tombs", 1 << 62, 10_000)
 
         assert await packed.write(indexes) == await decoded.write(indexes)
+        assert await bulk.write(indexes) == await decoded.write(indexes)
         keys = [*sorted({k for k, _ in ops}), b"missing"]
         stored = [decoded.get(k) for k in keys]
         assert packed.get_raw_many(keys) == [
@@ -163,6 +173,7 @@ async def test_packed_apply_matches_decoded_apply(tmp_path: Path) -> None:
     finally:
         decoded.close()
         packed.close()
+        bulk.close()
 
 
 _WHOLE = records.encode(rec(1))  # header, then the member id "n1", then b"v"

@@ -8,7 +8,6 @@ the ring is stale. The two shells only send requests and sleep.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import random
@@ -16,6 +15,8 @@ from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
+
+import msgpack
 
 from ringkv.errors import (
     InvalidArgumentError,
@@ -46,6 +47,7 @@ EPOCH_HEADER = "x-ringkv-epoch"
 VERSION_HEADER = "x-ringkv-version"
 EXPIRES_HEADER = "x-ringkv-expires"  # absolute expiry, unix ms (keys with a TTL only)
 CONSISTENCY_LEVELS = ("one", "quorum", "all")
+MSGPACK = "application/msgpack"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +163,7 @@ def batch_call(
         first_key = first_key or raw
         item: dict[str, Any] = {"op": op, "key": raw.decode()}
         if op == "put":
-            item["value"] = base64.b64encode(to_bytes(value or b"")).decode()
+            item["value"] = to_bytes(value or b"")
             _check_expiry(ttl, expires_ms)
             if ttl is not None:
                 item["ttl"] = ttl
@@ -173,9 +175,10 @@ def batch_call(
     doc: dict[str, Any] = {"ops": doc_ops, "atomic": atomic}
     if consistency:
         doc["consistency"] = consistency
-    body = json.dumps(doc).encode()
+    # msgpack: raw values, no base64 to encode here or decode on the node
+    body = msgpack.packb(doc, use_bin_type=True)
     # an atomic batch lives in one partition: send it to that partition's owners
-    return Call("POST", "/v1/batch", first_key if atomic else None, body, "application/json")
+    return Call("POST", "/v1/batch", first_key if atomic else None, body, MSGPACK)
 
 
 BatchOp = tuple[str, "str | bytes", "bytes | str | None", "int | None", "int | None"]
@@ -341,18 +344,11 @@ def previous_or_none(resp: Response) -> bytes | None:
 
 
 def batch_results(resp: Response) -> list[dict[str, Any]]:
-    doc = json.loads(resp.body)
-    out = []
-    for item in doc["results"]:
-        prev = item.get("previous")
-        out.append(
-            {
-                "status": item["status"],
-                "version": item["version"],
-                "previous": None if prev is None else base64.b64decode(prev),
-            }
-        )
-    return out
+    doc = msgpack.unpackb(resp.body, raw=False)
+    return [
+        {"status": item["status"], "version": item["version"], "previous": item.get("previous")}
+        for item in doc["results"]
+    ]
 
 
 def is_response_error(exc: Exception) -> bool:

@@ -3,11 +3,13 @@
     ringkv put greeting hello            ringkv get greeting
     ringkv keys --prefix user:           ringkv status / ring
     ringkv dump > backup.jsonl           ringkv load backup.jsonl
+    ringkv backup create --to DIR        ringkv restore --from DIR
     ringkv local up --nodes 3
 
 `--url` (or RINGKV_URL, default http://127.0.0.1:7100) and `--token` (or
-RINGKV_TOKEN) choose the cluster, before or after the command. Output is for
-people; `--json` is for scripts (values in base64). Exit codes: `EXIT_CODES`.
+RINGKV_TOKEN; `--token-file` or RINGKV_TOKEN_FILE) choose the cluster, before
+or after the command. Output is for people; `--json` is for scripts (values
+in base64). Exit codes: `EXIT_CODES`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from ringkv.errors import AuthError, BadRequestError, NotFoundError, RingkvError
+from ringkv.errors import (
+    AuthError,
+    BackupNotFoundError,
+    BadRequestError,
+    InvalidBackupError,
+    NotFoundError,
+    RingkvError,
+)
 
 __all__ = ["EXIT_CODES", "build_parser", "exit_code", "main"]
 
@@ -30,19 +39,20 @@ DEFAULT_URL = "http://127.0.0.1:7100"
 OK, NOT_FOUND, BAD_INPUT, CLUSTER_ERROR = 0, 1, 2, 3
 EXIT_CODES = """exit codes:
   0  ok
-  1  not found: get or delete of a key that is absent
+  1  not found: get or delete of a key that is absent; a backup that is not there
   2  bad input: a wrong option, a key, value or ttl the cluster refuses (400/413),
-     a missing or wrong token (401/403), a bad dump file, a refused local operation
+     a missing or wrong token (401/403), a bad dump file, a refused local operation,
+     a backup that does not verify
   3  cluster error: no answer, not enough replicas, any other node error;
-     `status`: a member is down or not ready
+     `status`: a member is down or not ready; a backup destination that fails
 """
 
 
 def exit_code(exc: BaseException) -> int:
     """The exit status for an error a command raised."""
-    if isinstance(exc, NotFoundError):
+    if isinstance(exc, NotFoundError | BackupNotFoundError):
         return NOT_FOUND
-    if isinstance(exc, BadRequestError | AuthError):  # the request (or token) was wrong
+    if isinstance(exc, BadRequestError | AuthError | InvalidBackupError):  # the input was wrong
         return BAD_INPUT
     if isinstance(exc, RingkvError):
         return CLUSTER_ERROR
@@ -137,10 +147,38 @@ def _not_found(args: argparse.Namespace, doc: dict[str, Any]) -> int:
 # -- data commands ------------------------------------------------------------
 
 
+def token(args: argparse.Namespace) -> str | None:
+    """`--token`, else the file `--token-file` names (white space around it dropped)."""
+    if args.token:
+        return str(args.token)
+    path = getattr(args, "token_file", None)
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError as exc:
+        raise ValueError(f"--token-file {path}: {exc.strerror or exc}") from None
+    if not text:
+        raise ValueError(f"--token-file {path} is empty")
+    return text
+
+
+def require_token(args: argparse.Namespace, what: str) -> str:
+    """The token, which admin routes always need."""
+    found = token(args)
+    if found is None:
+        raise ValueError(
+            f"{what} needs the cluster token: --token, --token-file, RINGKV_TOKEN or "
+            "RINGKV_TOKEN_FILE (a local cluster keeps it in DATA_DIR/token)"
+        )
+    return found
+
+
 def _client(args: argparse.Namespace) -> Any:
     from ringkv.client import Client
 
-    return Client(seeds(args.url), token=args.token, timeout=args.timeout)
+    return Client(seeds(args.url), token=token(args), timeout=args.timeout)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -254,7 +292,7 @@ async def _dump(args: argparse.Namespace, out: IO[str]) -> int:
     from ringkv.dumpfile import DumpRecord, to_line
 
     count = deleted = 0
-    async with AsyncClient(seeds(args.url), token=args.token, timeout=args.timeout) as kv:
+    async with AsyncClient(seeds(args.url), token=token(args), timeout=args.timeout) as kv:
         keys = [k async for k in kv.iter_keys(prefix=args.prefix)]
         bar = progress(len(keys), "dump", not args.quiet)
         sem = asyncio.Semaphore(32)
@@ -349,6 +387,12 @@ def _connection_options(p: argparse.ArgumentParser, *, top: bool) -> None:
         help="the cluster token, when the cluster requires one (default: $RINGKV_TOKEN)",
     )
     p.add_argument(
+        "--token-file",
+        default=dflt(os.environ.get("RINGKV_TOKEN_FILE") or None),
+        help="read the cluster token from this file, e.g. a mounted Secret "
+        "(default: $RINGKV_TOKEN_FILE)",
+    )
+    p.add_argument(
         "--timeout",
         type=positive_float,
         default=dflt(10.0),
@@ -363,7 +407,7 @@ def _connection_options(p: argparse.ArgumentParser, *, top: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ringkv import _cli_local
+    from ringkv import _cli_backup, _cli_local
 
     conn = argparse.ArgumentParser(add_help=False)
     _connection_options(conn, top=False)
@@ -379,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="ringkv",
+        allow_abbrev=False,  # `--to` of `backup create` is not an abbreviation of `--token`
         description=(__doc__ or "").split("\n")[0],
         formatter_class=_Help,
         epilog=EXIT_CODES,
@@ -428,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("load", cmd_load, "load JSON lines written by dump", quiet)
     p.add_argument("file", nargs="?", default="-", help="the dump file; '-' reads stdin")
 
+    _cli_backup.add_commands(sub, _Help, conn, quiet)
     _cli_local.add_commands(sub, _Help)
     return parser
 

@@ -4,6 +4,11 @@
     ├── TransportError            no answer: connection refused/reset, DNS
     │   └── TimeoutError          no answer in time
     ├── NoRingError               no seed answered with a ring
+    ├── BackupError               backup and restore (`ringkv.backup`)
+    │   ├── BackupNotFoundError   no such backup at the destination
+    │   ├── InvalidBackupError    also a ValueError: a backup that does not verify
+    │   ├── DestinationError      the destination could not be read or written
+    │   └── BackupFailedError     the cluster could not be read or written whole
     └── ResponseError             a node answered with an error (.status, .code)
         ├── BadRequestError       400/413: bad key, value too large, bad query...
         │   └── InvalidRequestError   refused before sending, as the node would refuse it
@@ -31,9 +36,14 @@ from typing import Any
 
 __all__ = [
     "AuthError",
+    "BackupError",
+    "BackupFailedError",
+    "BackupNotFoundError",
     "BadRequestError",
     "ConflictError",
+    "DestinationError",
     "InvalidArgumentError",
+    "InvalidBackupError",
     "InvalidKeyError",
     "InvalidRequestError",
     "NoRingError",
@@ -64,6 +74,28 @@ class TimeoutError(TransportError):
 
 class NoRingError(RingkvError):
     """None of the seed URLs answered with a ring."""
+
+
+class BackupError(RingkvError):
+    """A backup or restore failed (`ringkv.backup`, `ringkv.stores`)."""
+
+
+class BackupNotFoundError(BackupError):
+    """No such backup (or object of one) at the destination."""
+
+
+class InvalidBackupError(BackupError, ValueError):
+    """A backup that does not verify: a bad manifest, or a part that is missing,
+    corrupt, truncated or not what the manifest says."""
+
+
+class DestinationError(BackupError):
+    """The backup destination (directory, S3) could not be read or written."""
+
+
+class BackupFailedError(BackupError):
+    """The cluster could not be backed up or restored whole: too few owners of a
+    partition answered, the ring changed under the backup, writes failed."""
 
 
 class ResponseError(RingkvError):

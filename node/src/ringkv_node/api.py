@@ -8,7 +8,6 @@ each. The key routes live in `dataplane`, shared with the fast lane
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -16,13 +15,15 @@ from typing import Any
 
 from aiohttp import web
 
-from ringkv_node import dataplane, protocol
+from ringkv_node import dataplane, protocol, records
 from ringkv_node.admin_api import ADMIN_ROUTES
+from ringkv_node.backup_api import BACKUP_ROUTES
+from ringkv_node.bulk import write_bulk
 from ringkv_node.dataplane import api_error, check_auth
 from ringkv_node.errors import ApiError
 from ringkv_node.internal_api import INTERNAL_ROUTES
 from ringkv_node.protocol import key_or_error
-from ringkv_node.records import Record, is_live
+from ringkv_node.records import is_live_raw
 from ringkv_node.state import METRICS_KEY, NODE_KEY, SETTINGS_KEY
 
 __all__ = ["endpoint", "routes"]
@@ -211,32 +212,29 @@ async def batch(request: web.Request) -> web.StreamResponse:
         body, request.content_type, limits, request.query, now_ms=kv.clock_ms()
     )
     level = req.consistency or node.settings.write_consistency
-    stamped = [(op.key, kv.stamp_op(op)) for op in req.ops]
-    previous: list[Record | None]
     if req.atomic:
         node.check_single_partition([op.key for op in req.ops])
+        stamped = [(op.key, kv.stamp_op(op)) for op in req.ops]
         previous = await node.coordinator.write_atomic(stamped, level)
-    else:
-        results = await asyncio.gather(
-            *(node.coordinator.write(k, r, level) for k, r in stamped), return_exceptions=True
-        )
-        previous = []
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-            previous.append(r)
+        packed = [None if p is None else records.encode(p) for p in previous]
+        stamps = [rec.version.ts for _, rec in stamped]
+    else:  # one call per replica for the whole batch (`bulk`)
+        items, stamps = kv.stamp_packed(req.ops)
+        packed = await write_bulk(node.coordinator, items, level, max(stamps))
     now = kv.clock_ms()
+    suffix = "@" + node.settings.node_id
     out: list[dict[str, Any]] = []
-    for op, (_, rec), prev in zip(req.ops, stamped, previous, strict=True):
-        live = is_live(prev, now)
-        item: dict[str, Any] = {"version": str(rec.version)}
+    for op, ts, prev in zip(req.ops, stamps, packed, strict=True):
+        live = is_live_raw(prev, now)
+        item: dict[str, Any] = {"version": f"{ts}{suffix}"}
         if op.op == "put":
             item["status"] = 200 if live else 201
         else:
             item["status"] = 200 if live else 404
         if live:
             assert prev is not None
-            item["previous"] = prev.value if binary else protocol.b64(prev.value)
+            value = records.decode(prev).value
+            item["previous"] = value if binary else protocol.b64(value)
         else:
             item["previous"] = None
         out.append(item)
@@ -297,7 +295,7 @@ _ROUTES: list[tuple[str, str, dict[str, Handler]]] = [
         (f"/internal/v1/{name}", "always", {"POST": handler})
         for name, handler in INTERNAL_ROUTES.items()
     ],
-    *[(path, "always", handlers) for path, handlers in ADMIN_ROUTES],
+    *[(path, "always", handlers) for path, handlers in (*ADMIN_ROUTES, *BACKUP_ROUTES)],
 ]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from ringkv.versions import HLC, Version
+from ringkv_node import records
 from ringkv_node.protocol import BatchOp
 from ringkv_node.quorum import ListingEntry
 from ringkv_node.records import Record, is_live
@@ -93,6 +94,26 @@ class KV:
         """The record a batch op writes."""
         return self.stamp(op.value, op.ttl_s, tombstone=op.op == "delete", expires_ms=op.expires_ms)
 
+    def stamp_packed(self, ops: Sequence[BatchOp]) -> tuple[list[tuple[bytes, bytes]], list[int]]:
+        """`stamp_op` of every op, packed (the bulk path: no `Record` per op):
+        the (key, packed record) pairs and their timestamps."""
+        node = self.node_id.encode("utf-8")
+        now = self.hlc.now
+        pack = records.pack
+        items: list[tuple[bytes, bytes]] = []
+        stamps: list[int] = []
+        for op in ops:
+            ts = now()
+            if op.expires_ms is not None:
+                expires = op.expires_ms
+            else:
+                expires = 0 if op.ttl_s is None else (ts >> 16) + op.ttl_s * 1000
+            tombstone = op.op == "delete"
+            value = b"" if tombstone else op.value
+            items.append((op.key, pack(ts, expires, tombstone, node, value)))
+            stamps.append(ts)
+        return items, stamps
+
     async def apply(self, key: bytes, rec: Record) -> Applied:
         """Store `rec` if it is newer than what is there (durable on return)."""
         self.hlc.observe(rec.version.ts)
@@ -120,7 +141,7 @@ class KV:
         transaction; the future resolves to the previous records, packed.
         `max_ts`: their newest timestamp, folded into the clock once."""
         self.hlc.observe(max_ts)
-        return self.storage.enqueue(lambda wt: [wt.apply_raw(k, r) for k, r in items])
+        return self.storage.enqueue(lambda wt: wt.apply_raw_many(items))
 
     async def put(self, key: bytes, value: bytes, ttl_s: int | None = None) -> Applied:
         return await self.apply(key, self.stamp(value, ttl_s))

@@ -1,7 +1,8 @@
 """The stored record: value, version, tombstone and expiry, packed for LMDB.
 
 A record is what one replica holds for one key. It is packed with a fixed
-header so reads decode it without parsing JSON:
+header so reads decode it without parsing JSON (the layout is defined once,
+in `ringkv.packed`, which backups share):
 
     ts:u64  expires_ms:u64  flags:u8  node_len:u8  node:bytes  value:bytes
 
@@ -12,16 +13,27 @@ value; it remembers the delete's version so an older write replayed later
 
 from __future__ import annotations
 
-import struct
 from typing import NamedTuple
 
+from ringkv.packed import HEADER, HEADER_SIZE, TOMBSTONE, pack
+from ringkv.packed import fields as header
+from ringkv.packed import is_live as is_live_raw
+from ringkv.packed import newer as newer_raw
 from ringkv.versions import Version
 
-__all__ = ["HEADER_SIZE", "Record", "decode", "encode", "header", "is_live"]
-
-_HEADER = struct.Struct(">QQBB")
-HEADER_SIZE = _HEADER.size
-_TOMBSTONE = 0x01
+__all__ = [
+    "HEADER",
+    "HEADER_SIZE",
+    "TOMBSTONE",
+    "Record",
+    "decode",
+    "encode",
+    "header",
+    "is_live",
+    "is_live_raw",
+    "newer_raw",
+    "pack",
+]
 
 
 class Record(NamedTuple):
@@ -40,8 +52,8 @@ def encode(rec: Record) -> bytes:
     node = rec.version.node.encode("utf-8")
     if len(node) > 255:
         raise ValueError("member id longer than 255 bytes")
-    flags = _TOMBSTONE if rec.tombstone else 0
-    return _HEADER.pack(rec.version.ts, rec.expires_ms, flags, len(node)) + node + rec.value
+    flags = TOMBSTONE if rec.tombstone else 0
+    return HEADER.pack(rec.version.ts, rec.expires_ms, flags, len(node)) + node + rec.value
 
 
 _new = tuple.__new__  # builds a named tuple without its Python-level __new__
@@ -49,27 +61,10 @@ _new = tuple.__new__  # builds a named tuple without its Python-level __new__
 
 def decode(raw: bytes) -> Record:
     """The record packed in `raw` (every read decodes one: kept lean)."""
-    ts, expires_ms, flags, node_len = _HEADER.unpack_from(raw)
+    ts, expires_ms, flags, node_len = HEADER.unpack_from(raw)
     end = HEADER_SIZE + node_len
     version = _new(Version, (ts, raw[HEADER_SIZE:end].decode("utf-8")))
-    return _new(Record, (version, raw[end:], flags & _TOMBSTONE != 0, expires_ms))
-
-
-def header(raw: bytes) -> tuple[int, int, bool, bytes]:
-    """`(ts, expires_ms, tombstone, node)` of a packed record, without unpacking its
-    value: a replica stores a peer's records as they came. `node` stays UTF-8
-    bytes (byte order is code-point order, so versions compare the same way).
-    Raises ValueError when `raw` is not a packed record.
-    """
-    if len(raw) < HEADER_SIZE:
-        raise ValueError("record shorter than its header")
-    ts, expires_ms, flags, node_len = _HEADER.unpack_from(raw)
-    end = HEADER_SIZE + node_len
-    if len(raw) < end:
-        raise ValueError("record shorter than its member id")
-    node = raw[HEADER_SIZE:end]
-    node.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    return ts, expires_ms, bool(flags & _TOMBSTONE), node
+    return _new(Record, (version, raw[end:], flags & TOMBSTONE != 0, expires_ms))
 
 
 def is_live(rec: Record | None, now_ms: int) -> bool:

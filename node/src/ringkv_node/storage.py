@@ -32,7 +32,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -175,6 +175,60 @@ class WriteTxn:
         are stored as they came: a replica write costs no decode or encode."""
         ts, expires_ms, tombstone, node = records.header(raw)
         return self._apply_packed(key, raw, ts, expires_ms, tombstone, node)[0]
+
+    def apply_raw_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes | None]:
+        """`apply_raw` of every item (a bulk batch), in one loop: what `apply_raw`
+        does per call, with the names looked up once. Records here were checked
+        (`wire.packed_records`) or stamped by this node, so headers are read
+        without checking them again. Sorted by stored key first: LMDB then
+        walks its B-tree in order (a third less time for 1000 random keys).
+        Returns the previous records in the order of `items`."""
+        shift = self._shift
+        pack_part = _PART.pack
+        pkeys = []
+        for key, _ in items:
+            h = _xxh64(key)
+            tag = hash_tag(key)
+            pkeys.append(pack_part((h if tag is key else _xxh64(tag)) >> shift) + key)
+        order = sorted(range(len(items)), key=pkeys.__getitem__)
+        unpack = records.HEADER.unpack_from
+        start = records.HEADER_SIZE
+        txn_get, txn_put = self._txn.get, self._txn.put
+        data = self._data
+        redo = self.redo.append
+        delta_of = self.digest_delta
+        digest = record_digest_raw
+        out: list[bytes | None] = [None] * len(items)
+        max_ts = self.max_ts
+        for i in order:
+            key, raw = items[i]
+            pkey = pkeys[i]
+            ts, expires_ms, flags, node_len = unpack(raw)
+            node = raw[start : start + node_len]
+            prev = cast("bytes | None", txn_get(pkey, db=data))
+            delta = 0
+            if prev is not None:
+                out[i] = prev
+                p_ts, p_expires, p_flags, p_len = unpack(prev)
+                p_node = prev[start : start + p_len]
+                if ts < p_ts or (ts == p_ts and node <= p_node):
+                    continue
+                p_tomb = p_flags & records.TOMBSTONE
+                if p_expires or p_tomb:
+                    self._unindex(key, p_expires, p_ts if p_tomb else None)
+                delta = digest(key, p_ts, p_node)
+            txn_put(pkey, raw, db=data)
+            redo((_DATA, pkey, raw))
+            dkey = (pkey[0] << 8 | pkey[1], _xxh64(key) & _BUCKET_MASK)
+            delta_of[dkey] = delta_of.get(dkey, 0) ^ delta ^ digest(key, ts, node)
+            if expires_ms:
+                self._put(_EXPIRY, _U64.pack(expires_ms) + key, b"")
+            if flags & records.TOMBSTONE:
+                self._put(_TOMBS, _U64.pack(ts) + key, b"")
+            if ts > max_ts:
+                max_ts = ts
+        self.max_ts = max_ts
+        return out
 
     def _apply_packed(
         self, key: bytes, raw: bytes, ts: int, expires_ms: int, tombstone: bool, node: bytes
@@ -623,6 +677,18 @@ class Storage:
                 if len(out) >= limit:
                     break
         return out
+
+    def snapshot(self, part: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every record of one partition, packed, in key order, from one read
+        transaction: a consistent snapshot of it (a backup's read).
+
+        The one read that outlives a call: the transaction stays open while
+        the generator runs, so create, run and close it on one thread, off
+        the event loop (`snapshot` module). LMDB keeps the snapshot's pages
+        from reuse meanwhile, as it does for a checkpoint's.
+        """
+        with self._env.begin(db=self._data) as txn:
+            yield from _partition_iter(txn, _PART.pack(part), b"", True)
 
     # -- hints ------------------------------------------------------------------
 

@@ -42,6 +42,12 @@ class Transport(Protocol):
     ) -> list[Record | None]:
         """Apply all `items` on `peer` in one request and one transaction."""
 
+    def replicate_raw(
+        self, peer: str, items: Sequence[tuple[bytes, bytes]]
+    ) -> Awaitable[list[bytes | None]]:
+        """Apply packed records on `peer` in one call and one transaction (the
+        bulk path); resolves to what it held before, packed."""
+
     def read(self, peer: str, key: bytes) -> Awaitable[Record | None]:
         """`peer`'s record for `key`, tombstones included (coalesced)."""
 
@@ -220,6 +226,9 @@ class HttpTransport:
         self, peer: str, items: Sequence[tuple[bytes, Record]]
     ) -> list[Record | None]:
         return _records(await self._stream_now(peer, "replicate", wire.encode_records(items)))
+
+    def replicate_raw(self, peer: str, items: Sequence[tuple[bytes, bytes]]) -> asyncio.Future[Any]:
+        return self._stream_now(peer, "replicate", [[key, raw] for key, raw in items])
 
     def replicate(self, peer: str, key: bytes, rec: Record) -> asyncio.Future[Record | None]:
         batcher = self._writers.get(peer)

@@ -1,0 +1,594 @@
+"""Backup and restore of a whole cluster: the I/O shell around `ringkv.backupformat`.
+
+    manifest = create(seeds, token, store, cluster="kv")
+    verify(store, backup_id)
+    summary = restore(store, backup_id, seeds, token)
+
+**What a backup holds.** Every partition is read from a read quorum of its
+owners (or all of them, `consistency="all"`), each replica's records of it
+coming from one LMDB read transaction (`GET /admin/v1/snapshot/{p}`), and
+the replicas' records are merged last-writer-wins. A write acknowledged
+before the backup started is on a write quorum of its owners, and every read
+quorum meets every write quorum, so it is in the backup, also when one
+replica missed it (a W=2-of-N=3 write that one owner never got). Writes made
+while the backup runs may or may not be in it. The nodes stream their
+partitions and hold one frame at a time; this side holds the partitions it
+is merging (a few at once) and the part it is filling. When the two
+replicas' streams are the same bytes (the usual case), frames go into the
+part as they came, without being decoded. If the ring changes while the
+backup runs, the nodes refuse the snapshot (409 `stale_epoch`) and the
+backup fails: run it again.
+
+**Restore** checks the manifest and the size and SHA-256 of every part before
+it writes anything, then reads the parts in order (checking every record's
+order and partition, and every count, as it goes) and writes their records
+in bulk through the new cluster's ring (`POST /admin/v1/apply` on an owner
+of each record's partition: one call per batch, one replica call per peer),
+keeping each record's version and expiry, last-writer-wins, so a restore
+into a cluster of any size, Q or N gives the same keys at the same versions;
+re-running one is harmless. Records already expired are skipped; tombstones
+are written, so deleted keys stay deleted.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import http.client
+import json
+import secrets
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgpack
+
+from ringkv import __version__
+from ringkv._core import Request, decode
+from ringkv.backupformat import (
+    DEFAULT_PART_SIZE,
+    MANIFEST,
+    Manifest,
+    PartReader,
+    PartWriter,
+    blocks,
+    check_backup_id,
+    check_counts,
+    check_stored,
+    merge_newest,
+)
+from ringkv.client import Client, _Pool
+from ringkv.errors import (
+    BackupFailedError,
+    BackupNotFoundError,
+    InvalidBackupError,
+    NotEnoughReplicasError,
+    TransportError,
+    UnavailableError,
+    error_for,
+)
+from ringkv.packed import HEADER, TOMBSTONE
+from ringkv.retention import Backup, Decision, Retention, select
+from ringkv.ring import Ring
+from ringkv.stores import Store
+
+__all__ = [
+    "BackupFailedError",
+    "RestoreSummary",
+    "VerifySummary",
+    "create",
+    "delete",
+    "find",
+    "new_backup_id",
+    "prune",
+    "restore",
+    "verify",
+]
+
+Progress = Callable[[int, int], None]  # records, bytes (increments)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_backup_id(now_ms: int, rand: str | None = None) -> str:
+    """`20261203T101500Z-7f3a`: sorts by time, unique enough for one destination."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_ms / 1000))
+    return f"{stamp}-{rand or secrets.token_hex(2)}"
+
+
+def _needed(consistency: str, n: int) -> int:
+    if consistency == "all":
+        return n
+    if consistency == "quorum":
+        return n // 2 + 1
+    raise ValueError(f"backup reads need quorum or all, not {consistency!r}")
+
+
+# -- reading one replica's snapshot ------------------------------------------------
+
+
+class _Snapshot:
+    """One replica's `GET /admin/v1/snapshot/{p}`, read frame by frame."""
+
+    def __init__(self, url: str, part: int, epoch: int, token: str, timeout: float) -> None:
+        split = urlsplit(url)
+        conn_class = (
+            http.client.HTTPSConnection if split.scheme == "https" else http.client.HTTPConnection
+        )
+        self.where = f"{url} partition {part}"
+        self._conn = conn_class(split.hostname or "127.0.0.1", split.port, timeout=timeout)
+        try:
+            self._conn.request(
+                "GET",
+                f"/admin/v1/snapshot/{part}?epoch={epoch}",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            self._resp = self._conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise TransportError(f"snapshot of {self.where}: {exc!r}") from None
+        if self._resp.status != 200:
+            body = self._resp.read()
+            self.close()
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                doc = {"error": "http_error", "message": body[:200].decode(errors="replace")}
+            raise error_for(self._resp.status, doc if isinstance(doc, dict) else {})
+        self.rows_seen = 0
+
+    def _read(self, n: int) -> bytes:
+        try:
+            data = self._resp.read(n)
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(f"snapshot of {self.where} cut short: {exc!r}") from None
+        if len(data) != n:
+            raise TransportError(f"snapshot of {self.where} cut short")
+        return data
+
+    def frames(self) -> Iterator[bytes]:
+        """Each frame's msgpack payload (a list of [key, record]); after the
+        last, checks the end frame's count against `rows_seen` (kept by the caller)."""
+        while True:
+            (length,) = struct.unpack(">I", self._read(4))
+            payload = self._read(length)
+            if payload[:1] and payload[0] & 0xF0 == 0x80:  # a map: the end frame
+                end = msgpack.unpackb(payload, raw=False)
+                self.end_records = int(end.get("records", -1))
+                return
+            yield payload
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _array_len(payload: bytes) -> int:
+    """The length of the msgpack array `payload` starts with (a frame's records)."""
+    first = payload[0]
+    if first & 0xF0 == 0x90:
+        return first & 0x0F
+    if first == 0xDC:
+        return int(struct.unpack_from(">H", payload, 1)[0])
+    if first == 0xDD:
+        return int(struct.unpack_from(">I", payload, 1)[0])
+    raise ValueError("a snapshot frame is not a list")
+
+
+def _rows(
+    first: bytes | None, rest: Iterator[bytes], snap: _Snapshot
+) -> Iterator[tuple[bytes, bytes]]:
+    for payload in [first] if first is not None else []:
+        for key, rec in msgpack.unpackb(payload, raw=True):
+            snap.rows_seen += 1
+            yield key, rec
+    for payload in rest:
+        for key, rec in msgpack.unpackb(payload, raw=True):
+            snap.rows_seen += 1
+            yield key, rec
+
+
+def _merged(snaps: list[_Snapshot]) -> Iterator[tuple[bytes, int]]:
+    """The partition's records from every snapshot, newest of each key, as
+    (block, count): frames passed through while every replica sent the same
+    bytes, merged record by record from the first difference on."""
+    streams = [s.frames() for s in snaps]
+    while True:
+        heads = [next(st, None) for st in streams]
+        if all(h is None for h in heads):
+            return
+        if all(h == heads[0] for h in heads):
+            assert heads[0] is not None
+            count = _array_len(heads[0])
+            for s in snaps:
+                s.rows_seen += count
+            yield heads[0], count
+            continue
+        merged: Iterator[tuple[bytes, bytes]] = _rows(heads[0], streams[0], snaps[0])
+        for head, st, snap in zip(heads[1:], streams[1:], snaps[1:], strict=True):
+            merged = merge_newest(merged, _rows(head, st, snap))
+        yield from blocks(merged)
+        return
+
+
+# -- create ----------------------------------------------------------------------
+
+
+@dataclass
+class _Partition:
+    part: int
+    blocks: list[tuple[bytes, int]] = field(default_factory=list)
+    records: int = 0
+    raw: int = 0
+
+
+def _read_partition(
+    ring: Ring, part: int, consistency: str, token: str, timeout: float
+) -> _Partition:
+    owners = list(ring.owners(part))
+    needed = _needed(consistency, len(owners))
+    errors: list[str] = []
+    for attempt in range(3):
+        # spread the reads: start from a different owner for each partition and try
+        start = (part + attempt) % len(owners)
+        order = owners[start:] + owners[:start]
+        snaps: list[_Snapshot] = []
+        try:
+            for owner in order:
+                if len(snaps) == needed:
+                    break
+                try:
+                    snaps.append(
+                        _Snapshot(ring.member(owner).url, part, ring.epoch, token, timeout)
+                    )
+                except TransportError as exc:
+                    errors.append(str(exc))
+            if len(snaps) < needed:
+                continue
+            out = _Partition(part)
+            for block, count in _merged(snaps):
+                out.blocks.append((block, count))
+                out.records += count
+                out.raw += len(block)
+            for snap in snaps:
+                if snap.end_records != snap.rows_seen:
+                    raise TransportError(
+                        f"snapshot of {snap.where}: {snap.rows_seen} records, "
+                        f"its end frame says {snap.end_records}"
+                    )
+            return out
+        except TransportError as exc:
+            errors.append(str(exc))
+        finally:
+            for snap in snaps:
+                snap.close()
+    raise BackupFailedError(
+        f"partition {part}: fewer than {needed} of its owners {', '.join(owners)} "
+        f"gave a whole snapshot ({'; '.join(errors[-3:])})"
+    )
+
+
+def create(
+    seeds: list[str],
+    token: str,
+    store: Store,
+    *,
+    cluster: str = "ringkv",
+    backup_id: str | None = None,
+    part_size: int = DEFAULT_PART_SIZE,
+    consistency: str = "quorum",
+    timeout: float = 30.0,
+    workers: int = 4,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Back the cluster up into `store`; return the manifest (written last)."""
+    started = _now_ms()
+    backup_id = check_backup_id(backup_id or new_backup_id(started))
+    with Client(seeds, token=token, timeout=timeout) as kv:
+        ring = kv.ring()
+    _needed(consistency, ring.replication_factor)
+    if store.names(backup_id):
+        raise ValueError(f"{store.location}/{backup_id} exists already: choose another id")
+    writer = PartWriter(part_size)
+    counts = [0] * ring.partitions
+    parts = []
+    uploads: deque[cf.Future[None]] = deque()
+    with (
+        cf.ThreadPoolExecutor(workers, thread_name_prefix="ringkv-backup-read") as readers,
+        cf.ThreadPoolExecutor(2, thread_name_prefix="ringkv-backup-write") as writers,
+    ):
+
+        def upload(data: bytes, name: str) -> None:
+            store.put(f"{backup_id}/{name}", data)
+
+        def finished(done: tuple[bytes, Any] | None) -> None:
+            if done is None:
+                return
+            data, info = done
+            parts.append(info)
+            uploads.append(writers.submit(upload, data, info.name))
+            while len(uploads) > 2:  # at most a few parts in memory
+                uploads.popleft().result()
+
+        pending: deque[cf.Future[_Partition]] = deque()
+        next_part = 0
+        while next_part < ring.partitions or pending:
+            while next_part < ring.partitions and len(pending) < workers * 2:
+                pending.append(
+                    readers.submit(_read_partition, ring, next_part, consistency, token, timeout)
+                )
+                next_part += 1
+            result = pending.popleft().result()
+            counts[result.part] = result.records
+            for block, count in result.blocks:
+                finished(writer.add(result.part, block, count))
+            if progress is not None:
+                progress(result.records, result.raw)
+        if not writer.empty or not parts:
+            finished(writer.finish())
+        while uploads:
+            uploads.popleft().result()
+    manifest = Manifest(
+        cluster=cluster,
+        backup_id=backup_id,
+        created_ms=started,
+        completed_ms=_now_ms(),
+        ringkv_version=__version__,
+        ring_epoch=ring.epoch,
+        partitions=ring.partitions,
+        replication_factor=ring.replication_factor,
+        read_consistency=consistency,
+        partition_records=counts,
+        parts=parts,
+    )
+    store.put(f"{backup_id}/{MANIFEST}", manifest.to_json())
+    return manifest
+
+
+# -- finding, verifying, deleting ------------------------------------------------------
+
+
+def load_manifest(store: Store, backup_id: str) -> Manifest:
+    try:
+        data = store.get(f"{backup_id}/{MANIFEST}")
+    except BackupNotFoundError:
+        raise BackupNotFoundError(f"no backup {backup_id} in {store.location}") from None
+    manifest = Manifest.from_json(data)
+    if manifest.backup_id != backup_id:
+        raise InvalidBackupError(
+            f"{store.location}/{backup_id}/{MANIFEST} names backup {manifest.backup_id}"
+        )
+    return manifest
+
+
+def find(store: Store, backup_id: str | None) -> Manifest:
+    """The backup `backup_id`, or the newest one when None or `latest`."""
+    if backup_id in (None, "latest"):
+        ids = store.backup_ids()
+        if not ids:
+            raise BackupNotFoundError(f"no backups in {store.location}")
+        manifests = [load_manifest(store, i) for i in ids]
+        return max(manifests, key=lambda m: (m.created_ms, m.backup_id))
+    return load_manifest(store, check_backup_id(backup_id))
+
+
+def listing(store: Store) -> list[Manifest | tuple[str, str]]:
+    """Every complete backup's manifest, oldest first; (id, error) for one that
+    does not load."""
+    out: list[Manifest | tuple[str, str]] = []
+    for backup_id in store.backup_ids():
+        try:
+            out.append(load_manifest(store, backup_id))
+        except InvalidBackupError as exc:
+            out.append((backup_id, str(exc)))
+    return sorted(out, key=lambda m: m.created_ms if isinstance(m, Manifest) else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySummary:
+    manifest: Manifest
+    records: int
+    tombstones: int
+    expired: int  # as of the verification
+    raw_bytes: int
+
+
+def _parts(
+    store: Store, manifest: Manifest, progress: Progress | None = None
+) -> Iterator[PartReader]:
+    for info in manifest.parts:
+        try:
+            data = store.get(f"{manifest.backup_id}/{info.name}")
+        except BackupNotFoundError:
+            raise InvalidBackupError(
+                f"{info.name} of backup {manifest.backup_id} is missing"
+            ) from None
+        yield PartReader(info, data, manifest.partitions)
+
+
+def verify(store: Store, backup_id: str | None, progress: Progress | None = None) -> VerifySummary:
+    """Re-read every part: sizes, sums, every record's order and partition, every
+    count. InvalidBackupError at the first thing that is not as the manifest says."""
+    manifest = find(store, backup_id)
+    now = _now_ms()
+    counts: dict[int, int] = {}
+    tombstones = expired = raw = 0
+    unpack = HEADER.unpack_from
+    for reader in _parts(store, manifest):
+        for block in reader.block_rows():
+            for _, rec in block:
+                _, expires, flags, _ = unpack(rec)
+                if flags & TOMBSTONE:
+                    tombstones += 1
+                elif expires and expires <= now:
+                    expired += 1
+            if progress is not None:
+                progress(len(block), 0)
+        for part, n in reader.counts.items():
+            counts[part] = counts.get(part, 0) + n
+        raw += reader.info.raw_size
+    check_counts(manifest, counts)
+    return VerifySummary(manifest, manifest.records, tombstones, expired, raw)
+
+
+def delete(store: Store, backup_id: str) -> int:
+    """Delete a backup's data (its manifest first); return how many objects went."""
+    names = store.names(check_backup_id(backup_id))
+    if not names:
+        raise BackupNotFoundError(f"no backup {backup_id} in {store.location}")
+    manifest = f"{backup_id}/{MANIFEST}"
+    if manifest in names:
+        store.delete([manifest])
+    store.delete([n for n in names if n != manifest])
+    return len(names)
+
+
+def prune(store: Store, policy: Retention, *, dry_run: bool = False) -> Decision:
+    """Delete the complete backups `policy` does not keep (`ringkv.retention`)."""
+    manifests = [m for m in listing(store) if isinstance(m, Manifest)]
+    decision = select([Backup(m.backup_id, m.created_ms) for m in manifests], policy)
+    if not dry_run:
+        for backup_id in decision.prune:
+            delete(store, backup_id)
+    return decision
+
+
+# -- restore -----------------------------------------------------------------------
+
+
+@dataclass
+class RestoreSummary:
+    backup_id: str = ""
+    records: int = 0  # read from the backup
+    written: int = 0  # sent to the cluster (not expired)
+    tombstones: int = 0
+    expired: int = 0  # skipped: expired before the restore reached them
+    kept: int = 0  # the cluster already had that version or a newer one
+    seconds: float = 0.0
+
+
+class _Applier:
+    """Batches of records to `POST /admin/v1/apply`, a few in flight."""
+
+    def __init__(
+        self, ring: Ring, token: str, timeout: float, consistency: str, workers: int
+    ) -> None:
+        self._ring = ring
+        self._pool = _Pool(workers * 2, timeout)
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/msgpack"}
+        self._consistency = consistency
+        self._executor = cf.ThreadPoolExecutor(workers, thread_name_prefix="ringkv-restore")
+        self._inflight: deque[cf.Future[int]] = deque()
+        self._limit = workers * 2
+        self.kept = 0
+        self._lock = threading.Lock()
+
+    def send(self, member: str, rows: list[list[bytes]]) -> None:
+        self._inflight.append(self._executor.submit(self._apply, member, rows))
+        while len(self._inflight) > self._limit:
+            self._inflight.popleft().result()
+
+    def _apply(self, member: str, rows: list[list[bytes]]) -> int:
+        doc: dict[str, Any] = {"records": rows, "consistency": self._consistency}
+        body = msgpack.packb(doc, use_bin_type=True)
+        urls = [self._ring.member(member).url] + [
+            m.url for m in self._ring.members if m.id != member
+        ]
+        error: Exception | None = None
+        for attempt in range(6):  # applying the same records again is harmless (LWW)
+            url = urls[attempt % len(urls)]
+            try:
+                resp = decode(
+                    self._pool.send(Request("POST", f"{url}/admin/v1/apply", body, self._headers))
+                )
+                kept = int(json.loads(resp.body)["kept"])
+                with self._lock:
+                    self.kept += kept
+                return kept
+            except (TransportError, UnavailableError, NotEnoughReplicasError) as exc:
+                error = exc  # applying the same records again is harmless: retry
+                time.sleep(min(2.0, 0.1 * 2**attempt))
+        assert error is not None
+        raise BackupFailedError(f"restore: {len(rows)} records could not be written: {error}")
+
+    def finish(self) -> None:
+        try:
+            while self._inflight:
+                self._inflight.popleft().result()
+        finally:
+            self._executor.shutdown(cancel_futures=True)
+            self._pool.close()
+
+
+def restore(
+    store: Store,
+    backup_id: str | None,
+    seeds: list[str],
+    token: str,
+    *,
+    consistency: str = "quorum",
+    batch: int = 2000,
+    workers: int = 4,
+    timeout: float = 30.0,
+    progress: Progress | None = None,
+    now_ms: Callable[[], int] = _now_ms,
+) -> RestoreSummary:
+    """Write backup `backup_id` (None: the newest) into the cluster at `seeds`."""
+    started = time.perf_counter()
+    manifest = find(store, backup_id)
+    for info in manifest.parts:  # every sum before any write
+        try:
+            check_stored(info, store.get(f"{manifest.backup_id}/{info.name}"))
+        except BackupNotFoundError:
+            raise InvalidBackupError(
+                f"{info.name} of backup {manifest.backup_id} is missing"
+            ) from None
+    with Client(seeds, token=token, timeout=timeout) as kv:
+        ring = kv.ring()
+    summary = RestoreSummary(manifest.backup_id)
+    applier = _Applier(ring, token, timeout, consistency, workers)
+    buffers: dict[str, list[list[bytes]]] = {}
+    counts: dict[int, int] = {}
+    primary = [ring.owners(p)[0] for p in range(ring.partitions)]
+    part_of = ring.partition_of
+    unpack = HEADER.unpack_from
+    try:
+        for reader in _parts(store, manifest):
+            now = now_ms()
+            for block in reader.block_rows():
+                for row in block:
+                    _, expires, flags, _ = unpack(row[1])
+                    if flags & TOMBSTONE:
+                        summary.tombstones += 1
+                    elif expires and expires <= now:
+                        summary.expired += 1
+                        continue
+                    member = primary[part_of(row[0])]
+                    buf = buffers.get(member)
+                    if buf is None:
+                        buf = buffers[member] = []
+                    buf.append(row)
+                    if len(buf) >= batch:
+                        applier.send(member, buf)
+                        summary.written += len(buf)
+                        buffers[member] = []
+                summary.records += len(block)
+                if progress is not None:
+                    progress(len(block), 0)
+            for part, n in reader.counts.items():
+                counts[part] = counts.get(part, 0) + n
+        check_counts(manifest, counts)
+        for member, buf in buffers.items():
+            if buf:
+                applier.send(member, buf)
+                summary.written += len(buf)
+    finally:
+        applier.finish()
+    summary.kept = applier.kept
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,178 @@
+"""The backup format (pure): manifests, parts, the replicas' merge, and what is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import msgpack
+import pytest
+import zstandard
+
+from ringkv.backupformat import (
+    InvalidBackupError,
+    Manifest,
+    PartReader,
+    PartWriter,
+    blocks,
+    check_counts,
+    merge_newest,
+    part_name,
+)
+from ringkv.packed import fields, is_live, newer, pack
+from ringkv.ring import partition
+
+Q = 16
+
+
+def rec(
+    ts: int, node: str = "n1", value: bytes = b"v", *, tomb: bool = False, exp: int = 0
+) -> bytes:
+    return pack(ts, exp, tomb, node.encode(), b"" if tomb else value)
+
+
+def rows(n: int) -> list[tuple[int, bytes, bytes]]:
+    """n keys in (partition, key) order with a record each."""
+    keys = sorted((partition(f"k{i}", Q), f"k{i}".encode()) for i in range(n))
+    return [(p, k, rec(1000 + i)) for i, (p, k) in enumerate(keys)]
+
+
+def write(data: list[tuple[int, bytes, bytes]], part_size: int) -> tuple[list[bytes], Manifest]:
+    writer = PartWriter(part_size)
+    parts, infos = [], []
+    counts = [0] * Q
+    for p in range(Q):
+        mine = [(k, r) for q, k, r in data if q == p]
+        counts[p] = len(mine)
+        for block, count in blocks(mine, block_bytes=200):
+            done = writer.add(p, block, count)
+            if done:
+                parts.append(done[0])
+                infos.append(done[1])
+    if not writer.empty:
+        data_, info = writer.finish()
+        parts.append(data_)
+        infos.append(info)
+    manifest = Manifest("c", "b-1", 1, 2, "0.1", 1, Q, 3, "quorum", counts, infos)
+    return parts, manifest
+
+
+def read_all(parts: list[bytes], manifest: Manifest) -> list[tuple[bytes, bytes]]:
+    out = []
+    counts: dict[int, int] = {}
+    for data, info in zip(parts, manifest.parts, strict=True):
+        reader = PartReader(info, data, manifest.partitions)
+        for block in reader.block_rows():
+            out += [(k, r) for k, r in block]
+        for p, n in reader.counts.items():
+            counts[p] = counts.get(p, 0) + n
+    check_counts(manifest, counts)
+    return out
+
+
+def test_round_trip_through_bounded_parts() -> None:
+    data = rows(500)
+    parts, manifest = write(data, part_size=4000)
+    assert len(parts) > 3
+    assert all(info.raw_size < 4000 + 400 for info in manifest.parts)  # a part and one block
+    assert [p.name for p in manifest.parts] == [part_name(i) for i in range(len(parts))]
+    assert read_all(parts, manifest) == [(k, r) for _, k, r in data]
+    again = Manifest.from_json(manifest.to_json())
+    assert again == manifest and again.records == 500
+
+
+def test_merge_keeps_every_key_once_with_its_newest_record() -> None:
+    a = [(b"a", rec(5)), (b"b", rec(5, "n1")), (b"d", rec(9, tomb=True))]
+    b = [(b"b", rec(5, "n2")), (b"c", rec(1)), (b"d", rec(7)), (b"e", rec(2))]
+    merged = list(merge_newest(a, b))
+    assert [k for k, _ in merged] == [b"a", b"b", b"c", b"d", b"e"]
+    assert merged[1][1] == rec(5, "n2")  # same timestamp: the higher member id wins
+    assert merged[3][1] == rec(9, tomb=True)  # a newer delete wins over an older value
+    assert list(merge_newest(merged, [])) == merged == list(merge_newest([], merged))
+
+
+def test_packed_records() -> None:
+    assert fields(rec(7, "n3", exp=99)) == (7, 99, False, b"n3")
+    assert newer(rec(8), rec(7, "zz")) and not newer(rec(7), rec(7))
+    assert is_live(rec(1), 10) and not is_live(rec(1, exp=5), 10) and not is_live(None, 0)
+    assert not is_live(rec(1, tomb=True), 0)
+    with pytest.raises(ValueError, match="shorter"):
+        fields(b"\x00" * 5)
+
+
+def corrupt(parts: list[bytes], manifest: Manifest) -> list[bytes]:
+    data = bytearray(parts[1])
+    data[10] ^= 1
+    return [parts[0], bytes(data), *parts[2:]]
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (corrupt, "SHA-256 does not match"),
+        (lambda parts, m: [parts[0][:-3], *parts[1:]], "truncated"),
+        (lambda parts, m: parts[1:] + parts[:1], "bytes; the manifest says"),
+    ],
+    ids=["corrupt", "truncated", "swapped"],
+)
+def test_damaged_parts_are_refused(damage: Any, words: str) -> None:
+    parts, manifest = write(rows(300), part_size=3000)
+    with pytest.raises(InvalidBackupError, match=words):
+        read_all(damage(parts, manifest), manifest)
+
+
+def test_records_out_of_order_are_refused() -> None:
+    data = rows(40)
+    _, manifest = write(data, part_size=10**6)
+    info = manifest.parts[0]
+    pairs = [[k, r] for _, k, r in data]
+    pairs[3], pairs[4] = pairs[4], pairs[3]
+    payload = msgpack.packb(pairs, use_bin_type=True)
+    blob = zstandard.ZstdCompressor().compress(payload)
+    forged = type(info)(
+        info.name, len(blob), hashlib.sha256(blob).hexdigest(), len(payload),
+        info.records, info.first_partition, info.last_partition,
+    )  # fmt: skip
+    with pytest.raises(InvalidBackupError, match="out of"):
+        list(PartReader(forged, blob, Q).block_rows())
+
+
+def manifest_doc() -> dict[str, Any]:
+    _, manifest = write(rows(50), part_size=10**6)
+    doc: dict[str, Any] = json.loads(manifest.to_json())
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda d: d.update(format="other"), "not a ringkv-backup manifest"),
+        (lambda d: d.update(format_version=2), "format_version 2"),
+        (lambda d: d.update(partitions=12), "power of two"),
+        (lambda d: d["partition_records"].pop(), "must list 16 counts"),
+        (lambda d: d["partition_records"].__setitem__(0, 99), "its parts hold"),
+        (lambda d: d["parts"][0].update(name="x.zst"), "must be named part-00000.zst"),
+        (lambda d: d["parts"][0].update(sha256="abc"), "not a SHA-256"),
+        (lambda d: d.pop("ring_epoch"), "missing field 'ring_epoch'"),
+        (lambda d: d.update(backup_id="../x"), "backup id"),
+        (lambda d: d.update(size_bytes=1), "size_bytes does not add up"),
+    ],
+)
+def test_wrong_manifests_are_refused(change: Any, words: str) -> None:
+    doc = manifest_doc()
+    change(doc)
+    with pytest.raises(InvalidBackupError, match=words):
+        Manifest.from_json(json.dumps(doc).encode())
+
+
+def test_manifest_that_is_not_json() -> None:
+    with pytest.raises(InvalidBackupError, match="not valid JSON"):
+        Manifest.from_json(b"{")
+
+
+def test_unknown_manifest_fields_are_kept() -> None:
+    doc = manifest_doc()
+    doc["operator"] = {"kvbackup": "nightly-1"}
+    manifest = Manifest.from_json(json.dumps(doc).encode())
+    assert json.loads(manifest.to_json())["operator"] == {"kvbackup": "nightly-1"}
