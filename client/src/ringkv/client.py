@@ -287,6 +287,11 @@ class Client:
 
     # -- cluster -------------------------------------------------------------
 
+    @property
+    def seeds(self) -> list[str]:
+        """The seed URLs (`ringkv://` names resolved to every address)."""
+        return list(self._router.seeds)
+
     def ring(self, refresh: bool = True) -> Ring:
         ring = self._router.ring
         if refresh or ring is None:
