@@ -220,7 +220,7 @@ def format_status(obj: Mapping[str, Any], now: float) -> str:
     if conv:
         text = (
             f"hint backlog {_num(conv.get('hintBacklog'))}, "
-            f"{_num(conv.get('partitionsOutOfSync'))} partitions out of sync"
+            f"partitions out of sync {_num(conv.get('partitionsOutOfSync'))}"
         )
         if conv.get("lastAntiEntropy"):
             text += f", last anti-entropy {_age(conv['lastAntiEntropy'], now)} ago"
