@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from portforward import Forwarder
 
 from ringkv import AsyncClient, Client
 
 from nodeproc import AUTH, TOKEN, Cluster
+from portforward import Forwarder
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]
 

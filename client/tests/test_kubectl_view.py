@@ -110,7 +110,7 @@ def rebalancing_status(now: float = NOW) -> dict[str, Any]:
                 "status": "True",
                 "reason": "Streaming",
                 "message": message,
-                "lastTransitionTime": at(3 * 86400),
+                "lastTransitionTime": at(130),
                 "observedGeneration": 2,
             },
         ],
@@ -146,7 +146,7 @@ Conditions:
   Degraded     True    PodsNotReady  100s   kv-3 is not ready
   Progressing  True    Rebalancing   2m10s  ring epoch 2 -> 3: stream: kv-3 streams 48 partitions
   Ready        False   Rebalancing   2m10s  ring epoch 2 -> 3: stream: kv-3 streams 48 partitions
-  Rebalancing  True    Streaming     3d     ring epoch 2 -> 3: stream: kv-3 streams 48 partitions
+  Rebalancing  True    Streaming     2m10s  ring epoch 2 -> 3: stream: kv-3 streams 48 partitions
 
 Pods:
   POD   READY  ZONE   EPOCH  PARTITIONS  HINTS  OUT-OF-SYNC  USED     NOTE
