@@ -129,6 +129,52 @@ def test_newer_epoch_in_an_answer_refreshes_the_ring() -> None:
     assert router.ring.epoch == 7
 
 
+def test_through_one_forwarded_address_direct_routing_fails() -> None:
+    """Why `direct=False` exists: through a port-forward only the seed answers, and
+    the owners' URLs (pod DNS) do not; with 5 members the attempts run out first."""
+    router = Router(["http://127.0.0.1:9999"])
+
+    def answer(req: Request) -> Response | Exception:
+        if req.url.endswith("/v1/ring"):
+            return ring_response()
+        if req.url.startswith("http://127.0.0.1:9999"):
+            return Response(200, {"x-ringkv-epoch": "1"}, b"v")
+        return errors.TransportError("cannot resolve")
+
+    with pytest.raises(errors.TransportError):
+        drive(run_call(key_call("GET", "k", DEFAULT_LIMITS), router, RetryPolicy(), None), answer)
+
+
+def test_not_direct_sends_every_call_to_the_seeds_and_loads_no_ring() -> None:
+    router = Router(["http://127.0.0.1:9999/", "http://127.0.0.1:9998"], direct=False)
+    sent: list[str] = []
+
+    def answer(req: Request) -> Response | Exception:
+        sent.append(req.url)
+        if req.url.startswith("http://127.0.0.1:9999"):
+            return errors.TransportError("connection refused")
+        return Response(200, {"x-ringkv-epoch": "7"}, b"v")
+
+    for key in ("a", "b", "user:42"):
+        call = key_call("GET", key, DEFAULT_LIMITS)
+        resp, _ = drive(run_call(call, router, RetryPolicy(), None), answer)
+        assert resp.body == b"v"
+    assert sent == [
+        f"http://127.0.0.1:{port}/v1/kv/{key}"
+        for key in ("a", "b", "user%3A42")
+        for port in (9999, 9998)
+    ]
+    assert router.ring is None  # a newer epoch in an answer is no reason to load one
+
+
+def test_not_direct_ignores_a_ring_it_was_given() -> None:
+    router = Router(["http://127.0.0.1:9999"], direct=False)
+    router.install(RING.to_dict())
+    assert router.candidates(key_call("GET", "k", DEFAULT_LIMITS)) == ["http://127.0.0.1:9999"]
+    assert router.ring_urls() == ["http://127.0.0.1:9999"]
+    assert not router.stale(Response(200, {"x-ringkv-epoch": "9"}, b""))
+
+
 @pytest.mark.parametrize(
     ("status", "body", "cls"),
     [

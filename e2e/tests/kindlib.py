@@ -1,4 +1,4 @@
-"""Helpers of the kind tests: the images, waits, and the in-cluster client pods.
+"""Helpers of the kind tests: the images, waits, namespaces, and the in-cluster client pods.
 
 `client_pod` runs e2e/tests/incluster_client.py (from the ConfigMap that
 `install_client_script` makes) in a pod of the node image, labelled
@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubeharness.kind import Kubectl
 from kubeharness.plugin import wait_for
 
@@ -33,6 +36,21 @@ NODE_ENV = [
 
 def wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     return wait_for(predicate, timeout=timeout, interval=2.0, what=what)
+
+
+@contextmanager
+def namespace(kubectl: Kubectl, prefix: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace; on a failure in it, the diagnostics; then its KVClusters and it go."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
+    kubectl.run("create", "namespace", name)
+    failed = request.session.testsfailed
+    try:
+        yield name
+    finally:
+        if request.session.testsfailed > failed:
+            print(kubectl.diagnostics(name))
+        kubectl.run("delete", "kvc", "--all", "-n", name, "--wait=true", timeout=180, check=False)
+        kubectl.run("delete", "namespace", name, "--wait=false", check=False)
 
 
 def install_client_script(kubectl: Kubectl, ns: str) -> None:

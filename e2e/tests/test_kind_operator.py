@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,14 +24,13 @@ from kubeharness.kind import Kubectl, cluster_name
 from kindlib import (
     NODE_ENV,
     NODE_IMAGE,
-    OPERATOR_IMAGE,
     READY_TIMEOUT,
     ROOT,
     SCALE_TIMEOUT,
-    SYSTEM,
     Writer,
     client_pod,
     install_client_script,
+    namespace,
     ready,
     status,
     summary,
@@ -43,40 +41,10 @@ pytestmark = [pytest.mark.kind, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")
-def kubectl(kind_kubectl: Kubectl) -> Kubectl:
-    return kind_kubectl
-
-
-@pytest.fixture(scope="module")
-def operator(kubectl: Kubectl) -> Iterator[None]:
-    """`kubectl apply -f manifests/`, with the images this run built."""
-    kubectl.run("apply", "-f", str(ROOT / "manifests"), timeout=120)
-    container = {
-        "name": "operator",
-        "image": OPERATOR_IMAGE,
-        "env": [{"name": "RINGKV_OPERATOR_NODE_IMAGE", "value": NODE_IMAGE}],
-    }
-    patch = {"spec": {"template": {"spec": {"containers": [container]}}}}
-    kubectl.run("-n", SYSTEM, "patch", "deploy/ringkv-operator", "-p", json.dumps(patch))
-    kubectl.run(
-        "-n", SYSTEM, "rollout", "status", "deploy/ringkv-operator", "--timeout=180s", timeout=200
-    )
-    yield
-    logs = kubectl.run("-n", SYSTEM, "logs", "deploy/ringkv-operator", "--tail=80", check=False)
-    print("--- operator log\n" + logs.stdout + logs.stderr)
-
-
-@pytest.fixture(scope="module")
 def ns(kubectl: Kubectl, operator: None, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = f"e2e-op-{secrets.token_hex(3)}"
-    kubectl.run("create", "namespace", name)
-    install_client_script(kubectl, name)
-    failed = request.session.testsfailed
-    yield name
-    if request.session.testsfailed > failed:
-        print(kubectl.diagnostics(name))
-    kubectl.run("delete", "kvc", "--all", "-n", name, "--wait=true", timeout=180, check=False)
-    kubectl.run("delete", "namespace", name, "--wait=false", check=False)
+    with namespace(kubectl, "e2e-op", request) as name:
+        install_client_script(kubectl, name)
+        yield name
 
 
 def scale(kubectl: Kubectl, ns: str, replicas: int) -> None:

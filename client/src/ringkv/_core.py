@@ -264,12 +264,21 @@ class RetryPolicy:
 
 
 class Router:
-    """Which node to send a call to: the key's owners first, then anyone."""
+    """Which node to send a call to: the key's owners first, then anyone.
 
-    def __init__(self, seeds: Sequence[str]) -> None:
+    With `direct=False` every call goes to the seeds only, in order, and no
+    ring is loaded for routing: for a cluster reached through one address
+    that forwards to some node (`kubectl port-forward`, a load balancer),
+    where the members' own URLs (pod DNS names) cannot be reached. Any node
+    coordinates any key, so this costs one hop inside the cluster, not
+    correctness.
+    """
+
+    def __init__(self, seeds: Sequence[str], *, direct: bool = True) -> None:
         if not seeds:
             raise ValueError("give at least one seed URL")
         self.seeds = [s.rstrip("/") for s in seeds]
+        self.direct = direct
         self.ring: Ring | None = None
 
     def install(self, doc: Any) -> Ring:
@@ -279,15 +288,21 @@ class Router:
         return self.ring
 
     def stale(self, resp: Response) -> bool:
-        """True when the node knows a newer ring than ours."""
+        """True when the node knows a newer ring than ours (and we route by it)."""
         epoch = resp.headers.get(EPOCH_HEADER, "")
-        return self.ring is not None and epoch.isdigit() and int(epoch) > self.ring.epoch
+        return (
+            self.direct
+            and self.ring is not None
+            and epoch.isdigit()
+            and int(epoch) > self.ring.epoch
+        )
 
     def candidates(self, call: Call) -> list[str]:
-        """Base URLs to try in order: owners of the key, then the other members, then seeds."""
+        """Base URLs to try in order: owners of the key, then the other members, then
+        seeds; only the seeds when not `direct`."""
         out: list[str] = []
         ring = self.ring
-        if ring is not None:
+        if ring is not None and self.direct:
             if call.key is not None:
                 out += [ring.member(m).url for m in ring.owners_of_key(call.key)]
             members = [m.url for m in ring.members]
@@ -298,8 +313,10 @@ class Router:
         return [u for u in out if not (u in seen or seen.add(u))]  # type: ignore[func-returns-value]
 
     def ring_urls(self) -> list[str]:
+        """Where to ask for the ring: the members we know, then the seeds (only the
+        seeds when not `direct`: the members' URLs may not be reachable)."""
         urls = list(self.seeds)
-        if self.ring is not None:
+        if self.ring is not None and self.direct:
             urls = [m.url for m in self.ring.members] + urls
         seen: set[str] = set()
         return [u for u in urls if not (u in seen or seen.add(u))]  # type: ignore[func-returns-value]
@@ -394,9 +411,10 @@ def run_call(
 ) -> Generator[Action, Any, Response]:
     """One call with routing, failover, backoff and ring refresh.
 
-    `base_url` pins the call to one node (status of a given node).
+    `base_url` pins the call to one node (status of a given node). A router
+    that is not `direct` needs no ring: it sends to its seeds.
     """
-    if router.ring is None and base_url is None:
+    if router.ring is None and base_url is None and router.direct:
         yield from load_ring(router, token)
     attempt = 0
     while True:

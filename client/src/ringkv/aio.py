@@ -24,19 +24,23 @@ __all__ = ["AsyncBatch", "AsyncClient"]
 
 
 class AsyncClient:
-    """An asyncio ringkv client; use `async with AsyncClient(...) as kv:`."""
+    """An asyncio ringkv client; use `async with AsyncClient(...) as kv:`.
+
+    Takes what `Client` takes, `direct=False` included."""
 
     def __init__(
         self,
         target: str | Sequence[str],
         *,
         token: str | None = None,
+        direct: bool = True,
         timeout: float = 5.0,
         pool_size: int = 64,
         retry: RetryPolicy | None = None,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._target = target
+        self._direct = direct
         self._router: Router | None = None
         self._token = token
         self._timeout = timeout
@@ -56,7 +60,7 @@ class AsyncClient:
                     raise TransportError(f"cannot resolve {host}: {exc}") from exc
                 resolved[(host, port)] = sorted({str(i[4][0]) for i in infos})
             seeds = _core.expand_seeds(self._target, lambda h, p: resolved.get((h, p), []))
-            self._router = Router(seeds)
+            self._router = Router(seeds, direct=self._direct)
         if self._pool is None:
             self._pool = Pool(self._pool_size, self._timeout)
         return self._router

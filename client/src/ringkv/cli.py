@@ -8,8 +8,10 @@
 
 `--url` (or RINGKV_URL, default http://127.0.0.1:7100) and `--token` (or
 RINGKV_TOKEN; `--token-file` or RINGKV_TOKEN_FILE) choose the cluster, before
-or after the command. Output is for people; `--json` is for scripts (values
-in base64). Exit codes: `EXIT_CODES`.
+or after the command; `--no-direct` (or RINGKV_DIRECT=0) sends every request
+to `--url` only, for a cluster reached through a port-forward (`kubectl
+ringkv connect`). Output is for people; `--json` is for scripts (values in
+base64). Exit codes: `EXIT_CODES`.
 """
 
 from __future__ import annotations
@@ -32,11 +34,11 @@ from ringkv.errors import (
     NotFoundError,
     RingkvError,
 )
+from ringkv.exits import BAD_INPUT, CLUSTER_ERROR, NOT_FOUND, OK
 
 __all__ = ["EXIT_CODES", "build_parser", "exit_code", "main"]
 
 DEFAULT_URL = "http://127.0.0.1:7100"
-OK, NOT_FOUND, BAD_INPUT, CLUSTER_ERROR = 0, 1, 2, 3
 EXIT_CODES = """exit codes:
   0  ok
   1  not found: get or delete of a key that is absent; a backup that is not there
@@ -97,6 +99,26 @@ def seeds(url_text: str) -> list[str]:
     if not out:
         raise ValueError("--url names no node")
     return out
+
+
+def env_flag(name: str) -> bool | None:
+    """A yes/no environment variable: 1/true/yes/on, 0/false/no/off, or unset (None)."""
+    text = os.environ.get(name, "").strip().lower()
+    if not text:
+        return None
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"${name} must be 1 or 0 (true/false, yes/no, on/off), not {text!r}")
+
+
+def direct(args: argparse.Namespace) -> bool:
+    """`--direct`/`--no-direct`, else $RINGKV_DIRECT, else on: read when a command runs."""
+    if args.direct is not None:
+        return bool(args.direct)
+    flag = env_flag("RINGKV_DIRECT")
+    return True if flag is None else flag
 
 
 # -- output ---------------------------------------------------------------------
@@ -178,7 +200,7 @@ def require_token(args: argparse.Namespace, what: str) -> str:
 def _client(args: argparse.Namespace) -> Any:
     from ringkv.client import Client
 
-    return Client(seeds(args.url), token=token(args), timeout=args.timeout)
+    return Client(seeds(args.url), token=token(args), timeout=args.timeout, direct=direct(args))
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -245,15 +267,23 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as kv:
         ring = kv.ring()
+        # Not direct: the members' URLs may be out of reach; ask the --url nodes only.
+        asked = (
+            [(m.id, m.url) for m in ring.members]
+            if direct(args)
+            else [(url, url) for url in kv.seeds]
+        )
         nodes = []
-        for member in ring.members:
+        for node_id, url in asked:
             try:
-                nodes.append(kv.status(member.url))
+                nodes.append(kv.status(url))
             except RingkvError as exc:
-                nodes.append({"node_id": member.id, "error": str(exc)})
+                nodes.append({"node_id": node_id, "error": str(exc)})
+    answered = {st["node_id"] for st in nodes}
+    not_asked = [m.id for m in ring.members if m.id not in answered]
     unwell = [st["node_id"] for st in nodes if "error" in st or not st.get("ready")]
     if args.json:
-        _json({"epoch": ring.epoch, "healthy": not unwell, "nodes": nodes})
+        _json({"epoch": ring.epoch, "healthy": not unwell, "nodes": nodes, "not_asked": not_asked})
     else:
         print(f"ring epoch {ring.epoch}: {ring.partitions} partitions, N={ring.replication_factor}")
         for st in nodes:
@@ -267,6 +297,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"partitions {st['partitions_owned']:<5} keys {storage.get('live', '?'):<9} "
                 f"tombstones {storage.get('tombstones', '?'):<7} hints {hints:<6} "
                 f"out-of-sync buckets {st['anti_entropy']['buckets_out_of_sync']}"
+            )
+        if not_asked:
+            print(
+                f"  not asked (direct routing off: only --url is reachable): {', '.join(not_asked)}"
             )
     if unwell:
         print(f"ringkv: not healthy: {', '.join(unwell)} down or not ready", file=sys.stderr)
@@ -292,7 +326,9 @@ async def _dump(args: argparse.Namespace, out: IO[str]) -> int:
     from ringkv.dumpfile import DumpRecord, to_line
 
     count = deleted = 0
-    async with AsyncClient(seeds(args.url), token=token(args), timeout=args.timeout) as kv:
+    async with AsyncClient(
+        seeds(args.url), token=token(args), timeout=args.timeout, direct=direct(args)
+    ) as kv:
         keys = [k async for k in kv.iter_keys(prefix=args.prefix)]
         bar = progress(len(keys), "dump", not args.quiet)
         sem = asyncio.Semaphore(32)
@@ -391,6 +427,14 @@ def _connection_options(p: argparse.ArgumentParser, *, top: bool) -> None:
         default=dflt(os.environ.get("RINGKV_TOKEN_FILE") or None),
         help="read the cluster token from this file, e.g. a mounted Secret "
         "(default: $RINGKV_TOKEN_FILE)",
+    )
+    p.add_argument(
+        "--direct",
+        action=argparse.BooleanOptionalAction,
+        default=dflt(None),
+        help="send each key straight to its owners' own URLs (on), or every request to --url "
+        "only (--no-direct: for a cluster reached through a port-forward or a load balancer; "
+        "any node coordinates any key) (default: $RINGKV_DIRECT=1|0, else on)",
     )
     p.add_argument(
         "--timeout",

@@ -142,6 +142,9 @@ class Client:
 
     `target` is a URL (`http://kv.default.svc.cluster.local:8080`), a list of
     seed URLs, or `ringkv://<headless service>:8080` (every address of it).
+    `direct=False` sends every request to those URLs only, never to the
+    members' own URLs: for a cluster reached through a forwarded port
+    (`kubectl ringkv connect`) or a load balancer.
     """
 
     def __init__(
@@ -149,12 +152,13 @@ class Client:
         target: str | Sequence[str],
         *,
         token: str | None = None,
+        direct: bool = True,
         timeout: float = 5.0,
         pool_size: int = 32,
         retry: RetryPolicy | None = None,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
-        self._router = Router(_core.expand_seeds(target, _resolve))
+        self._router = Router(_core.expand_seeds(target, _resolve), direct=direct)
         self._token = token
         self._retry = retry or RetryPolicy()
         self._limits = limits
@@ -282,6 +286,11 @@ class Client:
         return out
 
     # -- cluster -------------------------------------------------------------
+
+    @property
+    def seeds(self) -> list[str]:
+        """The seed URLs (`ringkv://` names resolved to every address)."""
+        return list(self._router.seeds)
 
     def ring(self, refresh: bool = True) -> Ring:
         ring = self._router.ring
