@@ -155,3 +155,8 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+def patch_kvc(kubectl: Kubectl, ns: str, name: str, patch: dict[str, Any]) -> None:
+    """A JSON merge patch of a KVCluster, as `kubectl patch --type=merge` does."""
+    kubectl.run("patch", "kvc", name, "-n", ns, "--type=merge", "-p", json.dumps(patch))

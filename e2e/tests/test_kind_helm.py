@@ -10,7 +10,6 @@ the way through; uninstalling keeps the CRDs, the KVClusters and their data.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
@@ -29,6 +28,7 @@ from kindlib import (
     ROOT,
     Writer,
     install_client_script,
+    patch_kvc,
     ready,
     status,
     wait,
@@ -231,14 +231,5 @@ def test_helm_uninstall_keeps_kvclusters_and_their_data(
     pvcs = kubectl.get_json("pvc", "-n", ns)["items"]
     assert len(pvcs) == 3
     # Clean up without an operator: its finalizer would hold the KVCluster forever.
-    kubectl.run(
-        "patch",
-        "kvc",
-        "kv",
-        "-n",
-        ns,
-        "--type=merge",
-        "-p",
-        json.dumps({"metadata": {"finalizers": []}}),
-    )
+    patch_kvc(kubectl, ns, "kv", {"metadata": {"finalizers": []}})
     kubectl.run("delete", "kvc", "kv", "-n", ns, "--wait=true", timeout=120)

@@ -31,6 +31,7 @@ from kindlib import (
     client_pod,
     install_client_script,
     namespace,
+    patch_kvc,
     ready,
     status,
     summary,
@@ -162,16 +163,7 @@ def test_an_image_change_rolls_with_zero_failed_writes(
         capture_output=True,
     )
     with Writer(kubectl, ns, "writer-roll") as writer:
-        kubectl.run(
-            "patch",
-            "kvc",
-            "kv",
-            "-n",
-            ns,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": {"image": tag}}),
-        )
+        patch_kvc(kubectl, ns, "kv", {"spec": {"image": tag}})
 
         def rolled() -> bool:
             pods = kubectl.get_json("pods", "-n", ns, "-l", "app.kubernetes.io/instance=kv")
