@@ -385,11 +385,49 @@ def test_list_delete_prune_and_not_found(source: Source, tmp_path: Path) -> None
     assert store.backup_ids() == [] and not (tmp_path / "many" / backup_id).exists()
     r = cli("backup", "delete", "--from", str(tmp_path / "many"), backup_id)
     assert r.returncode == 1, r.stderr
+    summary = tmp_path / "summary.json"
+    r = cli("backup", "delete", "--from", str(tmp_path / "many"), "--missing-ok", backup_id,
+            "--summary-file", str(summary))  # fmt: skip
+    assert r.returncode == 0 and f"no backup {backup_id}" in r.stdout, r.stderr
+    assert json.loads(summary.read_text()) == {"deleted": [], "missing": [backup_id]}
     # no token, or a wrong one, is bad input
     r = cli("backup", "create", "--url", source.urls[0], "--to", str(tmp_path / "x"), token=None)
     assert r.returncode == 2 and "needs the cluster token" in r.stderr, r.stderr
     r = cli("backup", "create", "--url", source.urls[0], "--to", str(tmp_path / "x"), token="bad")
     assert r.returncode == 2 and "wrong token" in r.stderr, r.stderr
+
+
+def test_restore_drill_and_a_retried_backup(source: Source, tmp_path: Path) -> None:
+    """`verify --restore` restores into a node of its own and compares; `create`
+    with the id of an attempt that never finished replaces its parts."""
+    backup_id, _ = source.backups["dir"]
+    where = tmp_path / "drill"
+    shutil.copytree(source.tmp / "dir" / backup_id, where / backup_id)
+    summary = tmp_path / "summary.json"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    r = subprocess.run(
+        [*CLI, "backup", "verify", "--from", str(where / backup_id), "--restore", "--json",
+         "--summary-file", str(summary)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc == json.loads(summary.read_text())
+    assert doc["verified"] is True and doc["drill"].startswith("restore drill passed"), doc
+    live = len(source.expected.live)
+    assert doc["drill_keys"] >= live  # every live key of the backup, the writer's too
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("ringkv-drill-")]  # cleaned up
+    # an attempt that died before its manifest: the same id is taken again
+    (tmp_path / "retry" / "b-1").mkdir(parents=True)
+    (tmp_path / "retry" / "b-1" / "part-00000.zst").write_bytes(b"half a part")
+    r = cli("backup", "create", "--url", source.urls[0], "--to", str(tmp_path / "retry"),
+            "--id", "b-1", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = cli("backup", "verify", "--from", str(tmp_path / "retry"), "--id", "b-1")
+    assert r.returncode == 0, r.stderr
+    r = cli("backup", "create", "--url", source.urls[0], "--to", str(tmp_path / "retry"),
+            "--id", "b-1")  # fmt: skip
+    assert r.returncode == 2 and "exists already" in r.stderr, r.stderr
 
 
 def test_s3_store_uses_multipart_for_large_parts(source: Source) -> None:

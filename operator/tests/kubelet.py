@@ -1,4 +1,4 @@
-"""A stand-in kubelet for the tier-3 API server: real node processes for real pods.
+"""A stand-in kubelet for the tier-3 API server: real processes for real pods.
 
 The tier-3 control plane (kube-apiserver + kube-controller-manager) has no
 nodes, so the StatefulSet controller's pods stay Pending. `Kubelet` plays the
@@ -10,6 +10,14 @@ directory, which belongs to the pod's PVC and outlives the pod). It reports
 the pod Running and Ready while the node's `/readyz` answers 200, stops the
 node (SIGTERM) when its pod goes, and deletes a PVC's directory when the PVC
 goes. It writes the pod -> URL map the operator's `--resolver map:FILE` reads.
+
+The pods of Jobs (backups, restores, prunes: their `app.kubernetes.io/component`
+is not `storage`) run their `ringkv` command once, as a real CLI process with
+the pod's environment, their claims mapped onto the same directories, the
+client Service's URL onto the cluster's loopback nodes, and
+/dev/termination-log onto a file; when it exits the pod is reported
+Succeeded or Failed with that file (or, on a failure, the log's tail) as the
+termination message, which is what the Job controller and the operator read.
 
 Pods are never bound to a node, so the API server deletes them at once:
 what a graceful kubelet would do in `terminationGracePeriodSeconds`, this
@@ -43,6 +51,7 @@ class Running:
     uid: str
     proc: subprocess.Popen[bytes]
     ready: bool = False
+    started: str = ""
 
 
 @dataclass
@@ -57,6 +66,7 @@ class Kubelet:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     errors: list[str] = field(default_factory=list)
+    job_runs: list[tuple[str, int]] = field(default_factory=list)  # (pod, exit code)
 
     @property
     def map_path(self) -> Path:
@@ -111,6 +121,9 @@ class Kubelet:
         for name, pod in pods.items():
             if pod["metadata"].get("deletionTimestamp"):
                 continue
+            if _component(pod) != "storage":
+                self._sync_job_pod(pod)
+                continue
             run = self.running.get(name)
             if run is None:
                 self._start(pod)
@@ -129,6 +142,111 @@ class Kubelet:
         for path in self.root.glob("pvc-*"):
             if path.is_dir() and path.name[4:] not in claims:
                 _rmtree(path)
+
+    # -- one Job pod ---------------------------------------------------------------
+
+    def _sync_job_pod(self, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        run = self.running.get(name)
+        if run is None:
+            self._start_job_pod(pod)
+            return
+        code = run.proc.poll()
+        if code is None:
+            return
+        term = self.root / f"{name}.term"
+        message = term.read_text() if term.exists() else ""
+        if code != 0 and not message:  # terminationMessagePolicy: FallbackToLogsOnError
+            message = (self.root / f"{name}.log").read_text(errors="replace")[-2048:]
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        status = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "conditions": [{"type": "Ready", "status": "False", "lastTransitionTime": now}],
+            "containerStatuses": [
+                {
+                    "name": pod["spec"]["containers"][0]["name"],
+                    "ready": False,
+                    "restartCount": 0,
+                    "image": pod["spec"]["containers"][0]["image"],
+                    "imageID": "",
+                    "started": False,
+                    "state": {
+                        "terminated": {
+                            "exitCode": code,
+                            "reason": "Completed" if code == 0 else "Error",
+                            "message": message[-4096:],
+                            "startedAt": run.started,
+                            "finishedAt": now,
+                        }
+                    },
+                }
+            ],
+        }
+        self.kube.patch("Pod", self.namespace, name, {"status": status}, sub="status")
+        self.running.pop(name, None)
+        self.job_runs.append((name, code))
+
+    def _start_job_pod(self, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        container = pod["spec"]["containers"][0]
+        env = self._env(pod)
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in pod["spec"].get("volumes") or []
+            if "persistentVolumeClaim" in v
+        }
+        mounts = {
+            m["mountPath"]: self.root / f"pvc-{claims[m['name']]}"
+            for m in container.get("volumeMounts") or []
+            if m["name"] in claims
+        }
+        for path in mounts.values():
+            path.mkdir(parents=True, exist_ok=True)
+        args = []
+        for arg in container.get("args") or []:
+            if arg == "/dev/termination-log":
+                arg = str(self.root / f"{name}.term")
+            for mount, local in mounts.items():
+                if arg == mount or arg.startswith(mount + "/"):
+                    arg = str(local) + arg[len(mount) :]
+            args.append(arg)
+        instance = (pod["metadata"].get("labels") or {}).get("app.kubernetes.io/instance", "")
+        nodes = sorted(p for p in self.ports if p.rsplit("-", 1)[0] == instance)
+        if env.get("RINGKV_URL"):  # the client Service: any of the cluster's nodes
+            env["RINGKV_URL"] = ",".join(self.url(p) for p in nodes) or env["RINGKV_URL"]
+        tmp = self.root / f"tmp-{name}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(tmp)
+        child = {k: v for k, v in os.environ.items() if not k.startswith(("RINGKV_", "AWS_"))}
+        child.update(env)
+        ringkv = str(Path(sys.executable).with_name("ringkv"))
+        assert container["command"] == ["ringkv"], container["command"]
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [ringkv, *args], env=child, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        log.close()
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.running[name] = Running(pod["metadata"]["uid"], proc, started=now)
+        status = {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": container["name"],
+                    "ready": True,
+                    "restartCount": 0,
+                    "image": container["image"],
+                    "imageID": "",
+                    "started": True,
+                    "state": {"running": {"startedAt": now}},
+                }
+            ],
+        }
+        with contextlib.suppress(ApiException):
+            self.kube.patch("Pod", self.namespace, name, {"status": status}, sub="status")
 
     # -- one pod -----------------------------------------------------------------
 
@@ -232,6 +350,10 @@ class Kubelet:
         for path in sorted(self.root.glob("*.log")):
             out.append(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}")
         return "\n".join(out)
+
+
+def _component(pod: dict[str, Any]) -> str:
+    return str((pod["metadata"].get("labels") or {}).get("app.kubernetes.io/component", ""))
 
 
 def _ready(url: str) -> bool:

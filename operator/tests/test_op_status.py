@@ -169,3 +169,16 @@ def test_the_field_reference_in_docs_is_current() -> None:
     doc = (ROOT / "docs" / "operator.md").read_text()
     assert "<!-- BEGIN KVCluster fields -->\n| field |" in doc
     assert crds.embed(doc) == doc, "docs/operator.md's field table is stale: run `make crds`"
+
+
+def test_status_patch_nulls_what_is_gone_at_any_depth() -> None:
+    from ringkv_operator.status import status_patch
+
+    previous = {"phase": "Ready", "backup": {"next": "t2", "pruning": ["a"]}, "restore": {"x": 1}}
+    doc = {"phase": "Ready", "backup": {"next": "t3"}, "lastBackup": {"name": "b"}}
+    assert status_patch(previous, doc) == {
+        "phase": "Ready",
+        "backup": {"next": "t3", "pruning": None},
+        "restore": None,
+        "lastBackup": {"name": "b"},
+    }

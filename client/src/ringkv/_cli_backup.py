@@ -13,6 +13,7 @@ for the cluster or the destination failing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import time
@@ -97,9 +98,29 @@ def _with_bar(desc: str, args: argparse.Namespace, run: Any, *pos: Any, **kw: An
         bar.close()
 
 
+def _emit(args: argparse.Namespace, doc: dict[str, Any], text: str) -> None:
+    """The closing summary: `doc` as JSON with --json, else `text`; and `doc` in
+    --summary-file too (a Job's /dev/termination-log, which the operator reads)."""
+    from ringkv.cli import _json
+
+    if args.json:
+        _json(doc)
+    else:
+        print(text)
+    if getattr(args, "summary_file", None):
+        with open(args.summary_file, "w") as f:
+            json.dump(doc, f, separators=(",", ":"))
+
+
+def _drill(args: argparse.Namespace, store: Any, backup_id: str) -> Any:
+    from ringkv.drill import drill
+
+    return _with_bar("drill", args, drill, store, backup_id)
+
+
 def _create(args: argparse.Namespace) -> int:
     from ringkv import backup
-    from ringkv.cli import _json, require_token, seeds
+    from ringkv.cli import require_token, seeds
 
     store = _store(args, args.to)
     started = time.perf_counter()
@@ -120,32 +141,36 @@ def _create(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     location = f"{store.location.rstrip('/')}/{manifest.backup_id}"
     raw = sum(p.raw_size for p in manifest.parts)
-    if args.json:
-        _json(
-            {
-                "backup_id": manifest.backup_id,
-                "location": location,
-                "cluster": manifest.cluster,
-                "started_at": _iso(manifest.created_ms),
-                "completed_at": _iso(manifest.completed_ms),
-                "keys": manifest.records,
-                "partitions": manifest.partitions,
-                "parts": len(manifest.parts),
-                "size_bytes": manifest.size_bytes,
-                "raw_bytes": raw,
-                "ring_epoch": manifest.ring_epoch,
-                "seconds": round(seconds, 3),
-            }
-        )
-    else:
-        print(
-            f"backup {manifest.backup_id} of cluster {manifest.cluster}: {manifest.records} "
-            f"records ({manifest.partitions} partitions, ring epoch {manifest.ring_epoch}) in "
-            f"{len(manifest.parts)} parts, {_mb(manifest.size_bytes)} ({_mb(raw)} before "
-            f"compression), {seconds:.1f} s ({manifest.records / max(seconds, 1e-9):,.0f} keys/s, "
-            f"{raw / 1e6 / max(seconds, 1e-9):.1f} MB/s)\n{location}"
-        )
-    return 0
+    doc: dict[str, Any] = {
+        "backup_id": manifest.backup_id,
+        "location": location,
+        "cluster": manifest.cluster,
+        "started_at": _iso(manifest.created_ms),
+        "completed_at": _iso(manifest.completed_ms),
+        "keys": manifest.records,
+        "partitions": manifest.partitions,
+        "parts": len(manifest.parts),
+        "size_bytes": manifest.size_bytes,
+        "raw_bytes": raw,
+        "ring_epoch": manifest.ring_epoch,
+        "seconds": round(seconds, 3),
+    }
+    text = (
+        f"backup {manifest.backup_id} of cluster {manifest.cluster}: {manifest.records} "
+        f"records ({manifest.partitions} partitions, ring epoch {manifest.ring_epoch}) in "
+        f"{len(manifest.parts)} parts, {_mb(manifest.size_bytes)} ({_mb(raw)} before "
+        f"compression), {seconds:.1f} s ({manifest.records / max(seconds, 1e-9):,.0f} keys/s, "
+        f"{raw / 1e6 / max(seconds, 1e-9):.1f} MB/s)\n{location}"
+    )
+    code = 0
+    if args.verify == "restore":
+        result = _drill(args, store, manifest.backup_id)
+        doc["verified"] = result.message
+        doc["verified_ok"] = result.ok
+        text += "\n" + result.message
+        code = 0 if result.ok else 2
+    _emit(args, doc, text)
+    return code
 
 
 def _iso(ms: int) -> str:
@@ -194,44 +219,51 @@ def _list(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     from ringkv import backup
-    from ringkv.cli import _json
 
     store, backup_id = _backup_location(args, "from")
     found = _with_bar("verify", args, backup.verify, store, backup_id)
     m = found.manifest
-    if args.json:
-        _json(
-            {
-                "backup_id": m.backup_id,
-                "verified": True,
-                "keys": found.records,
-                "tombstones": found.tombstones,
-                "expired": found.expired,
-                "parts": len(m.parts),
-                "size_bytes": m.size_bytes,
-                "raw_bytes": found.raw_bytes,
-            }
-        )
-    else:
-        print(
-            f"backup {m.backup_id} verifies: {len(m.parts)} parts, sums and counts match; "
-            f"{found.records} records ({found.tombstones} tombstones, {found.expired} expired "
-            "since)"
-        )
-    return 0
+    doc: dict[str, Any] = {
+        "backup_id": m.backup_id,
+        "verified": True,
+        "keys": found.records,
+        "tombstones": found.tombstones,
+        "expired": found.expired,
+        "parts": len(m.parts),
+        "size_bytes": m.size_bytes,
+        "raw_bytes": found.raw_bytes,
+    }
+    text = (
+        f"backup {m.backup_id} verifies: {len(m.parts)} parts, sums and counts match; "
+        f"{found.records} records ({found.tombstones} tombstones, {found.expired} expired "
+        "since)"
+    )
+    if not args.restore:
+        _emit(args, doc, text)
+        return 0
+    result = _drill(args, store, m.backup_id)
+    doc.update(verified=result.ok, drill=result.message, drill_keys=result.keys)
+    _emit(args, doc, text + "\n" + result.message)
+    return 0 if result.ok else 2
 
 
 def _delete(args: argparse.Namespace) -> int:
     from ringkv import backup
-    from ringkv.cli import _json
+    from ringkv.errors import BackupNotFoundError
 
     store = _store(args, getattr(args, "from"))
-    deleted = {bid: backup.delete(store, bid) for bid in args.ids}
-    if args.json:
-        _json({"deleted": list(deleted)})
-    else:
-        for bid, objects in deleted.items():
-            print(f"deleted backup {bid} ({objects} objects)")
+    deleted: dict[str, int] = {}
+    missing: list[str] = []
+    for bid in args.ids:
+        try:
+            deleted[bid] = backup.delete(store, bid)
+        except BackupNotFoundError:
+            if not args.missing_ok:
+                raise
+            missing.append(bid)
+    lines = [f"deleted backup {bid} ({objects} objects)" for bid, objects in deleted.items()]
+    lines += [f"no backup {bid}: nothing to delete" for bid in missing]
+    _emit(args, {"deleted": list(deleted), "missing": missing}, "\n".join(lines))
     return 0
 
 
@@ -256,7 +288,7 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     from ringkv import backup
-    from ringkv.cli import _json, require_token, seeds
+    from ringkv.cli import require_token, seeds
 
     store, backup_id = _backup_location(args, "from")
     token = require_token(args, "restore")
@@ -274,25 +306,22 @@ def _restore(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     rate = summary.records / max(summary.seconds, 1e-9)
-    if args.json:
-        _json(
-            {
-                "backup_id": summary.backup_id,
-                "records": summary.records,
-                "written": summary.written,
-                "tombstones": summary.tombstones,
-                "expired": summary.expired,
-                "kept": summary.kept,
-                "seconds": round(summary.seconds, 3),
-            }
-        )
-    else:
-        print(
-            f"restored backup {summary.backup_id}: {summary.written} records written "
-            f"({summary.tombstones} tombstones), {summary.expired} skipped as expired, "
-            f"{summary.kept} already there at that version or newer; {summary.seconds:.1f} s "
-            f"({rate:,.0f} keys/s)"
-        )
+    doc = {
+        "backup_id": summary.backup_id,
+        "records": summary.records,
+        "written": summary.written,
+        "tombstones": summary.tombstones,
+        "expired": summary.expired,
+        "kept": summary.kept,
+        "seconds": round(summary.seconds, 3),
+    }
+    text = (
+        f"restored backup {summary.backup_id}: {summary.written} records written "
+        f"({summary.tombstones} tombstones), {summary.expired} skipped as expired, "
+        f"{summary.kept} already there at that version or newer; {summary.seconds:.1f} s "
+        f"({rate:,.0f} keys/s)"
+    )
+    _emit(args, doc, text)
     return 0
 
 
@@ -312,6 +341,15 @@ def _s3_options(p: argparse.ArgumentParser) -> None:
         const=True,
         default=None,
         help="path-style bucket addressing (default: $RINGKV_S3_PATH_STYLE, else off)",
+    )
+
+
+def _summary_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--summary-file",
+        default=None,
+        metavar="PATH",
+        help="also write the JSON summary there (a Kubernetes Job: /dev/termination-log)",
     )
 
 
@@ -353,6 +391,7 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, q
             formatter_class=formatter, epilog=EXIT_CODES,
         )  # fmt: skip
         _s3_options(p)
+        _summary_option(p)
         p.set_defaults(func=func)
         return p
 
@@ -371,15 +410,30 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, q
     )
     consistency(p, "read")
     p.add_argument("--workers", type=positive_int, default=4, help="partitions read at once")
+    p.add_argument(
+        "--verify",
+        choices=["none", "restore"],
+        default="none",
+        help="restore: then run a restore drill (see `backup verify --restore`)",
+    )
     p = command("list", _list, "the backups at a destination, oldest first")
     p.add_argument("--from", default=where, help=dest_help)
     p = command(
         "verify", _verify, "re-read every part of a backup: sizes, sums, order, counts", quiet
     )
     one(p)
+    p.add_argument(
+        "--restore",
+        action="store_true",
+        help="also a restore drill: restore into a throw-away one-node store (started here; "
+        "needs ringkv-node) and compare every partition's live keys with the backup",
+    )
     p = command("delete", _delete, "delete backups and their data")
     p.add_argument("--from", default=where, help=dest_help)
     p.add_argument("ids", nargs="+", metavar="ID", help="backup ids")
+    p.add_argument(
+        "--missing-ok", action="store_true", help="a backup that is not there is not an error"
+    )
     p = command("prune", _prune, "delete the backups a retention policy does not keep")
     p.add_argument("--from", default=where, help=dest_help)
     for tier, text in (
@@ -401,6 +455,7 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, q
         epilog=EXIT_CODES,
     )
     _s3_options(p)
+    _summary_option(p)
     one(p)
     consistency(p, "write to")
     p.add_argument("--batch", type=positive_int, default=2000, help="records per write call")

@@ -292,8 +292,11 @@ def create(
     with Client(seeds, token=token, timeout=timeout) as kv:
         ring = kv.ring()
     _needed(consistency, ring.replication_factor)
-    if store.names(backup_id):
+    existing = store.names(backup_id)
+    if f"{backup_id}/{MANIFEST}" in existing:
         raise ValueError(f"{store.location}/{backup_id} exists already: choose another id")
+    if existing:  # parts of an attempt that never finished (no manifest): not a backup
+        store.delete(list(existing))
     writer = PartWriter(part_size)
     counts = [0] * ring.partitions
     parts = []
@@ -409,6 +412,30 @@ def _parts(
                 f"{info.name} of backup {manifest.backup_id} is missing"
             ) from None
         yield PartReader(info, data, manifest.partitions)
+
+
+def records(store: Store, manifest: Manifest) -> Iterator[list[bytes]]:
+    """Every (key, stored record) of a backup, part after part (each in key order)."""
+    for reader in _parts(store, manifest):
+        for block in reader.block_rows():
+            yield from block
+
+
+def snapshot_rows(
+    url: str, part: int, epoch: int, token: str, timeout: float = 30.0
+) -> Iterator[tuple[bytes, bytes]]:
+    """One node's (key, stored record) pairs of partition `part`, in key order,
+    from its snapshot route (one read transaction); checks the end frame's count."""
+    snap = _Snapshot(url, part, epoch, token, timeout)
+    try:
+        yield from _rows(None, snap.frames(), snap)
+        if snap.end_records != snap.rows_seen:
+            raise TransportError(
+                f"snapshot of {snap.where}: {snap.rows_seen} records, "
+                f"its end frame says {snap.end_records}"
+            )
+    finally:
+        snap.close()
 
 
 def verify(store: Store, backup_id: str | None, progress: Progress | None = None) -> VerifySummary:

@@ -81,8 +81,12 @@ def _destination(description: str) -> Schema:
         description,
         {
             "pvc": _obj(
-                "A PersistentVolumeClaim in the cluster's namespace; backups go under it.",
-                {"claimName": _str("The claim's name.", minLength=1)},
+                "A PersistentVolumeClaim in the cluster's namespace; backups go under it. "
+                "The backup Job mounts it (ReadWriteOnce: one Job at a time, on any node).",
+                {
+                    "claimName": _str("The claim's name.", minLength=1),
+                    "path": _str("A directory inside the claim.", default=""),
+                },
                 required=["claimName"],
             ),
             "s3": _obj(
@@ -104,6 +108,100 @@ def _destination(description: str) -> Schema:
                     "rule": "has(self.pvc) != has(self.s3)",
                     "message": "destination must name exactly one of pvc or s3",
                 }
+            ]
+        },
+    )
+
+
+def _s3_settings() -> Schema:
+    return _obj(
+        "S3 settings of an s3:// location (the bucket and prefix are in the location).",
+        {
+            "endpoint": _str("Endpoint URL (empty: AWS's own for the region)."),
+            "region": _str("Region.", default="us-east-1"),
+            "pathStyle": _bool("Address the bucket in the path, not the host.", False),
+            "secretName": _str("Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."),
+        },
+    )
+
+
+def _backup_policy() -> Schema:
+    return _obj(
+        "Scheduled backups: the operator creates a KVBackup at every time of `schedule` "
+        "and prunes the old ones by `retention`, data included.",
+        {
+            "destination": _destination("Where the scheduled backups go."),
+            "schedule": _str(
+                "A cron expression (UTC), such as `0 2 * * *` for 02:00 every night. "
+                "Empty: no scheduled backups.",
+                minLength=1,
+            ),
+            "suspend": _bool("Create no scheduled backups while true.", False),
+            "verify": _str(
+                "none, or restore: a restore drill after every scheduled backup.",
+                enum=["none", "restore"],
+                default="none",
+            ),
+            "retention": _obj(
+                "Which scheduled backups to keep; every other completed one is deleted, "
+                "its data first. A backup is kept when any rule keeps it; days, weeks and "
+                "months without a backup do not count. Absent: keep all.",
+                {
+                    "keepLast": _int("The newest N backups.", minimum=0),
+                    "keepDaily": _int(
+                        "The newest backup of each of the last N days (UTC) that have one.",
+                        minimum=0,
+                    ),
+                    "keepWeekly": _int("The newest of each of the last N ISO weeks.", minimum=0),
+                    "keepMonthly": _int("The newest of each of the last N months.", minimum=0),
+                },
+                **{
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "(has(self.keepLast) && self.keepLast > 0) || "
+                            "(has(self.keepDaily) && self.keepDaily > 0) || "
+                            "(has(self.keepWeekly) && self.keepWeekly > 0) || "
+                            "(has(self.keepMonthly) && self.keepMonthly > 0)",
+                            "message": "retention must keep something: set keepLast, "
+                            "keepDaily, keepWeekly or keepMonthly to 1 or more",
+                        }
+                    ]
+                },
+            ),
+        },
+        required=["destination"],
+    )
+
+
+def _bootstrap() -> Schema:
+    return _obj(
+        "How a new cluster starts. Fixed when the cluster is created.",
+        {
+            "fromBackup": _obj(
+                "Restore a backup into the new cluster (of any size, Q or N) before it is Ready.",
+                {
+                    "name": _str("A completed KVBackup in this namespace.", minLength=1),
+                    "location": _str(
+                        "A backup's location, as a KVBackup's status.location gives it: "
+                        "pvc://<claim>/<backup id> or s3://<bucket>/<prefix>/<backup id>. "
+                        "Without the id: the newest backup there.",
+                        pattern=r"^(pvc|s3)://[^/]+(/.*)?$",
+                    ),
+                    "s3": _s3_settings(),
+                },
+                **{
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": "has(self.name) != has(self.location)",
+                            "message": "fromBackup must give exactly one of name or location",
+                        }
+                    ]
+                },
+            )
+        },
+        **{
+            "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "bootstrap is immutable"}
             ]
         },
     )
@@ -258,6 +356,8 @@ def _kvcluster_spec() -> Schema:
                 {"enabled": _bool("Create it.", _D.pdb_enabled)},
                 default={},
             ),
+            "backup": _backup_policy(),
+            "bootstrap": _bootstrap(),
         },
         **{
             "x-kubernetes-validations": [
@@ -265,7 +365,12 @@ def _kvcluster_spec() -> Schema:
                     "rule": "self.replicationFactor <= self.replicas",
                     "message": "replicationFactor must not exceed replicas",
                     "fieldPath": ".replicationFactor",
-                }
+                },
+                {
+                    "rule": "has(self.bootstrap) == has(oldSelf.bootstrap)",
+                    "message": "bootstrap is set when the cluster is created, never after",
+                    "fieldPath": ".bootstrap",
+                },
             ]
         },
     )
@@ -297,7 +402,8 @@ def _kvcluster_status() -> Schema:
         "What the operator observed and did. Only the operator writes it.",
         {
             "phase": _str(
-                "Pending, Ready, Scaling, Rebalancing, Upgrading, Degraded, Paused or Failed."
+                "Pending, Restoring, Ready, Scaling, Rebalancing, Upgrading, Degraded, Paused "
+                "or Failed."
             ),
             "phaseSince": _str("When the phase last changed.", format="date-time"),
             "message": _str("What the operator does or waits for now."),
@@ -371,6 +477,34 @@ def _kvcluster_status() -> Schema:
                 {
                     "name": _str("The KVBackup."),
                     "completedAt": _str("When it completed.", format="date-time"),
+                    "location": _str("Where it is."),
+                },
+            ),
+            "backup": _obj(
+                "The backup schedule and retention.",
+                {
+                    "lastScheduleTime": _str(
+                        "The schedule time of the last KVBackup it created.", format="date-time"
+                    ),
+                    "nextScheduleTime": _str("When it creates the next.", format="date-time"),
+                    "pruning": {
+                        "type": "array",
+                        "description": "KVBackups whose data retention is deleting now.",
+                        "items": {"type": "string"},
+                    },
+                },
+            ),
+            "restore": _obj(
+                "The restore of spec.bootstrap.fromBackup.",
+                {
+                    "phase": _str("Waiting, Running, Completed or Failed."),
+                    "source": _str("The backup's location."),
+                    "job": _str("The restore Job."),
+                    "startedAt": _str("When the Job started.", format="date-time"),
+                    "completedAt": _str("When it completed.", format="date-time"),
+                    "records": _int("Records read from the backup."),
+                    "written": _int("Records written into the cluster."),
+                    "message": _str("For people."),
                 },
             ),
             "conditions": _condition_list(),
@@ -497,6 +631,8 @@ def kvbackup_crd() -> dict[str, Any]:
             "keys": _int("Records in it."),
             "partitions": _int("Partitions in it."),
             "verified": _str("The restore drill's result, when one ran."),
+            "job": _str("The Job that runs the backup."),
+            "ringEpoch": _int("The ring epoch the backup read."),
             "conditions": _condition_list(),
         },
     )

@@ -21,12 +21,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
 
+from ringkv_operator.backups import Backups
 from ringkv_operator.k8s import Kube, api_client
-from ringkv_operator.model import GROUP, MANAGED_BY, PLURAL, VERSION
+from ringkv_operator.model import BACKUP_PLURAL, GROUP, MANAGED_BY, PLURAL, VERSION
 from ringkv_operator.reconciler import OperatorConfig, Reconciler
 
 __all__ = ["Kicks"]
@@ -68,6 +70,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if "reconciler" not in memo:
         memo["reconciler"] = Reconciler(Kube(api_client()), config)
     memo["kicks"] = Kicks()
+    memo["backup_kicks"] = Kicks()
+    # A KVBackup that finishes brings its cluster's turn forward (status.lastBackup).
+    memo["reconciler"].backups.kick_cluster = memo["kicks"].kick
 
 
 @kopf.on.login()
@@ -84,6 +89,26 @@ def close(memo: kopf.Memo, **_: Any) -> None:
         reconciler.close()
 
 
+def _loop(
+    stopped: kopf.DaemonStopped, kick: threading.Event, what: str, turn: Callable[[], float | None]
+) -> None:
+    """`turn()` again and again: after the delay it returns, or at once when kicked;
+    until it returns None (the object is gone or done) or the operator stops."""
+    while not stopped:
+        kick.clear()
+        try:
+            delay = turn()
+        except Exception:
+            log.exception("%s: reconcile failed; again in %.0f s", what, ERROR_DELAY_S)
+            delay = ERROR_DELAY_S
+        if delay is None:
+            return
+        deadline = time.monotonic() + delay
+        time.sleep(MIN_SPACING_S)
+        while not stopped and not kick.is_set() and time.monotonic() < deadline:
+            kick.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=1.0)
 def cluster_loop(
     stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: Any, **_: Any
@@ -91,30 +116,43 @@ def cluster_loop(
     """Reconcile one KVCluster until it is deleted or the operator stops."""
     assert namespace is not None  # KVClusters are namespaced
     reconciler: Reconciler = memo["reconciler"]
-    kick = memo["kicks"].get(namespace, name)
     try:
-        while not stopped:
-            kick.clear()
-            try:
-                delay = reconciler.reconcile(namespace, name)
-            except Exception:
-                log.exception(
-                    "%s/%s: reconcile failed; again in %.0f s", namespace, name, ERROR_DELAY_S
-                )
-                delay = ERROR_DELAY_S
-            if delay is None:
-                return
-            deadline = time.monotonic() + delay
-            time.sleep(MIN_SPACING_S)
-            while not stopped and not kick.is_set() and time.monotonic() < deadline:
-                kick.wait(min(0.5, max(0.0, deadline - time.monotonic())))
+        _loop(
+            stopped,
+            memo["kicks"].get(namespace, name),
+            f"{namespace}/{name}",
+            lambda: reconciler.reconcile(namespace, name),
+        )
     finally:
         memo["kicks"].forget(namespace, name)
+
+
+@kopf.daemon(GROUP, VERSION, BACKUP_PLURAL, cancellation_backoff=1.0)
+def backup_loop(
+    stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    """Follow one KVBackup until it completed or failed (then the daemon ends)."""
+    assert namespace is not None
+    backups: Backups = memo["reconciler"].backups
+    try:
+        _loop(
+            stopped,
+            memo["backup_kicks"].get(namespace, name),
+            f"{namespace}/kvbackup/{name}",
+            lambda: backups.reconcile_backup(namespace, name),
+        )
+    finally:
+        memo["backup_kicks"].forget(namespace, name)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def cluster_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     memo["kicks"].kick(namespace, name)
+
+
+@kopf.on.event(GROUP, VERSION, BACKUP_PLURAL)
+def backup_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+    memo["backup_kicks"].kick(namespace, name)
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
@@ -124,4 +162,11 @@ def statefulset_changed(namespace: str | None, labels: kopf.Labels, memo: Any, *
 
 @kopf.on.event("", "v1", "pods", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
 def pod_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    memo["kicks"].kick(namespace, labels.get("app.kubernetes.io/instance"))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+def job_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    """A backup's Job wakes its KVBackup; a restore's or a prune's, its cluster."""
+    memo["backup_kicks"].kick(namespace, labels.get("ringkv.io/backup"))
     memo["kicks"].kick(namespace, labels.get("app.kubernetes.io/instance"))

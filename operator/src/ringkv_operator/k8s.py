@@ -20,7 +20,15 @@ from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
-from ringkv_operator.model import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from ringkv_operator.model import (
+    API_VERSION,
+    BACKUP_KIND,
+    BACKUP_PLURAL,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+)
 
 __all__ = ["ApiException", "Kube", "api_client", "conflict", "missing"]
 
@@ -35,7 +43,9 @@ _PATHS = {
     "PersistentVolumeClaim": "/api/v1/namespaces/{ns}/persistentvolumeclaims",
     "Event": "/api/v1/namespaces/{ns}/events",
     "Lease": "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+    "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
     KIND: f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}",
+    BACKUP_KIND: f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{BACKUP_PLURAL}",
     "Node": "/api/v1/nodes",
     "StorageClass": "/apis/storage.k8s.io/v1/storageclasses",
 }

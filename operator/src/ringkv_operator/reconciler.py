@@ -23,6 +23,7 @@ from typing import Any
 
 from ringkv_operator import builders
 from ringkv_operator.apply import Ownership, diff, immutable_drift, ownership
+from ringkv_operator.backups import Backups
 from ringkv_operator.k8s import ApiException, Kube
 from ringkv_operator.metrics import Metrics
 from ringkv_operator.model import KIND, Cluster, SpecError, parse_cluster, parse_quantity
@@ -35,6 +36,7 @@ from ringkv_operator.status import (
     iso,
     parse_time,
     status_doc,
+    status_patch,
 )
 
 __all__ = ["BlockedError", "OperatorConfig", "Reconciler"]
@@ -103,10 +105,18 @@ class Reconciler:
     _probes: dict[str, NodeProbe] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _phases: dict[tuple[str, str], str] = field(default_factory=dict)
+    backups: Backups = field(init=False)
 
     def __post_init__(self) -> None:
         if self.resolver is None:
             self.resolver = resolver_from(self.config.resolver)
+        self.backups = Backups(
+            self.kube,
+            self.config.node_image,
+            self.config.busy_interval_s,
+            self.config.idle_interval_s,
+            clock=lambda: self.clock(),
+        )
 
     # -- the turn ----------------------------------------------------------------
 
@@ -184,12 +194,21 @@ class Reconciler:
             doc["conditions"] = conditions(doc["conditions"], extra, obs.now, cluster.generation)
         if errors:
             doc["message"] += " (" + "; ".join(errors) + ")"
+        backing_up = self.backups.cluster_turn(
+            body, cluster, previous, doc, settled=decision.phase == "Ready"
+        )
         self._note_commit(previous, doc)
         self._write_status(body, previous, doc)
         self._phases[(cluster.namespace, cluster.name)] = doc["phase"]
         self._count_phases()
-        idle = decision.action == "none" and doc["phase"] in ("Ready", "Degraded")
-        return self.config.idle_interval_s if idle else self.config.busy_interval_s
+        idle = (
+            decision.action == "none" and doc["phase"] in ("Ready", "Degraded") and not backing_up
+        )
+        delay = self.config.idle_interval_s if idle else self.config.busy_interval_s
+        due = parse_time((doc.get("backup") or {}).get("nextScheduleTime"))
+        if due is not None:  # wake for the next scheduled backup, not up to a turn late
+            delay = max(0.5, min(delay, due - self.clock() + 0.5))
+        return delay
 
     # -- observing ---------------------------------------------------------------
 
@@ -460,10 +479,8 @@ class Reconciler:
     ) -> None:
         if dict(doc) == dict(previous):
             return
-        patch: dict[str, Any] = {k: None for k in previous if k not in doc}
-        patch.update(doc)
         meta = body["metadata"]
-        self.kube.patch_cluster_status(meta["namespace"], meta["name"], patch)
+        self.kube.patch_cluster_status(meta["namespace"], meta["name"], status_patch(previous, doc))
         for ev in events(previous, doc):
             try:
                 self.kube.event({**body, "kind": KIND}, ev.type, ev.reason, ev.message)
@@ -476,6 +493,7 @@ class Reconciler:
             counts[phase] = counts.get(phase, 0) + 1
         for phase in (
             "Pending",
+            "Restoring",
             "Ready",
             "Scaling",
             "Rebalancing",

@@ -17,7 +17,15 @@ from typing import Any
 
 from ringkv_operator.plan import Decision, Observed, committed
 
-__all__ = ["Event", "conditions", "events", "iso", "parse_time", "status_doc"]
+__all__ = [
+    "Event",
+    "conditions",
+    "events",
+    "iso",
+    "parse_time",
+    "status_doc",
+    "status_patch",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,3 +275,17 @@ def failed_status(
     )
     doc["observedGeneration"] = generation
     return doc
+
+
+def status_patch(previous: Mapping[str, Any], doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns `previous` into `doc`: what `doc` has, and
+    null for every key, at any depth of nested objects, that it no longer has
+    (a merge patch keeps what it does not mention)."""
+    patch: dict[str, Any] = {k: None for k in previous if k not in doc}
+    for key, value in doc.items():
+        before = previous.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            patch[key] = status_patch(before, value)
+        else:
+            patch[key] = value
+    return patch
