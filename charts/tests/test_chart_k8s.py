@@ -81,6 +81,7 @@ def test_manifests_and_examples_are_accepted(kube: Any, crds: None, kube_namespa
         "ClusterRole",
         "Deployment",
         "KVCluster",
+        "KVBackup",
     } <= kinds
     for obj in objs:
         if obj["kind"] == "Namespace":

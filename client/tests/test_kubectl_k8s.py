@@ -424,3 +424,67 @@ def test_a_real_port_forward_to_a_pod_that_is_not_running(
     assert r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("kubectl-ringkv: kubectl port-forward exited (1): error: ")
     assert "not running" in r.stderr, r.stderr
+
+
+def test_backup_creates_a_kvbackup_and_follows_it_to_the_end(
+    kube: Any, kube_namespace: str, kube_control_plane: Any
+) -> None:
+    """The test plays the operator: it writes the KVBackup's status as the plugin follows."""
+    ns, cfg = kube_namespace, str(kube_control_plane.kubeconfig)
+    create_cluster(kube, ns, "plain")
+    r = plugin("backup", "plain", "-n", ns, "--kubeconfig", cfg)
+    assert r.returncode == 2, r.stderr
+    assert "has no spec.backup.destination: give --pvc CLAIM or --s3" in r.stderr
+    dest = {"pvc": {"claimName": "bk", "path": ""}}
+    create_cluster(kube, ns, "kv", backup={"destination": dest})
+
+    def run(name: str, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [PLUGIN, "backup", "kv", "--name", name, "-n", ns, "--kubeconfig", cfg, *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+        )  # fmt: skip
+
+    def kvb(name: str) -> dict[str, Any] | None:
+        try:
+            return dict(kube.request("GET", f"{BASE}/{ns}/kvbackups/{name}"))
+        except Exception:
+            return None
+
+    def set_status(name: str, status: dict[str, Any]) -> None:
+        kube.request(
+            "PATCH", f"{BASE}/{ns}/kvbackups/{name}/status", {"status": status},
+            content_type="application/merge-patch+json",
+        )  # fmt: skip
+
+    proc = run("kv-b1", "--verify", "restore")
+    deadline = time.monotonic() + 30
+    while kvb("kv-b1") is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    obj = kvb("kv-b1")
+    assert obj is not None and obj["spec"] == {"cluster": "kv", "destination": dest,
+                                                "verify": "restore"}  # fmt: skip
+    set_status("kv-b1", {"phase": "Running", "message": "Job kv-b1 is running"})
+    time.sleep(2.5)
+    done = {"phase": "Completed", "keys": 1200, "sizeBytes": 4096, "location": "pvc://bk/kv-b1"}
+    set_status("kv-b1", {**done, "verified": "restore drill passed"})
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "kvbackup/kv-b1 created"
+    assert any("Running" in line and "Job kv-b1 is running" in line for line in lines), out
+    assert "Completed" in lines[-1] and "1,200 keys, 4.0 KiB, at pvc://bk/kv-b1" in lines[-1]
+    assert "restore drill passed" in lines[-1]
+
+    proc = run("kv-b2", "--s3", "s3://b/p", "--s3-secret", "creds")
+    while kvb("kv-b2") is None and time.monotonic() < deadline + 30:
+        time.sleep(0.2)
+    obj = kvb("kv-b2")
+    assert obj is not None
+    s3 = obj["spec"]["destination"]["s3"]
+    assert s3 == {"bucket": "b", "prefix": "p", "secretName": "creds",
+                  "region": "us-east-1", "pathStyle": False}  # fmt: skip
+    set_status("kv-b2", {"phase": "Failed", "message": "Job kv-b2 failed: no such bucket"})
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and "Failed" in out and "no such bucket" in out, (out, err)
+    r = plugin("backup", "kv", "--name", "kv-b2", "-n", ns, "--kubeconfig", cfg)
+    assert r.returncode == 2 and "already exists" in r.stderr, r.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -315,6 +316,12 @@ def test_contexts_follow_kubectls_merge_rules() -> None:
             2,
         ),
         (401, "", "the API server refused the request (401): Unauthorized", 2),
+        (
+            409,
+            '{"message": "kvbackups.ringkv.io \\"b\\" already exists"}',
+            'the API server refused the request (409): kvbackups.ringkv.io "b" already exists',
+            2,
+        ),
         (500, "<html>oops</html>", "the API server answered 500: <html>oops</html>", 3),
         (503, None, "the API server answered 503: Unauthorized", 3),
     ],
@@ -376,3 +383,32 @@ def test_a_failed_port_forward_says_kubectls_error() -> None:
         == "kubectl port-forward exited (1): error: lost connection to pod"
     )
     assert view.forward_failed(-15, []) == "kubectl port-forward exited (-15): no message"
+
+
+def test_backup_destination_name_and_lines() -> None:
+    kv = {
+        "metadata": {"name": "kv"},
+        "spec": {"backup": {"destination": {"pvc": {"claimName": "b"}}}},
+    }
+    assert view.backup_destination(kv) == {"pvc": {"claimName": "b"}}
+    assert view.backup_destination(kv, pvc="other") == {"pvc": {"claimName": "other"}}
+    assert view.backup_destination(
+        kv, s3="s3://bk/a/b/", s3_endpoint="http://s3:5000", s3_path_style=True
+    ) == {"s3": {"bucket": "bk", "prefix": "a/b", "endpoint": "http://s3:5000", "pathStyle": True}}
+    for pvc, s3, words in (("a", "s3://b", "not both"), (None, "bk/a", "s3://bucket"),
+                           (None, "s3://", "s3://bucket")):  # fmt: skip
+        with pytest.raises(ValueError, match=re.escape(words)):
+            view.backup_destination(kv, pvc=pvc, s3=s3)
+    with pytest.raises(ValueError, match=r"has no spec\.backup\.destination"):
+        view.backup_destination({"metadata": {"name": "kv"}, "spec": {}})
+    assert view.backup_name("kv", 1796263200.0) == "kv-20261203020000"
+    assert len(view.backup_name("a" * 52, 0.0)) <= 63
+    obj = view.backup_object("kv", "kv-1", {"pvc": {"claimName": "b"}}, "restore")
+    assert obj["kind"] == "KVBackup" and obj["spec"]["verify"] == "restore"
+    assert view.backup_line("b", {}, 1.2) == "kvbackup/b: Pending | 1s"
+    done = {"phase": "Completed", "keys": 12000, "sizeBytes": 2048, "location": "pvc://b/x"}
+    assert view.backup_line("b", done, 30) == (
+        "kvbackup/b: Completed | 30s | 12,000 keys, 2.0 KiB, at pvc://b/x"
+    )
+    failed = {"phase": "Failed", "message": "Job b failed: boom"}
+    assert view.backup_line("b", failed, 3) == "kvbackup/b: Failed | 3s | Job b failed: boom"

@@ -3,7 +3,7 @@
 #
 #   kind-up.sh up      create $KIND_CLUSTER unless it exists (dockerd started if needed)
 #   kind-up.sh down    delete it
-#   kind-up.sh load    kind load docker-image $NODE_IMAGE $OPERATOR_IMAGE (and $EXTRA_IMAGES)
+#   kind-up.sh load    kind load docker-image $NODE_IMAGE $OPERATOR_IMAGE $S3_IMAGE (and $EXTRA_IMAGES)
 #   kind-up.sh env     print KUBECONFIG=... and KIND=...
 #
 # KIND_NODE_IMAGE empty (default): the offline node image from build-kind-image.sh,
@@ -15,6 +15,7 @@
 KIND_CLUSTER="${KIND_CLUSTER:-ringkv-e2e}"
 NODE_IMAGE="${NODE_IMAGE:-ringkv/node:e2e}"
 OPERATOR_IMAGE="${OPERATOR_IMAGE:-ringkv/operator:e2e}"
+S3_IMAGE="${S3_IMAGE:-ringkv/s3:e2e}"
 STATE="$RINGKV_CACHE/kind"
 KUBECONFIG_OUT="$STATE/$KIND_CLUSTER.kubeconfig"
 KIND="$RINGKV_CACHE/bin/kind"
@@ -98,7 +99,7 @@ case "${1:-up}" in
   load)
     cluster_exists || die "no cluster $KIND_CLUSTER (make kind-up)"
     # shellcheck disable=SC2086
-    "$KIND" load docker-image --name "$KIND_CLUSTER" "$NODE_IMAGE" "$OPERATOR_IMAGE" ${EXTRA_IMAGES:-} ;;
+    "$KIND" load docker-image --name "$KIND_CLUSTER" "$NODE_IMAGE" "$OPERATOR_IMAGE" "$S3_IMAGE" ${EXTRA_IMAGES:-} ;;
   env) echo "KUBECONFIG=$KUBECONFIG_OUT"; echo "KIND=$KIND"; echo "KUBECTL=$K8S_BIN_DIR/kubectl" ;;
   *) die "usage: $0 up|down|load|env" ;;
 esac

@@ -4,6 +4,8 @@
     python incluster_client.py run        put fresh keys until /tmp/stop exists (and
                                           read an earlier one back after every put),
                                           then read every acknowledged one back
+    python incluster_client.py digest     list every key and read its value: prints
+                                          {"keys": n, "sha256": ...} of the sorted pairs
 
 Both print one JSON line: how many writes were acknowledged and failed, how
 many reads failed or saw another value while writing (`read_failed`,
@@ -17,6 +19,7 @@ acknowledged write is lost.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -29,9 +32,26 @@ from ringkv.errors import RingkvError
 MAX_RUN_S = 1800.0
 
 
+def digest(kv: Client) -> int:
+    sha = hashlib.sha256()
+    n = 0
+    for key in kv.iter_keys():  # in key order
+        value = kv.get(key)
+        if value is None:  # deleted or expired since it was listed
+            continue
+        sha.update(
+            len(key).to_bytes(4, "big") + key.encode() + len(value).to_bytes(4, "big") + value
+        )
+        n += 1
+    print(json.dumps({"keys": n, "sha256": sha.hexdigest()}), flush=True)
+    return 0
+
+
 def main() -> int:
     mode = sys.argv[1]
     kv = Client(os.environ["RINGKV_URL"], token=os.environ["RINGKV_TOKEN"], timeout=5.0)
+    if mode == "digest":
+        return digest(kv)
     acked: dict[str, bytes] = {}
     order: list[str] = []
     failed = read_failed = read_wrong = 0

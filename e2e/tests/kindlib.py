@@ -85,8 +85,11 @@ def ready(kubectl: Kubectl, ns: str, name: str = "kv", **want: Any) -> Callable[
     return check
 
 
-def client_pod(name: str, args: list[str]) -> dict[str, Any]:
-    """A pod of the node image running incluster_client.py against Service `kv`."""
+def client_pod(
+    name: str, args: list[str], cluster: str = "kv", secret: str | None = None
+) -> dict[str, Any]:
+    """A pod of the node image running incluster_client.py against KVCluster `cluster`
+    (its token from `secret`, default the generated `<cluster>-auth`)."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -105,10 +108,18 @@ def client_pod(name: str, args: list[str]) -> dict[str, Any]:
                             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
                         },
                         # The client Service's DNS name, as users reach the cluster.
-                        {"name": "RINGKV_URL", "value": "http://kv.$(NS).svc.cluster.local:8080"},
+                        {
+                            "name": "RINGKV_URL",
+                            "value": f"http://{cluster}.$(NS).svc.cluster.local:8080",
+                        },
                         {
                             "name": "RINGKV_TOKEN",
-                            "valueFrom": {"secretKeyRef": {"name": "kv-auth", "key": "token"}},
+                            "valueFrom": {
+                                "secretKeyRef": {
+                                    "name": secret or f"{cluster}-auth",
+                                    "key": "token",
+                                }
+                            },
                         },
                     ],
                     "volumeMounts": [{"name": "script", "mountPath": "/script"}],
@@ -117,6 +128,19 @@ def client_pod(name: str, args: list[str]) -> dict[str, Any]:
             "volumes": [{"name": "script", "configMap": {"name": "client-script"}}],
         },
     }
+
+
+def run_client(kubectl: Kubectl, ns: str, name: str, args: list[str], cluster: str = "kv",
+               secret: str | None = None, timeout: float = 600) -> dict[str, Any]:  # fmt: skip
+    """Run incluster_client.py in a pod to the end; its JSON summary."""
+    kubectl.apply(client_pod(name, args, cluster, secret), ns)
+    wait(
+        lambda: pod_phase(kubectl, ns, name) in ("Succeeded", "Failed"),
+        timeout,
+        f"client pod {name} to finish",
+    )
+    assert pod_phase(kubectl, ns, name) == "Succeeded", kubectl.run("logs", "-n", ns, name).stdout
+    return summary(kubectl, ns, name)
 
 
 def pod_phase(kubectl: Kubectl, ns: str, name: str) -> str:

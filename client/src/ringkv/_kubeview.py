@@ -16,17 +16,23 @@ import datetime as dt
 import json
 import re
 import shlex
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ringkv.exits import BAD_INPUT, CLUSTER_ERROR, NOT_FOUND
 
 __all__ = [
+    "BACKUP_PLURAL",
     "GROUP",
     "NODE_PORT",
     "PLURAL",
     "VERSION",
     "api_error",
+    "backup_destination",
+    "backup_line",
+    "backup_name",
+    "backup_object",
     "connect_lines",
     "format_status",
     "forward_failed",
@@ -41,6 +47,7 @@ __all__ = [
 ]
 
 GROUP, VERSION, PLURAL = "ringkv.io", "v1alpha1", "kvclusters"
+BACKUP_PLURAL = "kvbackups"
 NODE_PORT = 8080  # the client Service's port
 
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -328,7 +335,7 @@ def api_error(status: int | None, reason: str | None, body: object) -> tuple[str
     text = " ".join(text.split())
     if status == 404:
         return f"not found: {text}", NOT_FOUND
-    if status in (400, 401, 403, 422):  # the request or the credentials: not worth a retry
+    if status in (400, 401, 403, 409, 422):  # the request, a name taken, the credentials
         return f"the API server refused the request ({status}): {text}", BAD_INPUT
     return f"the API server answered {status}: {text}", CLUSTER_ERROR
 
@@ -385,3 +392,81 @@ def forward_failed(code: int | None, stderr: Sequence[str]) -> str:
     errors = [line for line in said if line.lower().startswith(("error", "unable"))]
     why = (errors or said or ["no message"])[-1]
     return f"kubectl port-forward exited ({code}): {why}"
+
+
+# -- kubectl ringkv backup ---------------------------------------------------------
+
+
+def backup_name(cluster: str, now: float) -> str:
+    """`<cluster>-<UTC time>`: the default name of a KVBackup made by hand."""
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+    return f"{cluster[:45]}-{stamp}"
+
+
+def backup_destination(
+    obj: Mapping[str, Any],
+    *,
+    pvc: str | None = None,
+    s3: str | None = None,
+    s3_endpoint: str | None = None,
+    s3_region: str | None = None,
+    s3_secret: str | None = None,
+    s3_path_style: bool = False,
+) -> dict[str, Any]:
+    """The KVBackup's destination: `--pvc` or `--s3` when given, else the
+    cluster's spec.backup.destination. ValueError says what to give."""
+    if pvc and s3:
+        raise ValueError("give --pvc or --s3, not both")
+    if pvc:
+        return {"pvc": {"claimName": pvc}}
+    if s3:
+        if not s3.startswith("s3://") or not s3[len("s3://") :].split("/", 1)[0]:
+            raise ValueError(f"--s3 must be s3://bucket[/prefix], not {s3!r}")
+        bucket, _, prefix = s3[len("s3://") :].partition("/")
+        doc: dict[str, Any] = {"bucket": bucket, "prefix": prefix.strip("/")}
+        for key, value in (
+            ("endpoint", s3_endpoint),
+            ("region", s3_region),
+            ("secretName", s3_secret),
+        ):
+            if value:
+                doc[key] = value
+        if s3_path_style:
+            doc["pathStyle"] = True
+        return {"s3": doc}
+    dest = ((obj.get("spec") or {}).get("backup") or {}).get("destination")
+    if not dest:
+        name = (obj.get("metadata") or {}).get("name", "?")
+        raise ValueError(
+            f"kvcluster {name} has no spec.backup.destination: give --pvc CLAIM or "
+            "--s3 s3://bucket/prefix"
+        )
+    return dict(dest)
+
+
+def backup_object(
+    cluster: str, name: str, destination: Mapping[str, Any], verify: str
+) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "KVBackup",
+        "metadata": {"name": name},
+        "spec": {"cluster": cluster, "destination": dict(destination), "verify": verify},
+    }
+
+
+def backup_line(name: str, status: Mapping[str, Any], elapsed: float) -> str:
+    """One progress line of a KVBackup being followed."""
+    phase = str(status.get("phase") or "Pending")
+    parts = [f"kvbackup/{name}: {phase}", f"{elapsed:.0f}s"]
+    if phase == "Completed":
+        keys = _int(status.get("keys"))
+        parts.append(
+            f"{'?' if keys is None else f'{keys:,}'} keys, "
+            f"{human_bytes(status.get('sizeBytes'))}, at {status.get('location', '?')}"
+        )
+        if status.get("verified"):
+            parts.append(str(status["verified"]))
+    elif status.get("message"):
+        parts.append(str(status["message"]))
+    return " | ".join(parts)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -201,6 +201,31 @@ class Kube:
             raise PluginError(f'the Secret "{name}" has no "token" key', NOT_FOUND)
         return base64.b64decode(value).decode()
 
+    def create_backup(self, obj: Mapping[str, Any]) -> None:
+        custom = self._k.client.CustomObjectsApi(self.api)
+        with self._errors():
+            custom.create_namespaced_custom_object(
+                view.GROUP,
+                view.VERSION,
+                self.namespace,
+                view.BACKUP_PLURAL,
+                dict(obj),
+                _request_timeout=self.timeout,
+            )
+
+    def backup(self, name: str) -> dict[str, Any]:
+        custom = self._k.client.CustomObjectsApi(self.api)
+        with self._errors():
+            obj: dict[str, Any] = custom.get_namespaced_custom_object(
+                view.GROUP,
+                view.VERSION,
+                self.namespace,
+                view.BACKUP_PLURAL,
+                name,
+                _request_timeout=self.timeout,
+            )
+            return obj
+
     def close(self) -> None:
         self.api.close()
 
@@ -241,6 +266,60 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"{PROG}: not healthy: {', '.join(unwell)}", file=sys.stderr)
         return CLUSTER_ERROR
     return OK
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    _check_name(args.name)
+    kube = Kube(args)
+    try:
+        cluster = kube.cluster(args.name)
+        try:
+            dest = view.backup_destination(
+                cluster,
+                pvc=args.pvc,
+                s3=args.s3,
+                s3_endpoint=args.s3_endpoint,
+                s3_region=args.s3_region,
+                s3_secret=args.s3_secret,
+                s3_path_style=args.s3_path_style,
+            )
+        except ValueError as exc:
+            raise PluginError(str(exc), BAD_INPUT) from None
+        name = args.backup_name or view.backup_name(args.name, time.time())
+        if not view.valid_name(name):
+            raise PluginError(f"{name!r} is not a KVBackup name (a DNS label)", BAD_INPUT)
+        kube.create_backup(view.backup_object(args.name, name, dest, args.verify))
+        print(f"kvbackup/{name} created", flush=True)
+        if args.no_wait:
+            return OK
+        return _follow(kube, name, args.timeout)
+    finally:
+        kube.close()
+
+
+def _follow(kube: Kube, name: str, timeout: float) -> int:
+    """A line per change of the KVBackup's status until it completed or failed."""
+    started = time.monotonic()
+    last = ""
+    while time.monotonic() - started < timeout:
+        status = kube.backup(name).get("status") or {}
+        phase = status.get("phase")
+        line = view.backup_line(name, status, time.monotonic() - started)
+        shown = line.split(" | ", 2)[::2]  # without the seconds: print changes only
+        if shown != last.split(" | ", 2)[::2]:
+            print(line, flush=True)
+            last = line
+        if phase == "Completed":
+            return OK
+        if phase == "Failed":
+            return CLUSTER_ERROR
+        time.sleep(1.0)
+    print(
+        f"{PROG}: kvbackup/{name} did not finish in {timeout:.0f} s; it goes on "
+        f"(kubectl get kvb {name} -w)",
+        file=sys.stderr,
+    )
+    return CLUSTER_ERROR
 
 
 def _drain(stream: IO[str], ports: queue.Queue[int | None]) -> None:
@@ -445,6 +524,29 @@ def build_parser() -> argparse.ArgumentParser:
         help='json: one line {"url", "token", "direct", "port"} instead of export lines',
     )
     p.set_defaults(func=cmd_connect)
+
+    text = (
+        "create a KVBackup of the KVCluster and follow it to the end (exits 0 when it "
+        "completed, 3 when it failed); to its spec.backup.destination unless --pvc or --s3"
+    )
+    p = sub.add_parser(
+        "backup", parents=[kube], help=text, description=text, formatter_class=_Help, epilog=EPILOG
+    )
+    p.add_argument("name", metavar="NAME", help="the KVCluster")
+    p.add_argument("--name", dest="backup_name", default=None,
+                   help="the KVBackup's name (default: NAME-<UTC time>)")  # fmt: skip
+    p.add_argument("--pvc", default=None, metavar="CLAIM", help="to this PersistentVolumeClaim")
+    p.add_argument("--s3", default=None, metavar="S3URL", help="to s3://bucket/prefix")
+    p.add_argument("--s3-endpoint", default=None, help="with --s3: the endpoint URL")
+    p.add_argument("--s3-region", default=None, help="with --s3: the region")
+    p.add_argument("--s3-secret", default=None,
+                   help="with --s3: the Secret with the AWS_* keys")  # fmt: skip
+    p.add_argument("--s3-path-style", action="store_true", help="with --s3: path-style addressing")
+    p.add_argument("--verify", choices=["none", "restore"], default="none",
+                   help="restore: a restore drill after the backup")  # fmt: skip
+    p.add_argument("--no-wait", action="store_true", help="return once the KVBackup is created")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds to follow it")
+    p.set_defaults(func=cmd_backup)
     return parser
 
 
