@@ -81,7 +81,8 @@ def test_options_go_before_or_after_the_command() -> None:
         (["status", "kv", "-o", "yaml"], "invalid choice: 'yaml'"),
         (["connect", "kv", "--port", "70000"], "must be a port from 1 to 65535"),
         (["status", "kv", "--request-timeout", "0"], "must be a number of seconds above 0"),
-        (["backup", "kv"], "invalid choice: 'backup'"),
+        (["backup", "kv", "--verify", "maybe"], "invalid choice: 'maybe'"),
+        (["restore", "kv"], "invalid choice: 'restore'"),
         ([], "the following arguments are required: COMMAND"),
     ],
 )
