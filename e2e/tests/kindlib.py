@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -179,6 +180,15 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+def user_env(kubectl: Kubectl) -> dict[str, str]:
+    """kubectl and the plugin on PATH (the venv's kubectl-ringkv), the kind cluster as
+    the kubeconfig; no RINGKV_*: as a user's shell."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RINGKV_")}
+    bin_dir = Path(sys.executable).parent
+    path = f"{Path(kubectl.binary).parent}:{bin_dir}:{env.get('PATH', '/usr/bin:/bin')}"
+    return env | {"PATH": path, "KUBECONFIG": str(kubectl.kubeconfig), "KUBECTL": kubectl.binary}
 
 
 def patch_kvc(kubectl: Kubectl, ns: str, name: str, patch: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ KVBackup completing with retention keeping it. Needs `make e2e`.
 from __future__ import annotations
 
 import copy
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +34,7 @@ from kindlib import (
     ready,
     run_client,
     status,
+    user_env,
     wait,
 )
 
@@ -233,6 +235,21 @@ def test_backup_to_s3_restored_from_the_example_into_four_replicas(
     doc["spec"]["bootstrap"]["fromBackup"]["location"] = st["location"]
     _restored(kubectl, ns, "kv-restored", doc, source["digest"])
     kubectl.run("delete", "kvc", "kv-restored", "-n", ns, "--wait=true", timeout=180)
+
+
+def test_kubectl_ringkv_backup_follows_a_backup_to_the_end(
+    kubectl: Kubectl, ns: str, source: dict[str, Any]
+) -> None:
+    r = subprocess.run(
+        [kubectl.binary, "ringkv", "backup", "kv", "-n", ns, "--pvc", "kv-backups",
+         "--name", "kv-plugin", "--timeout", str(BACKUP_TIMEOUT)],
+        capture_output=True, text=True, timeout=BACKUP_TIMEOUT + 60, env=user_env(kubectl),
+    )  # fmt: skip
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    lines = r.stdout.splitlines()
+    assert lines[0] == "kvbackup/kv-plugin created"
+    assert "Completed" in lines[-1] and "at pvc://kv-backups/kv-plugin" in lines[-1], lines
+    print(f"\n    e2e: kubectl ringkv backup: {lines[-1]}")
 
 
 def test_the_schedule_fires_and_retention_keeps_it(

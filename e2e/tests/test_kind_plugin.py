@@ -12,21 +12,17 @@ routing off as `connect` says. Ctrl-C (SIGINT) then ends it, and its
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kubeharness.kind import Kubectl
 
-from kindlib import READY_TIMEOUT, namespace, ready, wait
+from kindlib import READY_TIMEOUT, namespace, ready, user_env, wait
 
 pytestmark = [pytest.mark.kind, pytest.mark.timeout(900)]
-
-BIN = Path(sys.executable).parent  # the venv's kubectl-ringkv and ringkv
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +39,6 @@ def ns(kubectl: Kubectl, operator: None, request: pytest.FixtureRequest) -> Iter
         )
         wait(ready(kubectl, name, readyReplicas=3), READY_TIMEOUT, "KVCluster Ready")
         yield name
-
-
-def user_env(kubectl: Kubectl) -> dict[str, str]:
-    """kubectl and the plugin on PATH, the kind cluster as the kubeconfig; no RINGKV_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RINGKV_")}
-    path = f"{Path(kubectl.binary).parent}:{BIN}:{env.get('PATH', '/usr/bin:/bin')}"
-    return env | {"PATH": path, "KUBECONFIG": str(kubectl.kubeconfig), "KUBECTL": kubectl.binary}
 
 
 def test_kubectl_ringkv_status(kubectl: Kubectl, ns: str) -> None:
