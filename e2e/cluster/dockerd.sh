@@ -46,7 +46,15 @@ up() {
   # A stale pidfile or socket from a killed daemon would stop dockerd starting.
   if [ -f "$PIDFILE" ] && ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then rm -f "$PIDFILE"; fi
   log "starting dockerd (log $STATE/dockerd.log)"
-  nohup setsid dockerd --config-file "$cfg" --pidfile "$PIDFILE" >>"$STATE/dockerd.log" 2>&1 </dev/null &
+  # Without the descriptors this script inherited beyond 0-2: a lock a caller
+  # holds (`flock LOCK make e2e`) must not live on in the daemon.
+  (
+    for fd in /proc/self/fd/*; do
+      fd="${fd##*/}"
+      [ "$fd" -gt 2 ] 2>/dev/null && eval "exec $fd>&-" 2>/dev/null
+    done
+    exec nohup setsid dockerd --config-file "$cfg" --pidfile "$PIDFILE" >>"$STATE/dockerd.log" 2>&1 </dev/null
+  ) &
   for _ in $(seq 60); do
     docker_ok && { log "dockerd up"; return 0; }
     sleep 1
