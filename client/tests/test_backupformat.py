@@ -176,3 +176,20 @@ def test_unknown_manifest_fields_are_kept() -> None:
     doc["operator"] = {"kvbackup": "nightly-1"}
     manifest = Manifest.from_json(json.dumps(doc).encode())
     assert json.loads(manifest.to_json())["operator"] == {"kvbackup": "nightly-1"}
+
+
+def test_drill_digests_count_live_records_only() -> None:
+    from ringkv.drill import live_digests
+    from ringkv.packed import pack
+
+    live = pack(5, 0, False, b"n1", b"v")
+    soon = pack(6, 2_000, False, b"n1", b"v")  # expires at 2 s
+    gone = pack(7, 0, True, b"n1", b"")  # a tombstone
+    rows = [(0, b"a", live), (0, b"b", soon), (1, b"c", gone), (1, b"d", live)]
+    at_1s = live_digests(iter(rows), 2, cut_ms=1_000)
+    at_3s = live_digests(iter(rows), 2, cut_ms=3_000)
+    assert [c for c, _ in at_1s] == [2, 1] and [c for c, _ in at_3s] == [1, 1]
+    assert at_1s[1] == at_3s[1] and at_1s[0] != at_3s[0]
+    other = live_digests(iter([(0, b"a", pack(5, 0, False, b"n1", b"w"))]), 2, cut_ms=1_000)
+    same_count = live_digests(iter([(0, b"a", live)]), 2, cut_ms=1_000)
+    assert other[0][0] == same_count[0][0] and other[0][1] != same_count[0][1]  # value differs
