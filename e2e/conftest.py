@@ -8,7 +8,9 @@ test_kind_operator.py and test_kind_plugin.py use it).
 """
 
 import json
+import subprocess
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from kubeharness.kind import Kubectl
@@ -41,7 +43,16 @@ def operator(kubectl: Kubectl) -> Iterator[None]:
         "image": OPERATOR_IMAGE,
         "env": [{"name": "RINGKV_OPERATOR_NODE_IMAGE", "value": NODE_IMAGE}],
     }
-    patch = {"spec": {"template": {"spec": {"containers": [container]}}}}
+    # The image's id in the pod template: a kind cluster kept from an earlier run
+    # already runs an operator of the same tag, which must roll to this build.
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", OPERATOR_IMAGE],
+        capture_output=True, text=True, timeout=60, check=False,
+    ).stdout.strip()  # fmt: skip
+    template: dict[str, Any] = {"spec": {"containers": [container]}}
+    if image_id:
+        template["metadata"] = {"annotations": {"ringkv.io/operator-image-id": image_id}}
+    patch = {"spec": {"template": template}}
     kubectl.run("-n", SYSTEM, "patch", "deploy/ringkv-operator", "-p", json.dumps(patch))
     kubectl.run(
         "-n", SYSTEM, "rollout", "status", "deploy/ringkv-operator", "--timeout=180s", timeout=200
