@@ -10,6 +10,7 @@ the way through; uninstalling keeps the CRDs, the KVClusters and their data.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubeharness import helm as helm_lib
 from kubeharness.kind import Kubectl, cluster_name
 
@@ -83,16 +85,21 @@ def kubectl(kind_kubectl: Kubectl) -> Kubectl:
 
 @pytest.fixture(scope="module")
 def release(kubectl: Kubectl) -> Iterator[str]:
-    # No other operator may drive the clusters: remove a manifests/ install first.
+    # No other operator may drive the clusters: remove a manifests/ install first,
+    # all but its CRDs (deleting them would delete every KVCluster and KVBackup),
+    # which the release adopts as Helm documents it.
+    docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "ringkv.yaml").read_text()) if d]
+    others = [d for d in docs if d["kind"] != "CustomResourceDefinition"]
     kubectl.run(
-        "delete",
-        "-f",
-        str(ROOT / "manifests" / "ringkv.yaml"),
-        "--ignore-not-found",
-        "--wait=true",
-        timeout=300,
-        check=False,
-    )
+        "delete", "--ignore-not-found", "--wait=true", "-f", "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": others}),
+        timeout=300, check=False,
+    )  # fmt: skip
+    for crd in (d for d in docs if d["kind"] == "CustomResourceDefinition"):
+        name = f"crd/{crd['metadata']['name']}"
+        kubectl.run("annotate", name, "--overwrite", f"meta.helm.sh/release-name={RELEASE}",
+                    f"meta.helm.sh/release-namespace={RELEASE_NS}", check=False)  # fmt: skip
+        kubectl.run("label", name, "--overwrite", "app.kubernetes.io/managed-by=Helm", check=False)
     helm(
         kubectl,
         "upgrade",

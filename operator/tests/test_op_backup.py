@@ -122,6 +122,7 @@ def test_kvbackup_with_a_drill_then_a_new_cluster_bootstrapped_from_it(
     assert status["keys"] >= len(expected)  # tombstones are records too
     assert status["verified"].startswith("restore drill passed"), status["verified"]
     assert status["startedAt"] <= status["completedAt"]
+    assert not (kube.read("KVBackup", ns, "src-b1") or {})["metadata"].get("finalizers")
     job = kube.read("Job", ns, "src-b1")
     assert job["metadata"]["ownerReferences"][0]["kind"] == "KVBackup"
     assert (kubelet.root / "pvc-bk" / "src-b1" / "manifest.json").exists()  # on the claim
@@ -229,12 +230,12 @@ def test_schedule_and_tiered_retention_with_an_injected_clock(
     for i, day in enumerate(days):
         now[0] = (day + dt.timedelta(seconds=5)).timestamp()
         rec.reconcile(ns, "sch")
-        rec.reconcile(ns, "sch")  # a turn run again makes no second backup
         name = f"sch-{day.strftime('%Y%m%d%H%M%S')}"
         live = kube.read("KVBackup", ns, name)
         assert live is not None, (i, [b["metadata"]["name"] for b in scheduled()])
         assert live["spec"]["destination"] == {"pvc": {"claimName": "bk", "path": ""}}
-        # Its backup "ran": data on the claim, and a status as the KVBackup's turn writes
+        # Its backup "ran" (before a turn starts its Job): data on the claim, and
+        # the status its Job's end would write.
         (data / name).mkdir(parents=True, exist_ok=True)
         (data / name / "manifest.json").write_text("{}")
         kube.patch(
@@ -242,6 +243,8 @@ def test_schedule_and_tiered_retention_with_an_injected_clock(
             {"status": {"phase": "Completed", "completedAt": day.strftime("%Y-%m-%dT%H:%M:%SZ")}},
             sub="status",
         )  # fmt: skip
+        rec.reconcile(ns, "sch")  # a turn run again makes no second backup
+        assert max(b["metadata"]["name"] for b in scheduled()) == name
     names = {f"sch-{d.strftime('%Y%m%d%H%M%S')}": d for d in days}
     status = kube.cluster(ns, "sch")["status"]
     assert status["backup"]["lastScheduleTime"] == days[-1].strftime("%Y-%m-%dT%H:%M:%SZ")

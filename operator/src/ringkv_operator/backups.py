@@ -2,8 +2,10 @@
 
 The I/O shell around `backupspec`, `jobs` and `backupplan`:
 
-- `Backups.reconcile_backup` is one turn of a KVBackup: create its Job, then
-  follow it until it completed or failed, and write the outcome to status;
+- `Backups.reconcile_backup` is one step of a KVBackup: create its Job, then
+  follow it until it completed or failed, and write the outcome to status.
+  Its cluster's turn steps every running KVBackup of the cluster, so a
+  KVBackup has no loop (and no finalizer) of its own;
 - `Backups.cluster_turn` is the backup part of a KVCluster's turn (called by
   `Reconciler`): `status.lastBackup` and the BackupReady condition, the
   schedule (create the KVBackup that is due), retention (a prune Job, then
@@ -25,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ringkv_operator.apply import Ownership, ownership
@@ -78,7 +80,6 @@ class Backups:
     busy_interval_s: float = 2.0
     idle_interval_s: float = 30.0
     clock: Callable[[], float] = time.time
-    kick_cluster: Callable[[str, str], None] = field(default=lambda ns, name: None)
 
     # -- a KVBackup ------------------------------------------------------------------
 
@@ -148,7 +149,6 @@ class Backups:
         )
         self._backup_status(body, previous, doc)
         if doc["phase"] in FINISHED:
-            self.kick_cluster(namespace, spec.cluster)
             self._event(cluster_body, KIND, doc, name)
             return None
         return self.busy_interval_s
@@ -206,12 +206,11 @@ class Backups:
         policy = parse_backup_policy(spec.get("backup"))
         boot = parse_bootstrap(spec.get("bootstrap"))
         now = self.clock()
-        backups = [
-            view(b)
-            for b in self.kube.list(BACKUP_KIND, cluster.namespace)
-            if (b.get("spec") or {}).get("cluster") == cluster.name
-        ]
         busy = False
+        for b in self._backups(cluster):  # one step of each running KVBackup
+            if b.phase not in FINISHED:
+                busy = self.reconcile_backup(cluster.namespace, b.name) is not None or busy
+        backups = self._backups(cluster)
         restoring = False
         if boot is not None:
             restoring, busy = self._bootstrap(cluster, boot, previous, doc, settled, now)
@@ -231,7 +230,14 @@ class Backups:
             busy = self._retention(cluster, policy, backups, state) or busy
         if state:
             doc["backup"] = state
-        return busy  # a running KVBackup kicks its cluster when it finishes
+        return busy
+
+    def _backups(self, cluster: Cluster) -> list[BackupView]:
+        return [
+            view(b)
+            for b in self.kube.list(BACKUP_KIND, cluster.namespace)
+            if (b.get("spec") or {}).get("cluster") == cluster.name
+        ]
 
     def _schedule(
         self,

@@ -70,9 +70,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     if "reconciler" not in memo:
         memo["reconciler"] = Reconciler(Kube(api_client()), config)
     memo["kicks"] = Kicks()
-    memo["backup_kicks"] = Kicks()
-    # A KVBackup that finishes brings its cluster's turn forward (status.lastBackup).
-    memo["reconciler"].backups.kick_cluster = memo["kicks"].kick
 
 
 @kopf.on.login()
@@ -93,7 +90,7 @@ def _loop(
     stopped: kopf.DaemonStopped, kick: threading.Event, what: str, turn: Callable[[], float | None]
 ) -> None:
     """`turn()` again and again: after the delay it returns, or at once when kicked;
-    until it returns None (the object is gone or done) or the operator stops."""
+    until it returns None (the object is gone) or the operator stops."""
     while not stopped:
         kick.clear()
         try:
@@ -127,32 +124,25 @@ def cluster_loop(
         memo["kicks"].forget(namespace, name)
 
 
-@kopf.daemon(GROUP, VERSION, BACKUP_PLURAL, cancellation_backoff=1.0)
-def backup_loop(
-    stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: Any, **_: Any
-) -> None:
-    """Follow one KVBackup until it completed or failed (then the daemon ends)."""
-    assert namespace is not None
-    backups: Backups = memo["reconciler"].backups
-    try:
-        _loop(
-            stopped,
-            memo["backup_kicks"].get(namespace, name),
-            f"{namespace}/kvbackup/{name}",
-            lambda: backups.reconcile_backup(namespace, name),
-        )
-    finally:
-        memo["backup_kicks"].forget(namespace, name)
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def cluster_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     memo["kicks"].kick(namespace, name)
 
 
 @kopf.on.event(GROUP, VERSION, BACKUP_PLURAL)
-def backup_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    memo["backup_kicks"].kick(namespace, name)
+def backup_changed(
+    namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, memo: Any, **_: Any
+) -> None:
+    """A KVBackup is stepped by its cluster's loop (no daemon of its own, so no
+    finalizer on it); one naming no existing KVCluster says so in its status."""
+    if status.get("phase") in ("Completed", "Failed") or namespace is None:
+        return
+    cluster = spec.get("cluster")
+    backups: Backups = memo["reconciler"].backups
+    if cluster and backups.kube.cluster(namespace, str(cluster)) is not None:
+        memo["kicks"].kick(namespace, str(cluster))
+    else:
+        backups.reconcile_backup(namespace, name)
 
 
 @kopf.on.event("apps", "v1", "statefulsets", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
@@ -167,6 +157,5 @@ def pod_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any)
 
 @kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
 def job_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
-    """A backup's Job wakes its KVBackup; a restore's or a prune's, its cluster."""
-    memo["backup_kicks"].kick(namespace, labels.get("ringkv.io/backup"))
+    """A backup's, restore's or prune's Job wakes its cluster's loop."""
     memo["kicks"].kick(namespace, labels.get("app.kubernetes.io/instance"))
