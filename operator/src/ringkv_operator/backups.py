@@ -213,7 +213,8 @@ class Backups:
         backups = self._backups(cluster)
         restoring = False
         if boot is not None:
-            restoring, busy = self._bootstrap(cluster, boot, previous, doc, settled, now)
+            restoring, restore_busy = self._bootstrap(cluster, boot, previous, doc, settled, now)
+            busy = busy or restore_busy
         last, ready = backup_summary(backups)
         if last is not None:
             doc["lastBackup"] = last
