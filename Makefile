@@ -96,6 +96,11 @@ bench-node: $(STAMP) ## One node vs redis-server (appendfsync always) with wrk /
 bench-cluster: $(STAMP) ## 3-node cluster (N=3, quorum, fsync) vs 3-member etcd, both with wrk
 	bash bench/cluster.sh
 
+.PHONY: bench-backup
+bench-backup: $(STAMP) ## Backup, restore and put_many ingest of 1,000,000 keys vs etcdctl snapshot save/restore
+	bash -c '. bench/lib.sh && need etcd-server etcd-client'
+	$(PY) -u bench/backup.py
+
 .PHONY: bench-client
 bench-client: $(STAMP) ## Python client throughput (async 64 in flight, sync 8 threads)
 	$(PY) bench/client.py

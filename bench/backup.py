@@ -12,8 +12,9 @@ not measured against ours: etcd's ingest is not the question), then
 keys/s is keys over wall-clock seconds of the command; MB/s is the keys'
 and values' bytes (the user's data) over the same seconds.
 
+    make bench-backup                 # installs etcd-server and etcd-client from Debian first
     .venv/bin/python bench/backup.py [--keys 1000000] [--threads 4]
-    flock /tmp/ringkv-heavy.lock .venv/bin/python bench/backup.py   # on a shared machine
+    flock /tmp/ringkv-heavy.lock make bench-backup   # on a shared machine
 """
 
 from __future__ import annotations
