@@ -34,6 +34,7 @@ __all__ = [
     "TERMINATION_GRACE_S",
     "auth_secret",
     "client_service",
+    "container_security_context",
     "map_size",
     "max_unavailable",
     "network_policy",
@@ -41,6 +42,7 @@ __all__ = [
     "owner_reference",
     "pdb",
     "peers_service",
+    "pod_security_context",
     "seeds",
     "statefulset",
 ]
@@ -132,6 +134,28 @@ def _probe(path: str, period: int, failures: int, timeout: int = 2) -> dict[str,
     }
 
 
+def pod_security_context() -> dict[str, Any]:
+    """Non-root (uid 10001, the image's user), fsGroup for the volumes, seccomp."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NODE_UID,
+        "runAsGroup": NODE_UID,
+        "fsGroup": NODE_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """A read-only root filesystem, no privilege escalation, every capability dropped."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
 def _pod_spec(cluster: Cluster, image: str) -> dict[str, Any]:
     spec = cluster.spec
     match = {"matchLabels": dict(cluster.selector)}
@@ -139,14 +163,7 @@ def _pod_spec(cluster: Cluster, image: str) -> dict[str, Any]:
         "enableServiceLinks": False,  # a Service named `ringkv` would set RINGKV_* variables
         "automountServiceAccountToken": False,  # nodes never call the API server
         "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": NODE_UID,
-            "runAsGroup": NODE_UID,
-            "fsGroup": NODE_UID,
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "affinity": {
             "podAntiAffinity": {
                 "preferredDuringSchedulingIgnoredDuringExecution": [
@@ -184,12 +201,7 @@ def _pod_spec(cluster: Cluster, image: str) -> dict[str, Any]:
                 "readinessProbe": _probe("/readyz", 5, 2),
                 "livenessProbe": _probe("/healthz", 10, 6, timeout=5),
                 "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_S}}},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True,
-                    "runAsNonRoot": True,
-                    "capabilities": {"drop": ["ALL"]},
-                },
+                "securityContext": container_security_context(),
             }
         ],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],

@@ -26,7 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ringkv_operator.backupspec import BACKUP_MOUNT, Destination, job_name
-from ringkv_operator.builders import NODE_UID, owner_reference
+from ringkv_operator.builders import (
+    container_security_context,
+    owner_reference,
+    pod_security_context,
+)
 from ringkv_operator.model import API_VERSION, BACKUP_KIND, MANAGED_BY, Cluster
 
 __all__ = [
@@ -122,14 +126,7 @@ def _job(
                     "restartPolicy": "Never",
                     "enableServiceLinks": False,
                     "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": NODE_UID,
-                        "runAsGroup": NODE_UID,
-                        "fsGroup": NODE_UID,
-                        "fsGroupChangePolicy": "OnRootMismatch",
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    "securityContext": pod_security_context(),
                     "containers": [
                         {
                             "name": "ringkv",
@@ -140,12 +137,7 @@ def _job(
                             "env": env,
                             "volumeMounts": mounts,
                             "terminationMessagePolicy": "FallbackToLogsOnError",
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "readOnlyRootFilesystem": True,
-                                "runAsNonRoot": True,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
+                            "securityContext": container_security_context(),
                         }
                     ],
                     "volumes": volumes,
