@@ -16,15 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ringkv.ring import Member, Ring, initial_ring
-from ringkv_node import wire
-from ringkv_node.antientropy import AntiEntropy
-from ringkv_node.coordinator import Coordinator
-from ringkv_node.hints import Hints
-from ringkv_node.kv import KV
-from ringkv_node.peer_service import serve
-from ringkv_node.records import Record
+from ringkv_node.cluster import AntiEntropy, Coordinator, PeerError, RingState
+from ringkv_node.model import Record, wire
+from ringkv_node.replica import KV, Hints, serve
 from ringkv_node.storage import Storage
-from ringkv_node.transport import PeerError
 
 
 class Clock:
@@ -105,6 +100,12 @@ class FakeTransport:
     async def call(self, peer: str, name: str, doc: Any) -> Any:
         return await self.net.deliver(self.src, peer, name, doc)
 
+    def is_down(self, peer: str) -> bool:
+        return False  # a fake link fails each call on its own, and is never skipped
+
+    def forget_failures(self) -> None:
+        pass
+
 
 @dataclass
 class SimNode:
@@ -128,14 +129,13 @@ def build(tmp: Path, size: int = 3, partitions: int = 16) -> tuple[FakeNetwork, 
         kv = KV(storage, member, clock_ms=clock, tombstone_grace_ms=60_000)
         hints = Hints(storage)
         transport = FakeTransport(net, member)
+        rings = RingState(ring)
         net.members[member] = SimNode(
             member,
             kv,
             hints,
-            Coordinator(member, kv, transport, hints, lambda: ring),
-            AntiEntropy(
-                member, kv, transport, lambda: ring, clock_ms=clock, grace_ms=60_000, settle_s=0
-            ),
+            Coordinator(member, kv, transport, hints, rings),
+            AntiEntropy(member, kv, transport, rings, clock_ms=clock, grace_ms=60_000, settle_s=0),
             transport,
         )
     return net, ring, clock

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ringkv.versions import Version
-from ringkv_node import records
-from ringkv_node.records import Record
+from ringkv_node.model import records
+from ringkv_node.model.records import Record
 from ringkv_node.storage import OpRefusedError, Storage, StorageFullError, WriteTxn
 
 
