@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ringkv._core import Request, decode
-from ringkv.client import _Pool
+from ringkv._syncpool import Pool
 from ringkv.errors import ResponseError, TransportError
 from ringkv.rebalance import (
     ImpossibleChangeError,
@@ -34,9 +34,17 @@ __all__ = ["ImpossibleChangeError", "Rebalancer", "UnchangedError"]
 
 
 class Rebalancer:
+    """Drives a membership change over the nodes' admin API, keeping no state.
+
+    Each `act` asks every node of the old and new ring for its progress and
+    takes the one step `ringkv.rebalance.next_step` decides (join, stream,
+    commit, or wait); `change` runs them to the end. Killed at any point and
+    run again, it resumes from what the nodes report.
+    """
+
     def __init__(self, token: str, *, timeout: float = 10.0) -> None:
         self._token = token
-        self._pool = _Pool(8, timeout)
+        self._pool = Pool(8, timeout)
 
     def _call(self, method: str, url: str, doc: Any = None) -> Any:
         body = None if doc is None else json.dumps(doc).encode()

@@ -19,7 +19,7 @@ from ringkv_node.settings import Settings, SettingsError, parse_settings
 
 __all__ = ["main", "serve"]
 
-log = logging.getLogger("ringkv.node")
+log = logging.getLogger("ringkv.main")
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

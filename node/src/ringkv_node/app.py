@@ -27,7 +27,7 @@ from ringkv_node.storage import Storage
 
 __all__ = ["create_app"]
 
-log = logging.getLogger("ringkv.node")
+log = logging.getLogger("ringkv.app")
 
 
 def wall_clock_ms() -> int:

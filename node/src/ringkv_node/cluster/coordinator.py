@@ -38,6 +38,15 @@ class NotEnoughReplicasError(Exception):
 
 
 class Coordinator:
+    """Serves any key's reads and writes from this node by asking the key's owners.
+
+    Writes go to every owner (old and new ones while a ring joins) and are
+    answered after the level's acknowledgements; owners that fail get hints.
+    Reads ask just enough owners, newest version wins, stale owners are
+    repaired in the background. Hot paths are settled by future callbacks
+    (`_WriteQuorum`, `_ReadQuorum`), with no task per request.
+    """
+
     def __init__(
         self,
         node_id: str,

@@ -13,7 +13,6 @@ is harmless, and a stale epoch is refused with 409 (docs/design.md §7.6).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -21,16 +20,9 @@ from aiohttp import web
 from ringkv.ring import Ring
 from ringkv_node.errors import ApiError
 from ringkv_node.http.appkeys import NODE_KEY
+from ringkv_node.http.responses import Handler, json_response
 
 __all__ = ["ADMIN_ROUTES"]
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _json(doc: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=json.dumps(doc).encode(), status=status, content_type="application/json"
-    )
 
 
 async def _body(request: web.Request) -> Any:
@@ -54,27 +46,31 @@ async def join(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise ApiError.bad_request(f"ring: {exc}") from None
     state = await request.app[NODE_KEY].membership.join(ring)
-    return _json({"state": state, "epoch": ring.epoch})
+    return json_response({"state": state, "epoch": ring.epoch})
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
     membership = request.app[NODE_KEY].membership
     await membership.stream(await _epoch(request))
-    return _json(membership.progress())
+    return json_response(membership.progress())
 
 
 async def progress(request: web.Request) -> web.StreamResponse:
-    return _json(request.app[NODE_KEY].membership.progress())
+    return json_response(request.app[NODE_KEY].membership.progress())
 
 
 async def commit(request: web.Request) -> web.StreamResponse:
     epoch = await _epoch(request)
-    return _json({"state": await request.app[NODE_KEY].membership.commit(epoch), "epoch": epoch})
+    return json_response(
+        {"state": await request.app[NODE_KEY].membership.commit(epoch), "epoch": epoch}
+    )
 
 
 async def abort(request: web.Request) -> web.StreamResponse:
     epoch = await _epoch(request)
-    return _json({"state": await request.app[NODE_KEY].membership.abort(epoch), "epoch": epoch})
+    return json_response(
+        {"state": await request.app[NODE_KEY].membership.abort(epoch), "epoch": epoch}
+    )
 
 
 ADMIN_ROUTES: list[tuple[str, dict[str, Handler]]] = [

@@ -8,9 +8,8 @@ each. The key routes live in `dataplane`, shared with the fast lane
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +24,8 @@ from ringkv_node.http.backup_api import BACKUP_ROUTES
 from ringkv_node.http.dataplane import api_error, check_auth
 from ringkv_node.http.internal_api import INTERNAL_ROUTES
 from ringkv_node.http.parsing import key_or_error
-from ringkv_node.model import records
+from ringkv_node.http.responses import Handler, error_response, json_response
+from ringkv_node.model import records, wire
 from ringkv_node.model.pending import settle
 from ringkv_node.model.records import is_live_raw
 
@@ -34,20 +34,6 @@ __all__ = ["endpoint", "routes"]
 VERSION_HEADER = "X-Ringkv-Version"
 EPOCH_HEADER = "X-Ringkv-Epoch"
 EXPIRES_HEADER = "X-Ringkv-Expires"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_response(doc: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=json.dumps(doc, separators=(",", ":")).encode(),
-        status=status,
-        content_type="application/json",
-    )
-
-
-def error_response(err: ApiError) -> web.Response:
-    return json_response(err.body(), err.status)
 
 
 _HTTP_CODES = {
@@ -243,7 +229,7 @@ async def batch(request: web.Request) -> web.StreamResponse:
         out.append(item)
     doc = {"results": out, "atomic": req.atomic}
     if binary:
-        return web.Response(body=parsing.encode_body(doc, True), content_type=parsing.MSGPACK)
+        return web.Response(body=wire.dumps(doc), content_type=parsing.MSGPACK)
     return json_response(doc)
 
 

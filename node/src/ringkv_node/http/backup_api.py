@@ -15,9 +15,7 @@ Both need the cluster token (admin routes always do, design §3).
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +24,7 @@ from ringkv_node.cluster.bulk import write_bulk
 from ringkv_node.errors import ApiError
 from ringkv_node.http.appkeys import NODE_KEY
 from ringkv_node.http.parsing import key_or_error, parse_consistency
+from ringkv_node.http.responses import Handler, json_response
 from ringkv_node.model import records, wire
 from ringkv_node.replica.snapshot import CONTENT_TYPE, stream_partition
 
@@ -33,7 +32,6 @@ __all__ = ["BACKUP_ROUTES", "MAX_APPLY_RECORDS"]
 
 log = logging.getLogger("ringkv.backup")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_APPLY_RECORDS = 10_000
 
 
@@ -112,10 +110,7 @@ async def apply(request: web.Request) -> web.StreamResponse:
     kept = sum(
         1 for (_, raw), prev in zip(items, previous, strict=True) if prev and not newer(raw, prev)
     )
-    return web.Response(
-        body=json.dumps({"records": len(items), "kept": kept}).encode(),
-        content_type="application/json",
-    )
+    return json_response({"records": len(items), "kept": kept})
 
 
 BACKUP_ROUTES: list[tuple[str, dict[str, Handler]]] = [

@@ -38,7 +38,7 @@ __all__ = [
     "value_too_large",
 ]
 
-log = logging.getLogger("ringkv.node")
+log = logging.getLogger("ringkv.dataplane")
 
 KV_PREFIX = "/v1/kv/"
 OCTETS = "application/octet-stream"

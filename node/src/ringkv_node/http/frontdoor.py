@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -35,6 +34,7 @@ from ringkv_node.errors import ApiError
 from ringkv_node.http import dataplane, http1
 from ringkv_node.http.appkeys import METRICS_KEY, NODE_KEY
 from ringkv_node.http.dataplane import Reply
+from ringkv_node.http.responses import json_bytes
 from ringkv_node.net import peerlink
 
 __all__ = ["FrontDoor", "FrontSite"]
@@ -124,7 +124,7 @@ class FrontDoor:
         self, req: http1.Request, exc: Exception, started: float, route: str = _ROUTE
     ) -> bytes:
         err = dataplane.api_error(exc, f"{req.method} {req.target}")
-        body = json.dumps(err.body(), separators=(",", ":")).encode()
+        body = json_bytes(err.body())
         return self.render(req, Reply(err.status, body, "application/json"), started, route)
 
     async def sweep(self, interval_s: float = 10.0) -> None:

@@ -7,7 +7,6 @@ newer ring spreads (gossip by piggyback).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -15,12 +14,11 @@ from aiohttp import web
 from ringkv.ring import Ring
 from ringkv_node.errors import ApiError
 from ringkv_node.http.appkeys import NODE_KEY
+from ringkv_node.http.responses import Handler
 from ringkv_node.model import wire
 from ringkv_node.replica.peer_service import PEER_CALLS, serve
 
 __all__ = ["INTERNAL_ROUTES"]
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 async def _body(request: web.Request) -> Any:

@@ -212,11 +212,5 @@ def _parse_op(i: int, item: Any, binary: bool, limits: Limits, now_ms: int | Non
     return BatchOp("put", key, value, ttl, expires_ms)
 
 
-def encode_body(doc: Any, binary: bool) -> bytes:
-    if binary:
-        return msgpack.packb(doc, use_bin_type=True)  # type: ignore[no-any-return]
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
 def b64(value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")

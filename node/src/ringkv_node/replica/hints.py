@@ -26,6 +26,9 @@ class _Sender(Protocol):
 
 
 class Hints:
+    """The hints this node keeps for other owners: durable in LMDB, counted per
+    target in memory (`backlog`, for status and metrics), replayed by target."""
+
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
         self.backlog: dict[str, int] = storage.hint_counts()
@@ -57,6 +60,3 @@ class Hints:
             delivered += len(hints)
             self.replayed += len(hints)
             self.backlog[target] = max(0, self.backlog.get(target, 0) - dropped)
-
-    def total(self) -> int:
-        return sum(self.backlog.values())
