@@ -36,10 +36,11 @@ __all__ = ["ImpossibleChangeError", "Rebalancer", "UnchangedError"]
 class Rebalancer:
     """Drives a membership change over the nodes' admin API, keeping no state.
 
-    Each `act` asks every node of the old and new ring for its progress and
-    takes the one step `ringkv.rebalance.next_step` decides (join, stream,
-    commit, or wait); `change` runs them to the end. Killed at any point and
-    run again, it resumes from what the nodes report.
+    `views` reads every node of the old and new ring, `ringkv.rebalance.next_step`
+    decides the step (join, stream, commit, or wait) and `act` carries it
+    out; `run` repeats that to the end, `change` plans the new ring first and
+    `resume` finishes one left half done. Killed at any point and run again,
+    it resumes from what the nodes report.
     """
 
     def __init__(self, token: str, *, timeout: float = 10.0) -> None:
