@@ -172,6 +172,11 @@ class Membership:
     def streaming(self) -> bool:
         return self._streamer is not None and not self._streamer.done()
 
+    def stop(self) -> None:
+        """Stop streaming (what is streamed stays recorded; `resume` goes on)."""
+        if self._streamer is not None:
+            self._streamer.cancel()
+
     def progress(self) -> dict[str, Any]:
         rings = self.rings
         return transitions.progress(
