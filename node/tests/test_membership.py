@@ -60,6 +60,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[FakeNetwork, Ring, Clock]]:
         node.close()
 
 
+@pytest.mark.slow
 async def test_join_stream_commit_moves_every_acknowledged_write(
     tmp_path: Path, cluster: tuple[FakeNetwork, Ring, Clock]
 ) -> None:
@@ -139,6 +140,7 @@ async def test_abort_keeps_the_old_ring_and_drops_what_was_streamed(
         assert await get(net, "n2", b"k%d" % i) == b"v%d" % i
 
 
+@pytest.mark.slow
 async def test_a_node_restarted_while_streaming_resumes_and_commits(
     tmp_path: Path, cluster: tuple[FakeNetwork, Ring, Clock]
 ) -> None:

@@ -118,6 +118,7 @@ def test_every_write_survives_a_crash_between_checkpoints(tmp_path: Path, fsync:
         again.close()
 
 
+@pytest.mark.slow
 def test_the_checkpointed_snapshot_outlives_the_writes_after_it(tmp_path: Path) -> None:
     """The worst case of a power loss: every page written since the checkpoint
     reached the disk, but the log did not. Rolling back to the checkpoint must
