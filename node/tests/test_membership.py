@@ -52,6 +52,18 @@ async def joined(net: FakeNetwork, target: Ring) -> list[SimNode]:
     return nodes
 
 
+async def joining_n3(
+    tmp: Path, net: FakeNetwork, ring: Ring, clock: Clock, keys: int
+) -> tuple[SimNode, Ring, list[SimNode]]:
+    """`keys` written, then n3 started and a ring with it joined everywhere:
+    n3, the joining ring, and every node."""
+    for i in range(keys):
+        await put(net, "n0", b"k%d" % i, b"v%d" % i)
+    n3 = add_node(net, tmp, "n3", ring, clock)
+    target = grown(net, ring, "n3")
+    return n3, target, await joined(net, target)
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[FakeNetwork, Ring, Clock]]:
     net, ring, clock = build(tmp_path, size=3, partitions=16)
@@ -65,11 +77,7 @@ async def test_join_stream_commit_moves_every_acknowledged_write(
     tmp_path: Path, cluster: tuple[FakeNetwork, Ring, Clock]
 ) -> None:
     net, ring, clock = cluster
-    for i in range(300):
-        await put(net, "n0", b"k%d" % i, b"v%d" % i)
-    n3 = add_node(net, tmp_path, "n3", ring, clock)
-    target = grown(net, ring, "n3")
-    nodes = await joined(net, target)
+    n3, target, nodes = await joining_n3(tmp_path, net, ring, clock, 300)
     assert n3.membership.progress()["partitions_to_stream"] > 0
     # the commit guard: n3 has not streamed what it gains
     with pytest.raises(RingConflictError, match="not finished streaming"):
@@ -120,11 +128,7 @@ async def test_abort_keeps_the_old_ring_and_drops_what_was_streamed(
     tmp_path: Path, cluster: tuple[FakeNetwork, Ring, Clock]
 ) -> None:
     net, ring, clock = cluster
-    for i in range(200):
-        await put(net, "n0", b"k%d" % i, b"v%d" % i)
-    n3 = add_node(net, tmp_path, "n3", ring, clock)
-    target = grown(net, ring, "n3")
-    nodes = await joined(net, target)
+    n3, target, nodes = await joining_n3(tmp_path, net, ring, clock, 200)
     await n3.membership.stream(target.epoch)
     await streamed(n3)
     assert any(any(row) for row in n3.kv.storage.bucket_digests().values())
@@ -145,11 +149,7 @@ async def test_a_node_restarted_while_streaming_resumes_and_commits(
     tmp_path: Path, cluster: tuple[FakeNetwork, Ring, Clock]
 ) -> None:
     net, ring, clock = cluster
-    for i in range(300):
-        await put(net, "n0", b"k%d" % i, b"v%d" % i)
-    n3 = add_node(net, tmp_path, "n3", ring, clock)
-    target = grown(net, ring, "n3")
-    nodes = await joined(net, target)
+    n3, target, nodes = await joining_n3(tmp_path, net, ring, clock, 300)
     gained = n3.membership.gained()
     # stop n3 once it has streamed two partitions: a crash in the middle
     n3.transport.net.delay_s = 0.001

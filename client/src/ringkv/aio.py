@@ -16,9 +16,8 @@ from typing import Any
 from ringkv import _core, errors
 from ringkv._aiopool import Pool
 from ringkv._base import ClientBase
-from ringkv._core import Call, Request, Response, RetryPolicy, Router, Send
+from ringkv._core import Call, Request, Response, Router, Send
 from ringkv.errors import NotFoundError, TransportError
-from ringkv.keys import DEFAULT_LIMITS, Limits
 from ringkv.ring import Ring
 
 __all__ = ["AsyncBatch", "AsyncClient"]
@@ -29,28 +28,14 @@ class AsyncClient(ClientBase):
 
     Takes what `Client` takes, `direct=False` included."""
 
-    def __init__(
-        self,
-        target: str | Sequence[str],
-        *,
-        token: str | None = None,
-        direct: bool = True,
-        timeout: float = 5.0,
-        pool_size: int = 64,
-        retry: RetryPolicy | None = None,
-        limits: Limits = DEFAULT_LIMITS,
-    ) -> None:
-        super().__init__(
-            target,
-            token=token,
-            direct=direct,
-            timeout=timeout,
-            pool_size=pool_size,
-            retry=retry,
-            limits=limits,
-        )
-        self._router: Router | None = None
-        self._pool: Pool | None = None
+    POOL_SIZE = 64
+
+    _router: Router | None
+    _pool: Pool | None
+
+    def _start(self) -> None:
+        self._router = None  # resolved on first use, on the running loop
+        self._pool = None
 
     async def _ready(self) -> Router:
         if self._router is None:

@@ -16,10 +16,9 @@ from typing import Any
 
 from ringkv import _core
 from ringkv._base import ClientBase
-from ringkv._core import Call, Response, RetryPolicy, Router, Send
+from ringkv._core import Call, Response, Router, Send
 from ringkv._syncpool import Pool
 from ringkv.errors import NotFoundError, TransportError
-from ringkv.keys import DEFAULT_LIMITS, Limits
 from ringkv.ring import Ring
 
 __all__ = ["Batch", "Client"]
@@ -43,28 +42,12 @@ class Client(ClientBase):
     (`kubectl ringkv connect`) or a load balancer.
     """
 
-    def __init__(
-        self,
-        target: str | Sequence[str],
-        *,
-        token: str | None = None,
-        direct: bool = True,
-        timeout: float = 5.0,
-        pool_size: int = 32,
-        retry: RetryPolicy | None = None,
-        limits: Limits = DEFAULT_LIMITS,
-    ) -> None:
-        super().__init__(
-            target,
-            token=token,
-            direct=direct,
-            timeout=timeout,
-            pool_size=pool_size,
-            retry=retry,
-            limits=limits,
-        )
-        self._router = Router(_core.expand_seeds(target, _resolve), direct=direct)
-        self._pool = Pool(pool_size, timeout)
+    _router: Router
+    _pool: Pool
+
+    def _start(self) -> None:
+        self._router = Router(_core.expand_seeds(self._target, _resolve), direct=self._direct)
+        self._pool = Pool(self._pool_size, self._timeout)
 
     # -- plumbing ------------------------------------------------------------
 

@@ -20,16 +20,13 @@ from aiohttp import web
 from ringkv.ring import Ring
 from ringkv_node.errors import ApiError
 from ringkv_node.http.appkeys import NODE_KEY
-from ringkv_node.http.responses import Handler, json_response
+from ringkv_node.http.responses import Handler, json_response, read_doc
 
 __all__ = ["ADMIN_ROUTES"]
 
 
 async def _body(request: web.Request) -> Any:
-    try:
-        return json.loads(await request.read())
-    except ValueError as exc:
-        raise ApiError.bad_request(f"body is not valid JSON: {exc}") from None
+    return await read_doc(request, json.loads, "body is not valid JSON")
 
 
 async def _epoch(request: web.Request) -> int:

@@ -16,7 +16,6 @@ Both need the cluster token (admin routes always do, design §3).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from aiohttp import web
 
@@ -24,7 +23,7 @@ from ringkv_node.cluster.bulk import write_bulk
 from ringkv_node.errors import ApiError
 from ringkv_node.http.appkeys import NODE_KEY
 from ringkv_node.http.parsing import key_or_error, parse_consistency
-from ringkv_node.http.responses import Handler, json_response
+from ringkv_node.http.responses import Handler, json_response, read_doc
 from ringkv_node.model import records, wire
 from ringkv_node.replica.snapshot import CONTENT_TYPE, stream_partition
 
@@ -81,10 +80,7 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
 async def apply(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE_KEY]
     limits = node.settings.limits
-    try:
-        doc: Any = wire.loads(await request.read())
-    except ValueError as exc:
-        raise ApiError.bad_request(f"apply: body is not valid msgpack: {exc}") from None
+    doc = await read_doc(request, wire.loads, "apply: body is not valid msgpack")
     if not isinstance(doc, dict) or "records" not in doc:
         raise ApiError.bad_request('apply: expected {"records": [[key, record], ...]}')
     level_raw = doc.get("consistency")

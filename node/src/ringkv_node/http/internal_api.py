@@ -14,7 +14,7 @@ from aiohttp import web
 from ringkv.ring import Ring
 from ringkv_node.errors import ApiError
 from ringkv_node.http.appkeys import NODE_KEY
-from ringkv_node.http.responses import Handler
+from ringkv_node.http.responses import Handler, read_doc
 from ringkv_node.model import wire
 from ringkv_node.replica.peer_service import PEER_CALLS, serve
 
@@ -22,10 +22,7 @@ __all__ = ["INTERNAL_ROUTES"]
 
 
 async def _body(request: web.Request) -> Any:
-    try:
-        return wire.loads(await request.read())
-    except ValueError as exc:
-        raise ApiError.bad_request(f"internal body is not valid msgpack: {exc}") from None
+    return await read_doc(request, wire.loads, "internal body is not valid msgpack")
 
 
 def _answer(request: web.Request, doc: Any) -> web.Response:

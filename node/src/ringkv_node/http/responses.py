@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ringkv_node.errors import ApiError
 
-__all__ = ["Handler", "error_response", "json_bytes", "json_response"]
+__all__ = ["Handler", "error_response", "json_bytes", "json_response", "read_doc"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -29,3 +29,12 @@ def json_response(doc: Any, status: int = 200) -> web.Response:
 
 def error_response(err: ApiError) -> web.Response:
     return json_response(err.body(), err.status)
+
+
+async def read_doc(request: web.Request, loads: Callable[[bytes], Any], refusal: str) -> Any:
+    """The request's body decoded by `loads` (`json.loads`, `wire.loads`); a body
+    it cannot decode is a 400 saying `refusal: why`."""
+    try:
+        return loads(await request.read())
+    except ValueError as exc:
+        raise ApiError.bad_request(f"{refusal}: {exc}") from None
