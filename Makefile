@@ -50,11 +50,12 @@ fmt: $(STAMP) ## Format the code (ruff format, ruff check --fix)
 	$(VENV)/bin/ruff check --fix .
 
 .PHONY: lint
-lint: $(STAMP) ## ruff check + format check, mypy --strict, import-linter contracts
+lint: $(STAMP) ## ruff check + format check, mypy --strict, import-linter contracts, no import circle
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy $(SOURCES)
 	$(VENV)/bin/lint-imports
+	$(PY) scripts/import_cycles.py
 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate the CRDs (operator/crds, the chart) and docs/operator.md's field tables

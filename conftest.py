@@ -51,3 +51,20 @@ def crds(kube: Any) -> None:
             )
 
         wait_for(established, timeout=30, what=f"CRD {name} established")
+
+
+# Unit tests (no real processes, API server or kind) take well under a second
+# each here, the slowest about two (`-m slow` ones keep pytest.ini's 120 s): a
+# unit test that hangs fails in seconds rather than holding the suite for two
+# minutes. A test's own timeout mark wins.
+UNIT_TIMEOUT_S = 10.0
+_NOT_UNIT = ("cluster", "k8s_api", "kind", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is not None:
+            continue
+        if any(item.get_closest_marker(name) is not None for name in _NOT_UNIT):
+            continue
+        item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT_S))

@@ -5,7 +5,7 @@ and from CPU 1 reads one key, three rounds of 3 s each, alternating:
 - async, 64 requests in flight: aiohttp's `ClientSession` against the async
   client's own pool (`ringkv._aiopool`);
 - blocking, 8 threads: `http.client` against the sync client's socket pool
-  (`ringkv.client._Pool`).
+  (`ringkv._syncpool.Pool`).
 
     .venv/bin/python bench/client_transport.py
 """
@@ -29,7 +29,7 @@ import aiohttp
 
 from ringkv._aiopool import Pool
 from ringkv._core import Request
-from ringkv.client import _Pool as SyncPool
+from ringkv._syncpool import Pool as SyncPool
 
 IN_FLIGHT = 64
 THREADS = 8

@@ -1,8 +1,10 @@
 """An in-process cluster over a fake network that can drop, delay and partition.
 
 Each member is the real replica stack (LMDB storage, KV, hints, coordinator,
-anti-entropy); only the transport is fake. Messages are round-tripped through
-the real wire encoding and answered by the real `peer_service.serve`.
+anti-entropy, membership change over its own ring state); only the
+transport is fake. Messages are round-tripped through the real wire encoding
+and answered by the real `peer_service.serve`. `add_node` starts a member
+that is in no ring yet (a joiner), `restart` reopens one from its directory.
 """
 
 from __future__ import annotations
@@ -16,15 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ringkv.ring import Member, Ring, initial_ring
-from ringkv_node import wire
-from ringkv_node.antientropy import AntiEntropy
-from ringkv_node.coordinator import Coordinator
-from ringkv_node.hints import Hints
-from ringkv_node.kv import KV
-from ringkv_node.peer_service import serve
-from ringkv_node.records import Record
+from ringkv_node.cluster import AntiEntropy, Coordinator, Membership, PeerError, RingState
+from ringkv_node.model import Record, wire
+from ringkv_node.replica import KV, Hints, serve
 from ringkv_node.storage import Storage
-from ringkv_node.transport import PeerError
 
 
 class Clock:
@@ -33,6 +30,10 @@ class Clock:
 
     def __call__(self) -> int:
         return self.ms
+
+    def seconds(self) -> float:
+        """The same clock as a monotonic one, in seconds."""
+        return self.ms / 1000
 
 
 @dataclass
@@ -105,6 +106,12 @@ class FakeTransport:
     async def call(self, peer: str, name: str, doc: Any) -> Any:
         return await self.net.deliver(self.src, peer, name, doc)
 
+    def is_down(self, peer: str) -> bool:
+        return False  # a fake link fails each call on its own, and is never skipped
+
+    def forget_failures(self) -> None:
+        pass
+
 
 @dataclass
 class SimNode:
@@ -114,9 +121,33 @@ class SimNode:
     coordinator: Coordinator
     anti_entropy: AntiEntropy
     transport: FakeTransport
+    rings: RingState
+    membership: Membership
+    path: Path
 
     def close(self) -> None:
+        self.membership.stop()
         self.kv.storage.close()
+
+
+def sim_node(
+    net: FakeNetwork, tmp: Path, member: str, ring: Ring, clock: Clock, *, drop_delay_s: float = 0
+) -> SimNode:
+    """A member over `tmp / member` (new, or reopened with what it stored), on `ring`."""
+    path = tmp / member
+    storage = Storage(str(path), map_size=64 << 20, partitions=ring.partitions)
+    kv = KV(storage, member, clock_ms=clock, tombstone_grace_ms=60_000)
+    hints = Hints(storage)
+    transport = FakeTransport(net, member)
+    rings = RingState(ring)
+    coordinator = Coordinator(member, kv, transport, hints, rings)
+    ae = AntiEntropy(member, kv, transport, rings, clock_ms=clock, grace_ms=60_000, settle_s=0)
+    membership = Membership(
+        member, kv, transport, rings, hints, ae, drop_delay_s=drop_delay_s, monotonic=clock.seconds
+    )
+    node = SimNode(member, kv, hints, coordinator, ae, transport, rings, membership, path)
+    net.members[member] = node
+    return node
 
 
 def build(tmp: Path, size: int = 3, partitions: int = 16) -> tuple[FakeNetwork, Ring, Clock]:
@@ -124,21 +155,24 @@ def build(tmp: Path, size: int = 3, partitions: int = 16) -> tuple[FakeNetwork, 
     clock = Clock()
     ring = initial_ring([Member(f"n{i}", f"fake://n{i}") for i in range(size)], partitions, 3)
     for member in ring.member_ids:
-        storage = Storage(str(tmp / member), map_size=64 << 20, partitions=partitions)
-        kv = KV(storage, member, clock_ms=clock, tombstone_grace_ms=60_000)
-        hints = Hints(storage)
-        transport = FakeTransport(net, member)
-        net.members[member] = SimNode(
-            member,
-            kv,
-            hints,
-            Coordinator(member, kv, transport, hints, lambda: ring),
-            AntiEntropy(
-                member, kv, transport, lambda: ring, clock_ms=clock, grace_ms=60_000, settle_s=0
-            ),
-            transport,
-        )
+        sim_node(net, tmp, member, ring, clock)
     return net, ring, clock
+
+
+def add_node(net: FakeNetwork, tmp: Path, member: str, ring: Ring, clock: Clock) -> SimNode:
+    """A new, empty member that holds `ring` (which it is not in: it owns nothing)."""
+    return sim_node(net, tmp, member, ring, clock)
+
+
+async def restart(net: FakeNetwork, tmp: Path, member: str, clock: Clock) -> SimNode:
+    """Stop `member` (its streaming too) and start it again from its directory,
+    resuming a joining ring it had stored, as a node does at start-up."""
+    old = net.members[member]
+    ring = old.rings.ring
+    old.close()
+    node = sim_node(net, tmp, member, ring, clock)
+    await node.membership.resume()
+    return node
 
 
 class HeldWriter:

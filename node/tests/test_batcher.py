@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ringkv_node.batcher import Batcher
+from ringkv_node.net.batcher import Batcher
 
 
 class Peer:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import pytest
 from test_fakenet import drain, local
 
-from ringkv_node import records
-from ringkv_node.bulk import write_bulk
-from ringkv_node.coordinator import NotEnoughReplicasError
-from ringkv_node.protocol import BatchOp
+from ringkv_node.cluster import NotEnoughReplicasError, write_bulk
+from ringkv_node.model import BatchOp, records
 
 from fakenet import FakeNetwork
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from ringkv.ring import Member, initial_ring
-from ringkv_node.coordinator import Coordinator, NotEnoughReplicasError
+from ringkv_node.cluster import Coordinator, NotEnoughReplicasError, PeerError, RingState
 from ringkv_node.storage import BACKLOG_LIMIT
-from ringkv_node.transport import PeerError
 
 from fakenet import FakeNetwork, HeldWriter, build, spy_calls
 
@@ -238,10 +237,10 @@ async def test_a_node_still_on_the_old_ring_reads_what_a_committed_node_wrote(
             if set(new_ring.owners_of_key(k)) == {"n0", "n1", "n3"}  # n2 leaves, n3 joins
         )
         n0, n2 = net.members["n0"], net.members["n2"]
-        committed = Coordinator("n0", n0.kv, n0.transport, n0.hints, lambda: new_ring)
-        joining = Coordinator(
-            "n2", n2.kv, n2.transport, n2.hints, lambda: old_ring, lambda: new_ring
-        )
+        committed = Coordinator("n0", n0.kv, n0.transport, n0.hints, RingState(new_ring))
+        old_joining = RingState(old_ring)
+        old_joining.pending = new_ring
+        joining = Coordinator("n2", n2.kv, n2.transport, n2.hints, old_joining)
         net.partition("n0", "n1")  # the write reaches n0 and n3: a quorum of the new owners
         await committed.write(key, n0.kv.stamp(b"fresh", None), "quorum")
         net.partition("n2", "n0")  # and the old-ring reader cannot ask n0

@@ -16,9 +16,9 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from ringkv_node.peerlink import PATH
-from ringkv_node.records import decode
-from ringkv_node.wire import frame, take_frames
+from ringkv_node.model.records import decode
+from ringkv_node.model.wire import frame, take_frames
+from ringkv_node.net.peerlink import PATH
 
 from nodeproc import NodeProcess
 

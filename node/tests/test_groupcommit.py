@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from ringkv_node.groupcommit import ClosedError, GroupCommitter, Outcome
+from ringkv_node.storage.groupcommit import ClosedError, GroupCommitter, Outcome
 
 
 class Disk:

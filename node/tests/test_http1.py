@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ringkv_node.http1 import (
+from ringkv_node.http.http1 import (
     MAX_HEAD_BYTES,
     UNSUPPORTED,
     FieldCache,

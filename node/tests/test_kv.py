@@ -2,17 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from ringkv.versions import Version
-from ringkv_node.kv import KV
-from ringkv_node.protocol import BatchOp
-from ringkv_node.quorum import Page, merge_pages
-from ringkv_node.records import Record
-from ringkv_node.storage import Storage
+from ringkv_node.model import BatchOp, Record
+from ringkv_node.model.quorum import Page, merge_pages
+from ringkv_node.replica import KV, Applied
+from ringkv_node.storage import Storage, WriteTxn
+
+
+class LocalKV(KV):
+    """`KV` with one-call local writes, for these tests only (the node writes
+    through its coordinator: `KV.stamp` then `KV.enqueue_apply`)."""
+
+    async def put(self, key: bytes, value: bytes, ttl_s: int | None = None) -> Applied:
+        return await self.apply(key, self.stamp(value, ttl_s))
+
+    async def delete(self, key: bytes) -> Applied:
+        return await self.apply(key, self.stamp(b"", None, tombstone=True))
+
+    async def batch(self, ops: Sequence[BatchOp], *, atomic: bool) -> list[Applied]:
+        """Apply many ops; `atomic` puts them in one transaction (all or none)."""
+        stamped = [(op.key, self.stamp_op(op)) for op in ops]
+
+        def apply_in(wt: WriteTxn, key: bytes, rec: Record) -> Applied:
+            prev, written = wt.apply_lww(key, rec)
+            return Applied(prev, written, rec)
+
+        if atomic:
+            result: list[Applied] = await self.storage.write(
+                lambda wt: [apply_in(wt, k, r) for k, r in stamped]
+            )
+            return result
+        # Not atomic: each op is its own write, but they still share commits.
+        return list(
+            await asyncio.gather(
+                *(self.storage.write(lambda wt, k=k, r=r: apply_in(wt, k, r)) for k, r in stamped)
+            )
+        )
 
 
 class Clock:
@@ -31,7 +62,7 @@ def clock() -> Clock:
 @pytest.fixture
 def kv(tmp_path: Path, clock: Clock) -> Iterator[KV]:
     storage = Storage(str(tmp_path / "db"), map_size=64 << 20)
-    yield KV(storage, "n1", clock_ms=clock, tombstone_grace_ms=60_000)
+    yield LocalKV(storage, "n1", clock_ms=clock, tombstone_grace_ms=60_000)
     storage.close()
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from ringkv.keys import Limits
 from ringkv_node.errors import ApiError
-from ringkv_node.protocol import BatchOp, parse_batch, parse_limit, parse_ttl
+from ringkv_node.http.parsing import BatchOp, parse_batch, parse_limit, parse_ttl
 
 LIMITS = Limits()
 

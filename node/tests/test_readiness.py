@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ringkv_node import node as node_module
-from ringkv_node.kv import KV
+from ringkv_node.cluster import node as node_module
+from ringkv_node.cluster.node import Node
 from ringkv_node.metrics import Metrics
-from ringkv_node.node import Node
+from ringkv_node.replica.kv import KV
 from ringkv_node.settings import parse_settings
 from ringkv_node.storage import Storage, StorageError
 

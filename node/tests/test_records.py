@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ringkv.versions import Version
-from ringkv_node.records import Record, decode, encode, is_live
+from ringkv_node.model.records import Record, decode, encode, is_live
 
 records = st.builds(
     Record,

@@ -18,21 +18,20 @@ from pathlib import Path
 import pytest
 
 from ringkv.versions import Version
-from ringkv_node import checkpoint
-from ringkv_node import storage as storage_mod
-from ringkv_node.records import Record
-from ringkv_node.storage import Storage, StorageError, WriteTxn
+from ringkv_node.model.records import Record
+from ringkv_node.storage import Storage, StorageError, WriteTxn, checkpoint
+from ringkv_node.storage import checkpointer as checkpointer_mod
 
 CHILD = textwrap.dedent(
     """
     import asyncio, os, sys
     from ringkv.versions import Version
-    from ringkv_node import storage as st
-    from ringkv_node.records import Record
+    from ringkv_node.storage import checkpointer, engine as st
+    from ringkv_node.model.records import Record
 
     path, fsync, rounds, keys = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
-    st.CHECKPOINT_INTERVAL_S = 3600.0  # none after the one taken at open
-    st.CHECKPOINT_GROWTH_SHARE = 1.0
+    checkpointer.CHECKPOINT_INTERVAL_S = 3600.0  # none after the one taken at open
+    checkpointer.CHECKPOINT_GROWTH_SHARE = 1.0
 
     def put(key, rec):
         return lambda wt: wt.apply_lww(key, rec)[0]
@@ -119,6 +118,7 @@ def test_every_write_survives_a_crash_between_checkpoints(tmp_path: Path, fsync:
         again.close()
 
 
+@pytest.mark.slow
 def test_the_checkpointed_snapshot_outlives_the_writes_after_it(tmp_path: Path) -> None:
     """The worst case of a power loss: every page written since the checkpoint
     reached the disk, but the log did not. Rolling back to the checkpoint must
@@ -157,16 +157,14 @@ def test_torn_meta_pages_are_rolled_back_and_the_log_replayed(tmp_path: Path) ->
 async def test_checkpoints_drop_the_log_they_cover(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(storage_mod, "CHECKPOINT_INTERVAL_S", 0.0)
+    monkeypatch.setattr(checkpointer_mod, "CHECKPOINT_INTERVAL_S", 0.0)
     s = Storage(str(tmp_path / "db"), map_size=64 << 20)
     try:
         for i in range(200):
             await s.write(put_op(b"c%d" % i, Record(Version(i + 1, "n1"), b"v")))
         wal = s._wal
         deadline = time.monotonic() + 10
-        while (s._checkpointer is not None and s._checkpointer.is_alive()) or len(
-            wal.segments()
-        ) > 2:
+        while s.checkpoints.running() or len(wal.segments()) > 2:
             assert time.monotonic() < deadline, wal.segments()
             await asyncio.sleep(0.01)
         assert wal.seq > 3  # many checkpoints, each a new segment
@@ -232,8 +230,8 @@ async def test_a_growing_file_brings_the_next_checkpoint_forward(
 ) -> None:
     """Pages kept for the last checkpoint make the file grow; growth alone (no
     time, little log) starts a checkpoint, which lets them be reused."""
-    monkeypatch.setattr(storage_mod, "CHECKPOINT_INTERVAL_S", 3600.0)
-    monkeypatch.setattr(storage_mod, "CHECKPOINT_GROWTH_SHARE", 1 / 1024)  # 64 KiB of 64 MiB
+    monkeypatch.setattr(checkpointer_mod, "CHECKPOINT_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(checkpointer_mod, "CHECKPOINT_GROWTH_SHARE", 1 / 1024)  # 64 KiB of 64 MiB
     s = Storage(str(tmp_path / "db"), map_size=64 << 20)
     try:
         first = s._wal.seq
@@ -249,7 +247,7 @@ async def test_a_growing_file_brings_the_next_checkpoint_forward(
                 )
             )
         deadline = time.monotonic() + 10
-        while s._checkpointing:
+        while s.checkpoints.running():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
         assert s._wal.seq > first

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ringkv.versions import Version
-from ringkv_node import records
-from ringkv_node.records import Record
+from ringkv_node.model import records
+from ringkv_node.model.records import Record
 from ringkv_node.storage import OpRefusedError, Storage, StorageFullError, WriteTxn
 
 
@@ -119,6 +119,7 @@ def test_reads_release_reader_slots(storage: Storage) -> None:
     assert storage.stats().readers_used <= 2
 
 
+@pytest.mark.slow
 async def test_packed_apply_matches_decoded_apply(tmp_path: Path) -> None:
     """A peer's packed records (`apply_raw`, and `apply_raw_many` for a bulk batch)
     land exactly as decoded ones (`apply_lww`):

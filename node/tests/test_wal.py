@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ringkv_node import wal
+from ringkv_node.storage import wal
 
 mutations = st.lists(
     st.tuples(

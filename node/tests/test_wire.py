@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ringkv_node.wire import MAX_FRAME, FrameError, frame, take_frames
+from ringkv_node.model.wire import MAX_FRAME, FrameError, frame, take_frames
 
 
 def test_frames_come_out_whole_however_the_bytes_are_split() -> None:

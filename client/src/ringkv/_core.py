@@ -368,10 +368,6 @@ def batch_results(resp: Response) -> list[dict[str, Any]]:
     ]
 
 
-def is_response_error(exc: Exception) -> bool:
-    return isinstance(exc, ResponseError)
-
-
 # -- the request loop, as a generator the shells drive -------------------------
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ringkv._core import Request, decode
-from ringkv.client import _Pool
+from ringkv._syncpool import Pool
 from ringkv.errors import ResponseError, TransportError
 from ringkv.rebalance import (
     ImpossibleChangeError,
@@ -34,9 +34,18 @@ __all__ = ["ImpossibleChangeError", "Rebalancer", "UnchangedError"]
 
 
 class Rebalancer:
+    """Drives a membership change over the nodes' admin API, keeping no state.
+
+    `views` reads every node of the old and new ring, `ringkv.rebalance.next_step`
+    decides the step (join, stream, commit, or wait) and `act` carries it
+    out; `run` repeats that to the end, `change` plans the new ring first and
+    `resume` finishes one left half done. Killed at any point and run again,
+    it resumes from what the nodes report.
+    """
+
     def __init__(self, token: str, *, timeout: float = 10.0) -> None:
         self._token = token
-        self._pool = _Pool(8, timeout)
+        self._pool = Pool(8, timeout)
 
     def _call(self, method: str, url: str, doc: Any = None) -> Any:
         body = None if doc is None else json.dumps(doc).encode()

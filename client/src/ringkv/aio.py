@@ -2,7 +2,7 @@
 
 Sends over pooled keep-alive connections of its own (`_aiopool`, HTTP/1.1
 by `_h11`), sleeps with `asyncio.sleep`. All decisions are in `_core`; the
-methods mirror `Client`.
+methods mirror `Client`, and the set-up is theirs (`_base.ClientBase`).
 """
 
 from __future__ import annotations
@@ -15,39 +15,27 @@ from typing import Any
 
 from ringkv import _core, errors
 from ringkv._aiopool import Pool
-from ringkv._core import Call, Request, Response, RetryPolicy, Router, Send
+from ringkv._base import ClientBase
+from ringkv._core import Call, Request, Response, Router, Send
 from ringkv.errors import NotFoundError, TransportError
-from ringkv.keys import DEFAULT_LIMITS, Limits
 from ringkv.ring import Ring
 
 __all__ = ["AsyncBatch", "AsyncClient"]
 
 
-class AsyncClient:
+class AsyncClient(ClientBase):
     """An asyncio ringkv client; use `async with AsyncClient(...) as kv:`.
 
     Takes what `Client` takes, `direct=False` included."""
 
-    def __init__(
-        self,
-        target: str | Sequence[str],
-        *,
-        token: str | None = None,
-        direct: bool = True,
-        timeout: float = 5.0,
-        pool_size: int = 64,
-        retry: RetryPolicy | None = None,
-        limits: Limits = DEFAULT_LIMITS,
-    ) -> None:
-        self._target = target
-        self._direct = direct
-        self._router: Router | None = None
-        self._token = token
-        self._timeout = timeout
-        self._pool_size = pool_size
-        self._retry = retry or RetryPolicy()
-        self._limits = limits
-        self._pool: Pool | None = None
+    POOL_SIZE = 64
+
+    _router: Router | None
+    _pool: Pool | None
+
+    def _start(self) -> None:
+        self._router = None  # resolved on first use, on the running loop
+        self._pool = None
 
     async def _ready(self) -> Router:
         if self._router is None:
@@ -96,9 +84,7 @@ class AsyncClient:
 
     async def _call(self, call: Call, base_url: str | None = None) -> Response:
         router = await self._ready()
-        resp: Response = await self._drive(
-            _core.run_call(call, router, self._retry, self._token, base_url)
-        )
+        resp: Response = await self._drive(self._steps(call, router, base_url))
         return resp
 
     # -- keys ----------------------------------------------------------------

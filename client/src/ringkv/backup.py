@@ -49,6 +49,7 @@ import msgpack
 
 from ringkv import __version__
 from ringkv._core import Request, decode
+from ringkv._syncpool import Pool
 from ringkv.backupformat import (
     DEFAULT_PART_SIZE,
     MANIFEST,
@@ -61,7 +62,7 @@ from ringkv.backupformat import (
     check_stored,
     merge_newest,
 )
-from ringkv.client import Client, _Pool
+from ringkv.client import Client
 from ringkv.errors import (
     BackupFailedError,
     BackupNotFoundError,
@@ -506,7 +507,7 @@ class _Applier:
         self, ring: Ring, token: str, timeout: float, consistency: str, workers: int
     ) -> None:
         self._ring = ring
-        self._pool = _Pool(workers * 2, timeout)
+        self._pool = Pool(workers * 2, timeout)
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/msgpack"}
         self._consistency = consistency
         self._executor = cf.ThreadPoolExecutor(workers, thread_name_prefix="ringkv-restore")

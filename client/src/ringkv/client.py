@@ -1,26 +1,24 @@
 """`Client`: the blocking shell around the sans-I/O core.
 
-Sends over a small keep-alive pool of sockets per node (HTTP/1.1 by the
-sans-I/O `_h11`), safe to share between threads; sleeps with `time.sleep`.
-All decisions are in `_core`.
+Sends over a small keep-alive pool of sockets per node (`_syncpool`, HTTP/1.1
+by the sans-I/O `_h11`), safe to share between threads; sleeps with
+`time.sleep`. All decisions are in `_core`; the set-up it shares with
+`AsyncClient` is `_base.ClientBase`.
 """
 
 from __future__ import annotations
 
 import json
-import queue
 import socket
-import ssl
-import threading
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from typing import Any
 
-from ringkv import _core, errors
-from ringkv._core import Call, Request, Response, RetryPolicy, Router, Send
-from ringkv._h11 import ParsedResponse, ProtocolError, ResponseParser, prepare
+from ringkv import _core
+from ringkv._base import ClientBase
+from ringkv._core import Call, Response, Router, Send
+from ringkv._syncpool import Pool
 from ringkv.errors import NotFoundError, TransportError
-from ringkv.keys import DEFAULT_LIMITS, Limits
 from ringkv.ring import Ring
 
 __all__ = ["Batch", "Client"]
@@ -34,110 +32,7 @@ def _resolve(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-class _Conn:
-    """One keep-alive connection: a socket and the parser of what it answers."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.parser = ResponseParser()
-
-    def roundtrip(self, data: bytes) -> ParsedResponse:
-        self.sock.sendall(data)
-        while True:
-            resp = self.parser.next()
-            if resp is not None:
-                return resp
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                resp = self.parser.next(eof=True)
-                if resp is None:
-                    raise ConnectionError("connection closed before the answer")
-                return resp
-            self.parser.feed(chunk)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class _Pool:
-    """Keep-alive connections per (scheme, host, port), checked out one per request.
-
-    Plain sockets and the sans-I/O `_h11` (`http.client` cost more CPU per
-    request than the rest of the client); `timeout` bounds every connect,
-    send and receive.
-    """
-
-    def __init__(self, size: int, timeout: float) -> None:
-        self._size = size
-        self._timeout = timeout
-        self._idle: dict[tuple[str, str, int], queue.LifoQueue[_Conn]] = {}
-        self._lock = threading.Lock()
-        self._tls: ssl.SSLContext | None = None
-
-    def _queue(self, key: tuple[str, str, int]) -> queue.LifoQueue[_Conn]:
-        with self._lock:
-            q = self._idle.get(key)
-            if q is None:
-                q = self._idle[key] = queue.LifoQueue(self._size)
-            return q
-
-    def _connect(self, scheme: str, host: str, port: int) -> _Conn:
-        sock = socket.create_connection((host, port), timeout=self._timeout)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if scheme == "https":
-            if self._tls is None:
-                self._tls = ssl.create_default_context()
-            sock = self._tls.wrap_socket(sock, server_hostname=host)
-        return _Conn(sock)
-
-    def send(self, req: Request) -> Response:
-        scheme, host, port, data = prepare(req.method, req.url, req.headers, req.body)
-        key = (scheme, host, port)
-        idle = self._queue(key)
-        for fresh in (False, True):
-            conn = None
-            if not fresh:
-                try:
-                    conn = idle.get_nowait()
-                except queue.Empty:
-                    fresh = True
-            try:
-                if conn is None:
-                    conn = self._connect(*key)
-                resp = conn.roundtrip(data)
-            except TimeoutError as exc:  # the builtin TimeoutError (socket timeouts too)
-                if conn is not None:
-                    conn.close()
-                raise errors.TimeoutError(
-                    f"{req.method} {req.url}: no answer in {self._timeout}s"
-                ) from exc
-            except (OSError, ProtocolError) as exc:
-                if conn is not None:
-                    conn.close()
-                if not fresh:
-                    continue  # a pooled connection the server had closed: try a new one
-                raise TransportError(f"{req.method} {req.url}: {exc!r}") from exc
-            if resp.keep_alive:
-                try:
-                    idle.put_nowait(conn)
-                except queue.Full:
-                    conn.close()
-            else:
-                conn.close()
-            return Response(resp.status, resp.headers, resp.body)
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        with self._lock:
-            for q in self._idle.values():
-                while True:
-                    try:
-                        q.get_nowait().close()
-                    except queue.Empty:
-                        break
-
-
-class Client:
+class Client(ClientBase):
     """A blocking ringkv client that sends each key straight to one of its owners.
 
     `target` is a URL (`http://kv.default.svc.cluster.local:8080`), a list of
@@ -147,22 +42,12 @@ class Client:
     (`kubectl ringkv connect`) or a load balancer.
     """
 
-    def __init__(
-        self,
-        target: str | Sequence[str],
-        *,
-        token: str | None = None,
-        direct: bool = True,
-        timeout: float = 5.0,
-        pool_size: int = 32,
-        retry: RetryPolicy | None = None,
-        limits: Limits = DEFAULT_LIMITS,
-    ) -> None:
-        self._router = Router(_core.expand_seeds(target, _resolve), direct=direct)
-        self._token = token
-        self._retry = retry or RetryPolicy()
-        self._limits = limits
-        self._pool = _Pool(pool_size, timeout)
+    _router: Router
+    _pool: Pool
+
+    def _start(self) -> None:
+        self._router = Router(_core.expand_seeds(self._target, _resolve), direct=self._direct)
+        self._pool = Pool(self._pool_size, self._timeout)
 
     # -- plumbing ------------------------------------------------------------
 
@@ -184,8 +69,7 @@ class Client:
                 time.sleep(action.seconds)
 
     def _call(self, call: Call, base_url: str | None = None) -> Response:
-        gen = _core.run_call(call, self._router, self._retry, self._token, base_url)
-        resp: Response = self._drive(gen)
+        resp: Response = self._drive(self._steps(call, self._router, base_url))
         return resp
 
     # -- keys ----------------------------------------------------------------

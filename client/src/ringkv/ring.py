@@ -55,21 +55,22 @@ def _check_partitions(partitions: object) -> int:
     return partitions
 
 
-def partition(key: str | bytes, partitions: int = DEFAULT_PARTITIONS) -> int:
-    """Partition of `key` among `partitions` (a power of two): top bits of xxh64."""
-    shift = 64 - (_check_partitions(partitions).bit_length() - 1)
-    return int(xxhash.xxh64_intdigest(hash_tag(key))) >> shift
-
-
-def partitioner(partitions: int) -> Callable[[bytes], int]:
-    """`partition` with Q fixed: the shift is computed once (storage hot path)."""
+def partitioner(partitions: int) -> Callable[[str | bytes], int]:
+    """The partition function of `partitions` (a power of two): the top log2(Q)
+    bits of the xxh64 of the key's hash tag (design §2). The one place the
+    formula is written: `partition`, `Ring` and the node's storage use it."""
     shift = 64 - (_check_partitions(partitions).bit_length() - 1)
     digest = xxhash.xxh64_intdigest
 
-    def part(key: bytes) -> int:
+    def part(key: str | bytes) -> int:
         return int(digest(hash_tag(key))) >> shift
 
     return part
+
+
+def partition(key: str | bytes, partitions: int = DEFAULT_PARTITIONS) -> int:
+    """Partition of `key` among `partitions` (a power of two): top bits of xxh64."""
+    return partitioner(partitions)(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,7 @@ class Ring:
     replication_factor: int
     members: tuple[Member, ...]
     owner_table: tuple[tuple[str, ...], ...]
-    _shift: int = field(init=False, repr=False, compare=False)
+    _part: Callable[[str | bytes], int] = field(init=False, repr=False, compare=False)
     _by_id: dict[str, Member] = field(init=False, repr=False, compare=False)
     _held: dict[str, frozenset[int]] = field(init=False, repr=False, compare=False)
 
@@ -161,7 +162,7 @@ class Ring:
                 held[owner].add(p)
         object.__setattr__(self, "members", members)
         object.__setattr__(self, "owner_table", table)
-        object.__setattr__(self, "_shift", 64 - (q.bit_length() - 1))
+        object.__setattr__(self, "_part", partitioner(q))
         object.__setattr__(self, "_by_id", by_id)
         object.__setattr__(self, "_held", {m: frozenset(ps) for m, ps in held.items()})
 
@@ -169,10 +170,10 @@ class Ring:
 
     def owners_of_key(self, key: str | bytes) -> tuple[str, ...]:
         """Owners of the partition `key` maps to, preferred coordinator first."""
-        return self.owner_table[xxhash.xxh64_intdigest(hash_tag(key)) >> self._shift]
+        return self.owner_table[self._part(key)]
 
     def partition_of(self, key: str | bytes) -> int:
-        return int(xxhash.xxh64_intdigest(hash_tag(key))) >> self._shift
+        return self._part(key)
 
     def owners(self, partition: int) -> tuple[str, ...]:
         if not 0 <= partition < self.partitions:

@@ -14,12 +14,12 @@ from aiohttp import web
 
 from ringkv.dirlock import DirLockedError
 from ringkv_node.app import create_app
-from ringkv_node.frontdoor import FrontSite
+from ringkv_node.http import FrontSite
 from ringkv_node.settings import Settings, SettingsError, parse_settings
 
 __all__ = ["main", "serve"]
 
-log = logging.getLogger("ringkv.node")
+log = logging.getLogger("ringkv.main")
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

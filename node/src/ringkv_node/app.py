@@ -17,18 +17,17 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from ringkv import dirlock
-from ringkv_node.api import routes
-from ringkv_node.kv import KV
+from ringkv_node.cluster import Node, RingState, ring_from_settings
+from ringkv_node.http import KV_KEY, METRICS_KEY, NODE_KEY, SETTINGS_KEY, routes
 from ringkv_node.metrics import Metrics
-from ringkv_node.node import Node
+from ringkv_node.net import HttpTransport
+from ringkv_node.replica import KV
 from ringkv_node.settings import Settings
-from ringkv_node.state import KV_KEY, METRICS_KEY, NODE_KEY, SETTINGS_KEY
 from ringkv_node.storage import Storage
-from ringkv_node.transport import HttpTransport
 
 __all__ = ["create_app"]
 
-log = logging.getLogger("ringkv.node")
+log = logging.getLogger("ringkv.app")
 
 
 def wall_clock_ms() -> int:
@@ -66,17 +65,11 @@ def create_app(
                 clock_ms=clock_ms,
                 tombstone_grace_ms=int(settings.tombstone_grace_s * 1000),
             )
-            holder: list[Node] = []
+            rings = RingState(ring_from_settings(settings))
             transport = HttpTransport(
-                settings.node_id,
-                lambda: holder[0].ring,
-                lambda peer: holder[0].member_url(peer),
-                settings.token,
-                timeout_s=settings.replica_timeout_s,
+                settings.node_id, rings, settings.token, timeout_s=settings.replica_timeout_s
             )
-            node = Node(settings, kv, metrics, transport)
-            holder.append(node)
-            transport.epoch_seen = node.epoch_seen
+            node = Node(settings, kv, metrics, transport, rings=rings)
             app[KV_KEY] = kv
             app[NODE_KEY] = node
             await node.load_ring()
@@ -102,7 +95,7 @@ def create_app(
         tasks = [
             asyncio.create_task(_sweep(app, settings.sweep_interval_s), name="sweeper"),
             asyncio.create_task(node.hint_loop(), name="hints"),
-            asyncio.create_task(node.drop_loop(), name="drop"),
+            asyncio.create_task(node.membership.drop_loop(), name="drop"),
         ]
         if len(node.ring.members) > 1:
             tasks.append(asyncio.create_task(node.anti_entropy_loop(), name="anti-entropy"))

@@ -179,10 +179,6 @@ _ENV = {
 }
 
 
-def usage() -> str:
-    return _parser().format_help()
-
-
 def _read_text(path: str) -> str:
     with open(path, encoding="utf-8") as f:
         return f.read()

@@ -1,0 +1,115 @@
+"""`/admin/v1/snapshot/{partition}` and `/admin/v1/apply`: what backup and restore use.
+
+Both need the cluster token (admin routes always do, design §3).
+
+    GET  /admin/v1/snapshot/{partition}?epoch=E   this replica's records of one
+         partition from one read transaction, streamed as frames (`snapshot`);
+         409 `stale_epoch` when the node's ring is not epoch E (the ring changed
+         under the backup), 409 `not_owner` when it does not own the partition.
+    POST /admin/v1/apply   msgpack `{"records": [[key, record], ...], "consistency": level}`
+         -> `{"records": n, "kept": k}`: packed records written through this
+         node to their owners last-writer-wins with the versions and expiry they
+         carry (`bulk`); `kept` counts those the cluster already held at that
+         version or a newer one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ringkv_node.cluster.bulk import write_bulk
+from ringkv_node.errors import ApiError
+from ringkv_node.http.appkeys import NODE_KEY
+from ringkv_node.http.parsing import key_or_error, parse_consistency
+from ringkv_node.http.responses import Handler, json_response, read_doc
+from ringkv_node.model import records, wire
+from ringkv_node.replica.snapshot import CONTENT_TYPE, stream_partition
+
+__all__ = ["BACKUP_ROUTES", "MAX_APPLY_RECORDS"]
+
+log = logging.getLogger("ringkv.backup")
+
+MAX_APPLY_RECORDS = 10_000
+
+
+def _partition(request: web.Request, partitions: int) -> int:
+    text = request.match_info["partition"]
+    if not text.isdigit() or int(text) >= partitions:
+        raise ApiError.bad_request(
+            f"partition must be a number from 0 to {partitions - 1}, not {text!r}"
+        )
+    return int(text)
+
+
+async def snapshot(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    ring = node.ring
+    part = _partition(request, ring.partitions)
+    epoch = request.query.get("epoch")
+    if epoch is not None and epoch != str(ring.epoch):
+        raise ApiError(
+            409,
+            "stale_epoch",
+            f"the ring is at epoch {ring.epoch}, not {epoch}: it changed since the backup "
+            "started; run it again",
+        )
+    me = node.settings.node_id
+    if me not in ring.owners(part):
+        raise ApiError(
+            409, "not_owner", f"{me} does not own partition {part} in ring epoch {ring.epoch}"
+        )
+    resp = web.StreamResponse(
+        headers={"Content-Type": CONTENT_TYPE, "X-Ringkv-Epoch": str(ring.epoch)}
+    )
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    try:
+        await stream_partition(node.kv.storage, part, resp.write)
+        await resp.write_eof()
+    except (ConnectionError, OSError) as exc:  # the reader went away
+        log.info("snapshot of partition %d not finished: %s", part, exc)
+    except Exception:  # the answer has started: cut it short (no end frame) rather than lie
+        log.exception("snapshot of partition %d failed", part)
+        if request.transport is not None:
+            request.transport.close()
+    return resp
+
+
+async def apply(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE_KEY]
+    limits = node.settings.limits
+    doc = await read_doc(request, wire.loads, "apply: body is not valid msgpack")
+    if not isinstance(doc, dict) or "records" not in doc:
+        raise ApiError.bad_request('apply: expected {"records": [[key, record], ...]}')
+    level_raw = doc.get("consistency")
+    if level_raw is not None and not isinstance(level_raw, str):
+        raise ApiError.bad_request("apply: consistency must be a string")
+    level = parse_consistency(level_raw) or node.settings.write_consistency
+    try:
+        items, max_ts = wire.packed_records(doc["records"])
+    except ValueError as exc:
+        raise ApiError.bad_request(f"apply: {exc}") from None
+    if len(items) > MAX_APPLY_RECORDS:
+        raise ApiError.too_large(f"apply: {len(items)} records; at most {MAX_APPLY_RECORDS} a call")
+    largest = limits.max_value_bytes + records.HEADER_SIZE + 255
+    for key, raw in items:
+        key_or_error(key, limits)
+        if len(raw) > largest:
+            raise ApiError.too_large(
+                f"apply: the record of {key!r} is {len(raw)} bytes; values are at most "
+                f"{limits.max_value_bytes}"
+            )
+    previous = await write_bulk(node.coordinator, items, level, max_ts) if items else []
+    newer = records.newer_raw
+    kept = sum(
+        1 for (_, raw), prev in zip(items, previous, strict=True) if prev and not newer(raw, prev)
+    )
+    return json_response({"records": len(items), "kept": kept})
+
+
+BACKUP_ROUTES: list[tuple[str, dict[str, Handler]]] = [
+    ("/admin/v1/snapshot/{partition}", {"GET": snapshot}),
+    ("/admin/v1/apply", {"POST": apply}),
+]
