@@ -74,7 +74,7 @@ class _Bar:
     """A progress bar of keys with bytes and rate, or nothing off a terminal."""
 
     def __init__(self, desc: str, enabled: bool, total: int | None = None) -> None:
-        from ringkv.cli import progress
+        from ringkv._cli_common import progress
 
         self._bar = progress(total, desc, enabled)
         self.bytes = 0
@@ -101,7 +101,7 @@ def _with_bar(desc: str, args: argparse.Namespace, run: Any, *pos: Any, **kw: An
 def _emit(args: argparse.Namespace, doc: dict[str, Any], text: str) -> None:
     """The closing summary: `doc` as JSON with --json, else `text`; and `doc` in
     --summary-file too (a Job's /dev/termination-log, which the operator reads)."""
-    from ringkv.cli import _json
+    from ringkv._cli_common import _json
 
     if args.json:
         _json(doc)
@@ -120,7 +120,7 @@ def _drill(args: argparse.Namespace, store: Any, backup_id: str) -> Any:
 
 def _create(args: argparse.Namespace) -> int:
     from ringkv import backup
-    from ringkv.cli import require_token, seeds
+    from ringkv._cli_common import require_token, seeds
 
     store = _store(args, args.to)
     started = time.perf_counter()
@@ -181,8 +181,8 @@ def _iso(ms: int) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     from ringkv import backup
+    from ringkv._cli_common import _json
     from ringkv.backupformat import Manifest
-    from ringkv.cli import _json
 
     store = _store(args, getattr(args, "from"))
     rows = backup.listing(store)
@@ -269,7 +269,7 @@ def _delete(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     from ringkv import backup
-    from ringkv.cli import _json
+    from ringkv._cli_common import _json
     from ringkv.retention import Retention
 
     policy = Retention(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
@@ -288,7 +288,7 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     from ringkv import backup
-    from ringkv.cli import require_token, seeds
+    from ringkv._cli_common import require_token, seeds
 
     store, backup_id = _backup_location(args, "from")
     token = require_token(args, "restore")
@@ -355,7 +355,7 @@ def _summary_option(p: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, quiet: Any) -> None:
     """`ringkv backup ...` and `ringkv restore` under the `ringkv` parser's subcommands."""
-    from ringkv.cli import EXIT_CODES, positive_int
+    from ringkv._cli_common import EXIT_CODES, positive_int
 
     where = os.environ.get("RINGKV_BACKUP_LOCATION") or None
     dest_help = "a directory, or s3://bucket/prefix (default: $RINGKV_BACKUP_LOCATION)"

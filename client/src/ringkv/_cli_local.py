@@ -74,8 +74,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _rebalance_to(args: argparse.Namespace, members: list[Any], seed: str) -> Any:
+    from ringkv._cli_common import NoBar, progress
     from ringkv.admin import Rebalancer
-    from ringkv.cli import NoBar, progress
     from ringkv.local import cluster_token
 
     bar = progress(None, "rebalance", not args.quiet, unit="partition")
@@ -192,7 +192,7 @@ def _remove(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     """`ringkv local ...` under the `ringkv` parser's subcommands."""
-    from ringkv.cli import positive_float, positive_int
+    from ringkv._cli_common import positive_float, positive_int
 
     local = sub.add_parser(
         "local", help="run a cluster of node processes on this machine", formatter_class=formatter

@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from ringkv import _kubeview as view
-from ringkv.cli import _Help, positive_float
+from ringkv._cli_common import _Help, positive_float
 from ringkv.exits import BAD_INPUT, CLUSTER_ERROR, NOT_FOUND, OK
 
 __all__ = ["build_parser", "main"]
