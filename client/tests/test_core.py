@@ -23,8 +23,9 @@ from ringkv._core import (
     expand_seeds,
     key_call,
     run_call,
+    to_bytes,
 )
-from ringkv.keys import DEFAULT_LIMITS, InvalidKeyError
+from ringkv.keys import DEFAULT_LIMITS, InvalidKeyError, encode_key
 from ringkv.ring import Member, initial_ring
 
 RING = initial_ring([Member(f"n{i}", f"http://h{i}:8080") for i in range(5)], 64, 3)
@@ -244,6 +245,28 @@ def test_requests_are_built_and_checked_before_sending() -> None:
         "key": "u{1}a",
         "value": b"x",
     }
+
+
+@pytest.mark.parametrize(
+    "key", ["k", "é" * 300, "é" * 600, "x" * 1025, "", "a\x01", "\ud800", b"k", "tab\there"]
+)
+@pytest.mark.parametrize("value", [b"v", "text", None])
+def test_put_many_batches_check_keys_as_single_calls_do(key: str | bytes, value: object) -> None:
+    """`put_many`'s puts skip steps of `encode_key`, never a refusal."""
+    try:
+        expected: object = {
+            "op": "put",
+            "key": encode_key(key).decode(),
+            "value": to_bytes(value or b""),
+        }
+    except ValueError as exc:  # InvalidKeyError
+        expected = (type(exc), str(exc))
+    try:
+        call = batch_call([("put", key, value, None, None)], DEFAULT_LIMITS)  # type: ignore[list-item]
+        got: object = msgpack.unpackb(call.body or b"")["ops"][0]
+    except ValueError as exc:
+        got = (type(exc), str(exc))
+    assert got == expected
 
 
 def test_seeds_from_urls_and_headless_service_names() -> None:

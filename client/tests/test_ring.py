@@ -22,6 +22,7 @@ from ringkv.ring import (
     Member,
     Move,
     Ring,
+    hashed_partitioner,
     initial_ring,
     moves,
     partition,
@@ -69,6 +70,14 @@ def test_hash_tag_decides_the_partition() -> None:
 def test_keys_without_a_usable_tag_hash_whole(key: str) -> None:
     whole = xxhash.xxh64_intdigest(key.encode()) >> 56
     assert partition(key) == whole
+
+
+@pytest.mark.parametrize("q", [1, 2, 256, 65536])
+@pytest.mark.parametrize(
+    "key", [b"foo", b"", b"user:{42}:a", b"{42}", b"a{x{y}z", b"{", b"user:{}:a", "é".encode()]
+)
+def test_hashed_partitioner_is_the_partition_and_the_whole_keys_hash(q: int, key: bytes) -> None:
+    assert hashed_partitioner(q)(key) == (partition(key, q), xxhash.xxh64_intdigest(key))
 
 
 @pytest.mark.parametrize("q", [0, 3, 100, 131072, -4, True, 2.0, "256"])

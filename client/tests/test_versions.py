@@ -27,6 +27,18 @@ def test_now_follows_wall_clock_and_counts_within_a_millisecond() -> None:
     assert hlc.now() == 1001 << LOGICAL_BITS
 
 
+def test_now_many_is_now_called_that_many_times() -> None:
+    clock = FakeClock(1000)
+    one, many = HLC(clock), HLC(clock)
+    for n in (1, 3, 1000, 70_000):  # past 2**16: the logical counter carries into the ms
+        expected = [one.now() for _ in range(n)]
+        first = many.now_many(n)
+        assert list(range(first, first + n)) == expected
+        assert many.last == one.last
+        clock.ms += 1
+    assert many.now() == one.now()
+
+
 def test_monotonic_when_the_wall_clock_steps_back() -> None:
     clock = FakeClock(5000)
     hlc = HLC(clock)

@@ -7,7 +7,7 @@ import pytest
 
 from ringkv.keys import Limits
 from ringkv_node.errors import ApiError
-from ringkv_node.http.parsing import BatchOp, parse_batch, parse_limit, parse_ttl
+from ringkv_node.http.parsing import BatchOp, _parse_op, parse_batch, parse_limit, parse_ttl
 
 LIMITS = Limits()
 
@@ -32,6 +32,38 @@ def test_msgpack_batch_and_query_flags() -> None:
     req = parse_batch(body, "application/msgpack", LIMITS, {"atomic": "true", "consistency": "all"})
     assert req.ops == (BatchOp("put", b"a", b"\x00"),)
     assert req.atomic and req.consistency == "all"
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        {"op": "put", "key": "k", "value": b"v"},  # the quick path
+        {"op": "put", "key": "", "value": b"v"},
+        {"op": "put", "key": "a\x01", "value": b"v"},
+        {"op": "put", "key": "x" * 1025, "value": b"v"},
+        {"op": "put", "key": "é" * 600, "value": b"v"},  # 1200 bytes of UTF-8
+        {"op": "put", "key": "k", "value": b"v" * 3},
+        {"op": "put", "key": "k", "value": "text"},
+        {"op": "put", "key": b"k", "value": b"v"},
+        {"op": "put", "key": 7, "value": b"v"},
+        {"op": "pot", "key": "k", "value": b"v"},
+        {"op": "put", "key": "k", "ttl": 5},
+        {"op": "delete", "key": "k", "value": b"v"},
+    ],
+)
+def test_quick_msgpack_puts_are_parsed_as_every_op_is(op: dict[str, object]) -> None:
+    """What `put_many` sends skips `_parse_op`'s steps: same op, or same refusal."""
+    small = Limits(max_value_bytes=2)
+    body = msgpack.packb({"ops": [op]})
+    try:
+        quick: object = parse_batch(body, "application/msgpack", small, {}).ops
+    except ApiError as exc:
+        quick = (exc.status, exc.message)
+    try:
+        slow: object = (_parse_op(0, op, True, small, None),)
+    except ApiError as exc:
+        slow = (exc.status, exc.message)
+    assert quick == slow
 
 
 def test_errors_point_at_the_op() -> None:

@@ -27,9 +27,10 @@ CHILD = textwrap.dedent(
     import asyncio, os, sys
     from ringkv.versions import Version
     from ringkv_node.storage import checkpointer, engine as st
-    from ringkv_node.model.records import Record
+    from ringkv_node.model.records import Record, encode
 
     path, fsync, rounds, keys = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4])
+    bulk = sys.argv[5] == "bulk"  # apply_raw_many, 100 keys a write (one PutMany each)
     checkpointer.CHECKPOINT_INTERVAL_S = 3600.0  # none after the one taken at open
     checkpointer.CHECKPOINT_GROWTH_SHARE = 1.0
 
@@ -40,6 +41,17 @@ CHILD = textwrap.dedent(
         s = st.Storage(path, map_size=256 << 20, fsync=fsync)
         ts = s.hlc_floor()
         for r in range(rounds):
+            if bulk:
+                chunks = []
+                for start in range(0, keys, 100):
+                    items = []
+                    for i in range(start, min(start + 100, keys)):
+                        ts += 1
+                        rec = Record(Version(ts, "n1"), f"r{r}-{i}".encode())
+                        items.append((b"k%d" % i, encode(rec)))
+                    chunks.append(s.write(lambda wt, items=items: wt.apply_raw_many(items)))
+                await asyncio.gather(*chunks)
+                continue
             batch = []
             for i in range(keys):
                 ts += 1
@@ -57,10 +69,13 @@ CHILD = textwrap.dedent(
 )
 
 
-def crash_after_writing(path: Path, *, rounds: int, keys: int, fsync: bool = True) -> int:
-    """Run the child; the last version it wrote."""
+def crash_after_writing(
+    path: Path, *, rounds: int, keys: int, fsync: bool = True, mode: str = "single"
+) -> int:
+    """Run the child; the last version it wrote (`mode` "bulk": through `apply_raw_many`)."""
+    flag = "1" if fsync else "0"
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(path), "1" if fsync else "0", str(rounds), str(keys)],
+        [sys.executable, "-c", CHILD, str(path), flag, str(rounds), str(keys), mode],
         capture_output=True,
         text=True,
         timeout=120,
@@ -98,10 +113,13 @@ def seed(path: Path, keys: int) -> None:
     asyncio.run(fill())
 
 
+@pytest.mark.parametrize("mode", ["single", "bulk"])
 @pytest.mark.parametrize("fsync", [True, False], ids=["fsync", "async"])
-def test_every_write_survives_a_crash_between_checkpoints(tmp_path: Path, fsync: bool) -> None:
+def test_every_write_survives_a_crash_between_checkpoints(
+    tmp_path: Path, fsync: bool, mode: str
+) -> None:
     db = tmp_path / "db"
-    last = crash_after_writing(db, rounds=3, keys=700, fsync=fsync)
+    last = crash_after_writing(db, rounds=3, keys=700, fsync=fsync, mode=mode)
     s = Storage(str(db), map_size=256 << 20, fsync=fsync)
     try:
         assert s.replayed > 0  # what the crash left unsynced came from the log

@@ -143,6 +143,8 @@ async def test_packed_apply_matches_decoded_apply(tmp_path: Path) -> None:
     decoded = Storage(str(tmp_path / "decoded"), map_size=64 << 20)
     packed = Storage(str(tmp_path / "packed"), map_size=64 << 20)
     bulk = Storage(str(tmp_path / "bulk"), map_size=64 << 20)  # apply_raw_many, 50 at a time
+    # apply_raw_many of runs without a repeated key: the getmulti/putmulti path
+    unique = Storage(str(tmp_path / "unique"), map_size=64 << 20)
     try:
         wanted = []
         for key, r in ops:
@@ -155,17 +157,34 @@ async def test_packed_apply_matches_decoded_apply(tmp_path: Path) -> None:
             chunk = [(k, records.encode(r)) for k, r in ops[start : start + 50]]
             got = await bulk.write(lambda wt, chunk=chunk: wt.apply_raw_many(chunk))
             assert got == wanted[start : start + 50]
+        start, runs = 0, 0
+        while start < len(ops):
+            seen: set[bytes] = set()
+            end = start
+            while end < len(ops) and ops[end][0] not in seen:
+                seen.add(ops[end][0])
+                end += 1
+            run = [(k, records.encode(r)) for k, r in ops[start:end]]
+            got = await unique.write(lambda wt, run=run: wt.apply_raw_many(run))
+            assert got == wanted[start:end]
+            start, runs = end, runs + 1
+        assert runs < len(ops) // 5  # runs of several keys, so the bulk path ran
         everything = {"inclusive": True, "limit": 10_000}
         assert packed.scan(b"", **everything) == decoded.scan(b"", **everything)
         assert bulk.scan(b"", **everything) == decoded.scan(b"", **everything)
+        assert unique.scan(b"", **everything) == decoded.scan(b"", **everything)
         assert packed.bucket_digests() == decoded.bucket_digests() == bulk.bucket_digests()
+        assert unique.bucket_digests() == decoded.bucket_digests()
+        assert unique.bucket_digests() == unique._rebuild_digests()
         assert packed.hlc_floor() == decoded.hlc_floor() == bulk.hlc_floor()
+        assert unique.hlc_floor() == decoded.hlc_floor()
 
         def indexes(wt: WriteTxn) -> object:
             return wt.due("expiry", 1 << 62, 10_000), wt.due("tombs", 1 << 62, 10_000)
 
         assert await packed.write(indexes) == await decoded.write(indexes)
         assert await bulk.write(indexes) == await decoded.write(indexes)
+        assert await unique.write(indexes) == await decoded.write(indexes)
         keys = [*sorted({k for k, _ in ops}), b"missing"]
         stored = [decoded.get(k) for k in keys]
         assert packed.get_raw_many(keys) == [
@@ -175,6 +194,7 @@ async def test_packed_apply_matches_decoded_apply(tmp_path: Path) -> None:
         decoded.close()
         packed.close()
         bulk.close()
+        unique.close()
 
 
 _WHOLE = records.encode(rec(1))  # header, then the member id "n1", then b"v"

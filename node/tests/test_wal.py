@@ -11,19 +11,36 @@ from hypothesis import strategies as st
 
 from ringkv_node.storage import wal
 
-mutations = st.lists(
-    st.tuples(
-        st.integers(0, 127),
-        st.binary(max_size=64),
-        st.one_of(st.none(), st.binary(max_size=256)),
-    ),
-    max_size=40,
+mutation = st.tuples(
+    st.integers(0, 63),
+    st.binary(max_size=64),
+    st.one_of(st.none(), st.binary(max_size=256)),
+)
+mutations = st.lists(mutation, max_size=40)
+put_many = st.tuples(
+    st.integers(0, 63),
+    st.lists(st.tuples(st.binary(max_size=64), st.binary(max_size=256)), max_size=20),
 )
 
 
 @given(mutations)
 def test_a_record_decodes_to_the_changes_it_was_made_of(muts: list[wal.Mutation]) -> None:
-    assert wal.decode(wal.encode(muts)) == muts
+    assert wal.decode(wal.encode(list(muts))) == muts
+
+
+@given(st.lists(st.one_of(mutation, put_many), max_size=30))
+def test_puts_logged_as_one_change_decode_to_each_put_in_order(
+    changes: list[wal.Change],
+) -> None:
+    """A bulk write's `PutMany` among single changes: the same mutations, in order."""
+    flat: list[wal.Mutation] = []
+    for change in changes:
+        if len(change) == 2:
+            db, pairs = change
+            flat += [(db, key, value) for key, value in pairs]
+        else:
+            flat.append(change)
+    assert wal.decode(wal.encode(changes)) == flat
 
 
 @given(mutations.filter(bool), st.data())

@@ -156,9 +156,23 @@ def batch_call(
             status=413,
             code="too_large",
         )
-    doc_ops = []
+    doc_ops: list[dict[str, Any]] = []
+    add = doc_ops.append
     first_key = None
+    max_key = limits.max_key_bytes
     for op, key, value, ttl, expires_ms in ops:
+        if (
+            op == "put"
+            and ttl is None
+            and expires_ms is None
+            and type(value) is bytes
+            and type(key) is str
+            and key.isprintable()  # no control character, and no lone surrogate (Cs)
+            and 0 < len(key.encode("utf-8")) <= max_key
+        ):  # what put_many sends, checked as `encode_key` would, in fewer steps
+            add({"op": "put", "key": key, "value": value})
+            first_key = first_key or key.encode("utf-8")
+            continue
         raw = encode_key(key, limits)
         first_key = first_key or raw
         item: dict[str, Any] = {"op": op, "key": raw.decode()}
@@ -171,7 +185,7 @@ def batch_call(
                 item["expires"] = expires_ms
         elif op != "delete":
             raise InvalidArgumentError(f"batch op must be put or delete, not {op!r}")
-        doc_ops.append(item)
+        add(item)
     doc: dict[str, Any] = {"ops": doc_ops, "atomic": atomic}
     if consistency:
         doc["consistency"] = consistency

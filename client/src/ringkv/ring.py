@@ -58,7 +58,8 @@ def _check_partitions(partitions: object) -> int:
 def partitioner(partitions: int) -> Callable[[str | bytes], int]:
     """The partition function of `partitions` (a power of two): the top log2(Q)
     bits of the xxh64 of the key's hash tag (design §2). The one place the
-    formula is written: `partition`, `Ring` and the node's storage use it."""
+    formula is written: `partition`, `Ring`, `hashed_partitioner` and the
+    node's storage use it."""
     shift = 64 - (_check_partitions(partitions).bit_length() - 1)
     digest = xxhash.xxh64_intdigest
 
@@ -66,6 +67,21 @@ def partitioner(partitions: int) -> Callable[[str | bytes], int]:
         return int(digest(hash_tag(key))) >> shift
 
     return part
+
+
+def hashed_partitioner(partitions: int) -> Callable[[bytes], tuple[int, int]]:
+    """`key -> (partition, xxh64 of the whole key)`, with one hash for a key
+    without a hash tag (its tag is the whole key): the node's storage needs
+    both for every key it writes (the partition, and the digest bucket)."""
+    part = partitioner(partitions)
+    shift = 64 - (partitions.bit_length() - 1)
+    digest = xxhash.xxh64_intdigest
+
+    def locate(key: bytes) -> tuple[int, int]:
+        h = int(digest(key))
+        return (part(key) if b"{" in key else h >> shift), h
+
+    return locate
 
 
 def partition(key: str | bytes, partitions: int = DEFAULT_PARTITIONS) -> int:

@@ -73,6 +73,15 @@ class HLC:
             self._last = physical if physical > self._last else self._last + 1
             return self._last
 
+    def now_many(self, n: int) -> int:
+        """`now()` called `n` times at once: the first of `n` consecutive
+        timestamps (the last is first + n - 1), for a batch stamped as one."""
+        physical = self._clock_ms() << LOGICAL_BITS
+        with self._lock:
+            first = physical if physical > self._last else self._last + 1
+            self._last = first + n - 1
+            return first
+
     def observe(self, ts: int) -> int:
         """Fold in a remote timestamp; return the new local time (after both)."""
         physical = self._clock_ms() << LOGICAL_BITS

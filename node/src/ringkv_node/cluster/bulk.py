@@ -52,20 +52,28 @@ async def write_bulk(
         return []
     ring = co.rings.ring
     node_id = co.node_id
-    plans: dict[int, tuple[tuple[str, ...], list[Group]]] = {}  # partition -> targets, groups
+    part_of = ring.partition_of
+    by_part: dict[int, list[int]] = {}  # partition -> indexes of its items
+    for i, (key, _) in enumerate(items):
+        idxs = by_part.get(part_of(key))
+        if idxs is None:
+            by_part[part_of(key)] = [i]
+        else:
+            idxs.append(i)
+    plans: list[list[Group]] = []  # the owner groups of each partition written
     shares: dict[str, list[int]] = {}  # target -> indexes of the items it gets
     forwarded = 0
-    for i, (key, _) in enumerate(items):
-        part = ring.partition_of(key)
-        plan = plans.get(part)
-        if plan is None:
-            owners = ring.owners(part)
-            plan = plans[part] = co.write_plan(owners, key, level)
-        targets = plan[0]
+    for part, idxs in by_part.items():
+        targets, groups = co.write_plan(ring.owners(part), items[idxs[0]][0], level)
+        plans.append(groups)
         if node_id not in targets:
-            forwarded += 1
+            forwarded += len(idxs)
         for target in targets:
-            shares.setdefault(target, []).append(i)
+            share = shares.get(target)
+            if share is None:
+                shares[target] = list(idxs)
+            else:
+                share += idxs
     co.coordinated += len(items)
     co.forwarded += forwarded
     sent: dict[str, asyncio.Future[Any]] = {}
@@ -89,7 +97,7 @@ async def write_bulk(
             failure = failure or error
     if failure is not None:
         raise failure
-    for _, groups in plans.values():
+    for groups in plans:
         short = unmet(acked, groups)
         if short is not None:
             group, needed = short

@@ -160,7 +160,7 @@ def parse_batch(
         raise ApiError.too_large(
             f"batch has {len(raw_ops)} ops; the limit is {limits.max_batch_ops}"
         )
-    ops = tuple(_parse_op(i, item, binary, limits, now_ms) for i, item in enumerate(raw_ops))
+    ops = _parse_ops(raw_ops, binary, limits, now_ms)
     atomic_raw = doc.get("atomic", query.get("atomic"))
     if isinstance(atomic_raw, bool):
         atomic = atomic_raw
@@ -172,6 +172,37 @@ def parse_batch(
     if consistency_raw is not None and not isinstance(consistency_raw, str):
         raise ApiError.bad_request("consistency must be a string")
     return BatchRequest(ops, atomic, parse_consistency(consistency_raw))
+
+
+_new_op = tuple.__new__  # a BatchOp without its Python-level __new__
+
+
+def _parse_ops(
+    raw_ops: list[Any], binary: bool, limits: Limits, now_ms: int | None
+) -> tuple[BatchOp, ...]:
+    """Every op of a batch. A msgpack put of a printable text key and a bytes
+    value, without expiry (what `put_many` sends), is checked here in a few
+    steps; anything else, and any op that fails these checks, goes through
+    `_parse_op`, which says exactly what is wrong."""
+    max_key, max_value = limits.max_key_bytes, limits.max_value_bytes
+    ops: list[BatchOp] = []
+    add = ops.append
+    for i, item in enumerate(raw_ops):
+        if binary and type(item) is dict and len(item) == 3:
+            key_raw, value = item.get("key"), item.get("value")
+            if (
+                type(key_raw) is str
+                and type(value) is bytes
+                and item.get("op") == "put"
+                and len(value) <= max_value
+                and key_raw.isprintable()
+            ):
+                key = key_raw.encode("utf-8")  # msgpack gave valid text: no surrogates
+                if 0 < len(key) <= max_key:
+                    add(_new_op(BatchOp, ("put", key, value, None, None)))
+                    continue
+        add(_parse_op(i, item, binary, limits, now_ms))
+    return tuple(ops)
 
 
 def _parse_op(i: int, item: Any, binary: bool, limits: Limits, now_ms: int | None) -> BatchOp:

@@ -18,7 +18,16 @@ import xxhash
 
 from ringkv.versions import Version
 
-__all__ = ["BUCKETS", "bucket_of", "combine", "record_digest", "record_digest_raw"]
+__all__ = [
+    "BUCKETS",
+    "bucket_of",
+    "bucket_of_hash",
+    "combine",
+    "node_hash",
+    "record_digest",
+    "record_digest_raw",
+    "record_hash",
+]
 
 BUCKETS = 64
 _hash = xxhash.xxh64_intdigest
@@ -30,6 +39,11 @@ def bucket_of(key: bytes) -> int:
     return int(_hash(key)) & (BUCKETS - 1)
 
 
+def bucket_of_hash(key_hash: int) -> int:
+    """`bucket_of` a key whose xxh64 is already known (`ring.hashed_partitioner`)."""
+    return key_hash & (BUCKETS - 1)
+
+
 def record_digest(key: bytes, version: Version) -> int:
     """A 64-bit fingerprint of (key, version): the key hashed with the timestamp
     as seed, mixed with a hash of the writer id."""
@@ -38,10 +52,21 @@ def record_digest(key: bytes, version: Version) -> int:
 
 def record_digest_raw(key: bytes, ts: int, node: bytes) -> int:
     """`record_digest` of a version given as `ts` and the UTF-8 member id."""
-    node_hash = _node_hashes.get(node)
-    if node_hash is None:
-        node_hash = _node_hashes[node] = int(_hash(node, seed=3))
-    return int(_hash(key, seed=ts)) ^ node_hash
+    return record_hash(key, ts) ^ node_hash(node)
+
+
+def record_hash(key: bytes, ts: int) -> int:
+    """The key's half of `record_digest_raw` (a bulk write that knows its
+    writer's `node_hash` XORs the two itself)."""
+    return int(_hash(key, seed=ts))
+
+
+def node_hash(node: bytes) -> int:
+    """The writer's half of `record_digest_raw` (UTF-8 member id), cached."""
+    found = _node_hashes.get(node)
+    if found is None:
+        found = _node_hashes[node] = int(_hash(node, seed=3))
+    return found
 
 
 def combine(digests: Iterable[int]) -> int:

@@ -6,13 +6,14 @@ stamps them into records (`KV.stamp_op`, `KV.stamp_packed`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["BatchOp"]
 
 
-@dataclass(frozen=True, slots=True)
-class BatchOp:
+class BatchOp(NamedTuple):
+    """A named tuple: a bulk batch parses a thousand of them a request."""
+
     op: str  # "put" | "delete"
     key: bytes
     value: bytes = b""

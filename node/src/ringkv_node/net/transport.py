@@ -193,7 +193,8 @@ class HttpTransport:
         return _records(await self._stream_now(peer, "replicate", wire.encode_records(items)))
 
     def replicate_raw(self, peer: str, items: Sequence[tuple[bytes, bytes]]) -> asyncio.Future[Any]:
-        return self._stream_now(peer, "replicate", [[key, raw] for key, raw in items])
+        # (key, raw) tuples pack as msgpack arrays: the [[key, record], ...] of `wire`
+        return self._stream_now(peer, "replicate", items)
 
     def replicate(self, peer: str, key: bytes, rec: Record) -> asyncio.Future[Record | None]:
         batcher = self._writers.get(peer)

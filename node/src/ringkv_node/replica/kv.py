@@ -103,23 +103,23 @@ class KV:
         return self.stamp(op.value, op.ttl_s, tombstone=op.op == "delete", expires_ms=op.expires_ms)
 
     def stamp_packed(self, ops: Sequence[BatchOp]) -> tuple[list[tuple[bytes, bytes]], list[int]]:
-        """`stamp_op` of every op, packed (the bulk path: no `Record` per op):
-        the (key, packed record) pairs and their timestamps."""
+        """`stamp_op` of every op, packed (the bulk path: no `Record` per op, one
+        clock reading for the batch, `HLC.now_many`): the (key, packed record)
+        pairs and their timestamps, consecutive in the order of `ops`."""
         node = self.node_id.encode("utf-8")
-        now = self.hlc.now
+        first = self.hlc.now_many(len(ops))
+        stamps = list(range(first, first + len(ops)))
         pack = records.pack
         items: list[tuple[bytes, bytes]] = []
-        stamps: list[int] = []
-        for op in ops:
-            ts = now()
-            if op.expires_ms is not None:
-                expires = op.expires_ms
+        add = items.append
+        for op, ts in zip(ops, stamps, strict=True):
+            kind, key, value, ttl_s, expires_ms = op
+            if expires_ms is None:
+                expires_ms = 0 if ttl_s is None else (ts >> 16) + ttl_s * 1000
+            if kind == "delete":
+                add((key, pack(ts, expires_ms, True, node, b"")))
             else:
-                expires = 0 if op.ttl_s is None else (ts >> 16) + op.ttl_s * 1000
-            tombstone = op.op == "delete"
-            value = b"" if tombstone else op.value
-            items.append((op.key, pack(ts, expires, tombstone, node, value)))
-            stamps.append(ts)
+                add((key, pack(ts, expires_ms, False, node, value)))
         return items, stamps
 
     async def apply(self, key: bytes, rec: Record) -> Applied:

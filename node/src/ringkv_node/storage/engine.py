@@ -209,7 +209,7 @@ class Storage:
     def _apply(self, ops: list[WriteOp]) -> list[Outcome]:
         outcomes: list[Outcome] = []
         with self._env.begin(write=True) as txn:
-            wt = WriteTxn(txn, self._handles, self._partition_of)
+            wt = WriteTxn(txn, self._handles, self.partitions)
             for op in ops:
                 try:
                     outcomes.append(Outcome(value=op(wt)))
@@ -225,7 +225,8 @@ class Storage:
                     wt.put_meta(HLC_KEY, U64.pack(wt.max_ts))
         # committed (readers see it): now the digests may say so
         digests = self._digests
-        for (part, bucket), delta in wt.digest_delta.items():
+        for cell, delta in wt.digest_delta.items():
+            part, bucket = divmod(cell, BUCKETS)
             row = digests.get(part)
             if row is None:
                 row = digests[part] = [0] * BUCKETS
