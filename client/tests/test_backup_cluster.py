@@ -28,11 +28,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from ringkv import AsyncClient, Client
 from ringkv import backup as bk
-from ringkv.packed import HEADER_SIZE, fields
+from ringkv.errors import BackupFailedError
+from ringkv.packed import HEADER_SIZE, fields, pack
 from ringkv.stores import DirStore, S3Options, S3Store
 
 from nodeproc import AUTH, TOKEN, Cluster, free_port
@@ -280,6 +282,7 @@ def test_restore_into_one_node(source: Source) -> None:
         urls = [target.nodes[0].url]
         summary = bk.restore(DirStore(str(source.tmp / "dir")), backup_id, urls, TOKEN)
         assert summary.expired == 2_000 and summary.tombstones == 5_000
+        assert summary.coordinated == 0  # every batch written by its owners themselves
         check_restored(urls, source.expected, writes)
         # a second restore of the same backup changes nothing
         again = bk.restore(DirStore(str(source.tmp / "dir")), backup_id, urls, TOKEN)
@@ -303,6 +306,52 @@ def test_restore_into_five_nodes_from_s3(source: Source) -> None:
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["backup_id"] == backup_id
         check_restored(urls, source.expected, writes, via=source.tmp / "five-check")
+        # a replica apply is refused when the sender's ring is not the node's,
+        # or a record is not the node's to hold (5 nodes, N=3: not every partition)
+        with Client(urls, token=TOKEN) as kv:
+            ring = kv.ring()
+        me = ring.members[0]
+        theirs = next(f"x{i}" for i in range(1000) if me.id not in ring.owners_of_key(f"x{i}"))
+        mine = next(f"x{i}" for i in range(1000) if me.id in ring.owners_of_key(f"x{i}"))
+        record = pack(1 << 40, 0, False, b"n9", b"v")
+        for key, epoch, error in [
+            (mine, ring.epoch + 7, "stale_epoch"),
+            (theirs, ring.epoch, "not_owner"),
+        ]:
+            status, doc = _apply(me.url, {"records": [[key.encode(), record]], "replica": epoch})
+            assert (status, doc["error"]) == (409, error), doc
+        status, doc = _apply(me.url, {"records": [[mine.encode(), record]], "replica": ring.epoch})
+        assert (status, doc) == (200, {"records": 1, "kept": 0})
+    finally:
+        target.kill_all()
+
+
+def _apply(url: str, doc: dict[str, object]) -> tuple[int, dict[str, object]]:
+    body = msgpack.packb(doc, use_bin_type=True)
+    headers = {**AUTH, "Content-Type": "application/msgpack"}
+    req = urllib.request.Request(url + "/admin/v1/apply", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, json.loads(e.read())
+
+
+def test_a_restore_short_of_owners_goes_through_a_coordinator(source: Source) -> None:
+    """One owner of three down: a restore at consistency all cannot be written
+    by the owners alone, nor through a coordinator; at quorum it is, by them."""
+    backup_id, _ = source.backups["dir"]
+    target = Cluster.create(source.tmp / "short", 3)
+    try:
+        target.start()
+        target.nodes[2].kill()
+        urls = [n.url for n in target.nodes[:2]]
+        store = DirStore(str(source.tmp / "dir"))
+        with pytest.raises(BackupFailedError, match="could not be written"):
+            bk.restore(store, backup_id, urls, TOKEN, consistency="all", timeout=5)
+        summary = bk.restore(store, backup_id, urls, TOKEN, timeout=5)
+        assert summary.coordinated == 0 and summary.written > 0
     finally:
         target.kill_all()
 

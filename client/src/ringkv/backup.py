@@ -68,6 +68,7 @@ from ringkv.errors import (
     BackupNotFoundError,
     InvalidBackupError,
     NotEnoughReplicasError,
+    ResponseError,
     TransportError,
     UnavailableError,
     error_for,
@@ -497,31 +498,75 @@ class RestoreSummary:
     tombstones: int = 0
     expired: int = 0  # skipped: expired before the restore reached them
     kept: int = 0  # the cluster already had that version or a newer one
+    # batches written through a coordinator, not by their owners themselves
+    # (the ring moved, a change was under way, or too few owners answered)
+    coordinated: int = 0
     seconds: float = 0.0
 
 
 class _Applier:
-    """Batches of records to `POST /admin/v1/apply`, a few in flight."""
+    """Batches of records to `POST /admin/v1/apply`, a few in flight.
+
+    A batch holds records whose partitions have the same owners, and goes to
+    each of those owners as its own (`"replica": epoch`): written there alone,
+    with no coordinator in between to group it and send it on again. It is
+    done when the consistency level's number of owners wrote it; one that
+    did not is left to anti-entropy, as after any quorum write. When that is
+    not so (the ring moved, a change is under way, too many owners failed),
+    the batch goes through one coordinated apply instead, which reaches the
+    new owners too and hints any that are down.
+    """
 
     def __init__(
         self, ring: Ring, token: str, timeout: float, consistency: str, workers: int
     ) -> None:
         self._ring = ring
-        self._pool = Pool(workers * 2, timeout)
+        self._pool = Pool(workers * 4, timeout)
         self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/msgpack"}
         self._consistency = consistency
         self._executor = cf.ThreadPoolExecutor(workers, thread_name_prefix="ringkv-restore")
+        self._sends = cf.ThreadPoolExecutor(workers * 3, thread_name_prefix="ringkv-restore-send")
         self._inflight: deque[cf.Future[int]] = deque()
         self._limit = workers * 2
         self.kept = 0
+        self.coordinated = 0  # batches that went through the coordinated apply
         self._lock = threading.Lock()
 
-    def send(self, member: str, rows: list[list[bytes]]) -> None:
-        self._inflight.append(self._executor.submit(self._apply, member, rows))
+    def send(self, owners: tuple[str, ...], rows: list[list[bytes]]) -> None:
+        self._inflight.append(self._executor.submit(self._apply, owners, rows))
         while len(self._inflight) > self._limit:
             self._inflight.popleft().result()
 
-    def _apply(self, member: str, rows: list[list[bytes]]) -> int:
+    def _apply(self, owners: tuple[str, ...], rows: list[list[bytes]]) -> int:
+        kept = self._apply_replicas(owners, rows)
+        if kept is None:
+            kept = self._apply_coordinated(owners[0], rows)
+            with self._lock:
+                self.coordinated += 1
+        with self._lock:
+            self.kept += kept
+        return kept
+
+    def _apply_replicas(self, owners: tuple[str, ...], rows: list[list[bytes]]) -> int | None:
+        """Every owner writes the batch as its own; the records the owners that
+        wrote it already held (the most any of them did), or None when fewer
+        than the consistency level's owners wrote it."""
+        body = msgpack.packb({"records": rows, "replica": self._ring.epoch}, use_bin_type=True)
+
+        def one(owner: str) -> int | None:
+            url = self._ring.member(owner).url
+            try:
+                req = Request("POST", f"{url}/admin/v1/apply", body, self._headers)
+                return int(json.loads(decode(self._pool.send(req)).body)["kept"])
+            except (TransportError, ResponseError, ValueError, KeyError):
+                return None  # the coordinated apply will say what is wrong, if anything
+
+        answers = [a for a in self._sends.map(one, owners) if a is not None]
+        if len(answers) < _needed(self._consistency, len(owners)):
+            return None
+        return max(answers)
+
+    def _apply_coordinated(self, member: str, rows: list[list[bytes]]) -> int:
         doc: dict[str, Any] = {"records": rows, "consistency": self._consistency}
         body = msgpack.packb(doc, use_bin_type=True)
         urls = [self._ring.member(member).url] + [
@@ -534,10 +579,7 @@ class _Applier:
                 resp = decode(
                     self._pool.send(Request("POST", f"{url}/admin/v1/apply", body, self._headers))
                 )
-                kept = int(json.loads(resp.body)["kept"])
-                with self._lock:
-                    self.kept += kept
-                return kept
+                return int(json.loads(resp.body)["kept"])
             except (TransportError, UnavailableError, NotEnoughReplicasError) as exc:
                 error = exc  # applying the same records again is harmless: retry
                 time.sleep(min(2.0, 0.1 * 2**attempt))
@@ -550,6 +592,7 @@ class _Applier:
                 self._inflight.popleft().result()
         finally:
             self._executor.shutdown(cancel_futures=True)
+            self._sends.shutdown(cancel_futures=True)
             self._pool.close()
 
 
@@ -580,9 +623,9 @@ def restore(
         ring = kv.ring()
     summary = RestoreSummary(manifest.backup_id)
     applier = _Applier(ring, token, timeout, consistency, workers)
-    buffers: dict[str, list[list[bytes]]] = {}
+    buffers: dict[tuple[str, ...], list[list[bytes]]] = {}  # by the partitions' owners
     counts: dict[int, int] = {}
-    primary = [ring.owners(p)[0] for p in range(ring.partitions)]
+    owners_of = [ring.owners(p) for p in range(ring.partitions)]
     part_of = ring.partition_of
     unpack = HEADER.unpack_from
     try:
@@ -596,27 +639,28 @@ def restore(
                     elif expires and expires <= now:
                         summary.expired += 1
                         continue
-                    member = primary[part_of(row[0])]
-                    buf = buffers.get(member)
+                    owners = owners_of[part_of(row[0])]
+                    buf = buffers.get(owners)
                     if buf is None:
-                        buf = buffers[member] = []
+                        buf = buffers[owners] = []
                     buf.append(row)
                     if len(buf) >= batch:
-                        applier.send(member, buf)
+                        applier.send(owners, buf)
                         summary.written += len(buf)
-                        buffers[member] = []
+                        buffers[owners] = []
                 summary.records += len(block)
                 if progress is not None:
                     progress(len(block), 0)
             for part, n in reader.counts.items():
                 counts[part] = counts.get(part, 0) + n
         check_counts(manifest, counts)
-        for member, buf in buffers.items():
+        for owners, buf in buffers.items():
             if buf:
-                applier.send(member, buf)
+                applier.send(owners, buf)
                 summary.written += len(buf)
     finally:
         applier.finish()
     summary.kept = applier.kept
+    summary.coordinated = applier.coordinated
     summary.seconds = time.perf_counter() - started
     return summary

@@ -213,20 +213,25 @@ async def batch(request: web.Request) -> web.StreamResponse:
     now = kv.clock_ms()
     suffix = "@" + node.settings.node_id
     out: list[dict[str, Any]] = []
+    add = out.append
     for op, ts, prev in zip(req.ops, stamps, packed, strict=True):
-        live = is_live_raw(prev, now)
-        item: dict[str, Any] = {"version": f"{ts}{suffix}"}
-        if op.op == "put":
-            item["status"] = 200 if live else 201
-        else:
-            item["status"] = 200 if live else 404
-        if live:
-            assert prev is not None
-            value = records.decode(prev).value
-            item["previous"] = value if binary else parsing.b64(value)
-        else:
-            item["previous"] = None
-        out.append(item)
+        if prev is None or not is_live_raw(prev, now):  # nothing there (a bulk load: every key)
+            add(
+                {
+                    "version": f"{ts}{suffix}",
+                    "status": 201 if op.op == "put" else 404,
+                    "previous": None,
+                }
+            )
+            continue
+        value = records.decode(prev).value
+        add(
+            {
+                "version": f"{ts}{suffix}",
+                "status": 200,
+                "previous": value if binary else parsing.b64(value),
+            }
+        )
     doc = {"results": out, "atomic": req.atomic}
     if binary:
         return web.Response(body=wire.dumps(doc), content_type=parsing.MSGPACK)

@@ -11,6 +11,12 @@ Both need the cluster token (admin routes always do, design §3).
          node to their owners last-writer-wins with the versions and expiry they
          carry (`bulk`); `kept` counts those the cluster already held at that
          version or a newer one.
+         With `"replica": E` instead of a consistency, the records are this
+         node's own (a restore that sends each batch to every owner itself):
+         written here alone, last-writer-wins; 409 `stale_epoch` unless the
+         ring is at epoch E with no change under way, 409 `not_owner` unless
+         this node owns every record's partition. `kept` counts those this
+         replica already held at that version or a newer one.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import logging
 
 from aiohttp import web
 
+from ringkv_node.cluster import RingState
 from ringkv_node.cluster.bulk import write_bulk
 from ringkv_node.errors import ApiError
 from ringkv_node.http.appkeys import NODE_KEY
@@ -87,6 +94,9 @@ async def apply(request: web.Request) -> web.StreamResponse:
     if level_raw is not None and not isinstance(level_raw, str):
         raise ApiError.bad_request("apply: consistency must be a string")
     level = parse_consistency(level_raw) or node.settings.write_consistency
+    replica = doc.get("replica")
+    if replica is not None and (type(replica) is not int or replica < 0):
+        raise ApiError.bad_request("apply: replica must be a ring epoch (a whole number)")
     try:
         items, max_ts = wire.packed_records(doc["records"])
     except ValueError as exc:
@@ -94,19 +104,56 @@ async def apply(request: web.Request) -> web.StreamResponse:
     if len(items) > MAX_APPLY_RECORDS:
         raise ApiError.too_large(f"apply: {len(items)} records; at most {MAX_APPLY_RECORDS} a call")
     largest = limits.max_value_bytes + records.HEADER_SIZE + 255
+    max_key = limits.max_key_bytes
     for key, raw in items:
-        key_or_error(key, limits)
+        if not 0 < len(key) <= max_key or not _printable(key):  # else: say exactly why
+            key_or_error(key, limits)
         if len(raw) > largest:
             raise ApiError.too_large(
                 f"apply: the record of {key!r} is {len(raw)} bytes; values are at most "
                 f"{limits.max_value_bytes}"
             )
-    previous = await write_bulk(node.coordinator, items, level, max_ts) if items else []
+    if not items:
+        previous: list[bytes | None] = []
+    elif replica is not None:
+        _check_replica(node.rings, node.settings.node_id, replica, items)
+        previous = await node.kv.enqueue_raw(items, max_ts)
+    else:
+        previous = await write_bulk(node.coordinator, items, level, max_ts)
     newer = records.newer_raw
     kept = sum(
         1 for (_, raw), prev in zip(items, previous, strict=True) if prev and not newer(raw, prev)
     )
     return json_response({"records": len(items), "kept": kept})
+
+
+def _printable(key: bytes) -> bool:
+    """UTF-8 without control characters (what `encode_key` accepts), in two C calls."""
+    try:
+        return key.decode("utf-8").isprintable()
+    except UnicodeDecodeError:
+        return False
+
+
+def _check_replica(rings: RingState, me: str, epoch: int, items: list[tuple[bytes, bytes]]) -> None:
+    """A replica apply's guard: the sender's ring is ours, and ours is settled
+    (while a change is under way, writes must reach the new owners too:
+    the coordinated apply does that), and every record is ours to hold."""
+    ring = rings.ring
+    if ring.epoch != epoch or rings.pending is not None:
+        raise ApiError(
+            409,
+            "stale_epoch",
+            f"the ring is at epoch {ring.epoch}"
+            + (" with a change under way" if rings.pending is not None else "")
+            + f", not settled at {epoch}: send the records through the coordinated apply",
+        )
+    part_of = ring.partition_of
+    for part in {part_of(key) for key, _ in items}:
+        if me not in ring.owners(part):
+            raise ApiError(
+                409, "not_owner", f"{me} does not own partition {part} in ring epoch {epoch}"
+            )
 
 
 BACKUP_ROUTES: list[tuple[str, dict[str, Handler]]] = [
