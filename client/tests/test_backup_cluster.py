@@ -509,6 +509,22 @@ def test_snapshot_route_refuses_bad_requests(source: Source) -> None:
     assert (status, doc["error"]) == (400, "bad_request")
     status, doc = get("/admin/v1/snapshot/3?epoch=7", AUTH)
     assert (status, doc["error"]) == (409, "stale_epoch")
+    # HEAD: the GET's checks and fingerprint, no body (tries: a purge may fall in between)
+    snap = url + "/admin/v1/snapshot/3"
+    for _ in range(5):
+        with urllib.request.urlopen(urllib.request.Request(snap, headers=AUTH, method="HEAD")) as r:
+            fingerprint = r.headers["X-Ringkv-Digest"]
+            assert r.status == 200 and r.read() == b"" and len(fingerprint) == 32
+        with urllib.request.urlopen(urllib.request.Request(snap, headers=AUTH)) as r:
+            if r.headers["X-Ringkv-Digest"] == fingerprint:
+                break
+    else:
+        raise AssertionError("HEAD and GET of a snapshot never gave the same fingerprint")
+    head = urllib.request.Request(url + "/admin/v1/snapshot/3?epoch=7", headers=AUTH, method="HEAD")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(head, timeout=10)
+    with refused.value:
+        assert refused.value.code == 409
     req = urllib.request.Request(url + "/admin/v1/apply", data=b"\xc1", headers=AUTH, method="POST")
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=10)
@@ -539,6 +555,11 @@ def test_a_replica_that_missed_acknowledged_writes_loses_nothing(tmp_path: Path)
                 lost += e.code == 404
                 e.close()
         assert lost == 300, "n2 should have missed the writes"
+        with Client(n1.url, token=TOKEN) as kv:
+            ring = kv.ring()
+        part = ring.partition_of("m:0")
+        prints = [bk._fingerprint(n.url, part, ring.epoch, TOKEN, 10) for n in (n1, n2)]
+        assert None not in prints and prints[0] != prints[1]  # so both are read, and merged
         store = DirStore(str(tmp_path / "b"))
         manifest = bk.create([n1.url, n2.url], TOKEN, store)  # n0 is down: n1 and n2 are read
         assert manifest.records == 300

@@ -11,7 +11,12 @@ the replicas' records are merged last-writer-wins. A write acknowledged
 before the backup started is on a write quorum of its owners, and every read
 quorum meets every write quorum, so it is in the backup, also when one
 replica missed it (a W=2-of-N=3 write that one owner never got). Writes made
-while the backup runs may or may not be in it. The nodes stream their
+while the backup runs may or may not be in it. The read quorum's owners are
+asked first for a fingerprint of their partition (`HEAD` of the snapshot:
+their anti-entropy bucket digests, hashed); when every one gives the same,
+they hold the same keys at the same versions, so one of them is read alone
+(what it holds then holds every record the others did, at that version or
+newer) and the nodes and this side do a third of the work of a merge. The nodes stream their
 partitions and hold one frame at a time; this side holds the partitions it
 is merging (a few at once) and the part it is filling. When the two
 replicas' streams are the same bytes (the usual case), frames go into the
@@ -229,6 +234,44 @@ class _Partition:
     raw: int = 0
 
 
+def _fingerprint(url: str, part: int, epoch: int, token: str, timeout: float) -> str | None:
+    """A replica's `X-Ringkv-Digest` of one partition (HEAD of its snapshot), or
+    None when it does not answer with one (the full read then says why)."""
+    split = urlsplit(url)
+    conn_class = (
+        http.client.HTTPSConnection if split.scheme == "https" else http.client.HTTPConnection
+    )
+    conn = conn_class(split.hostname or "127.0.0.1", split.port, timeout=timeout)
+    try:
+        conn.request(
+            "HEAD",
+            f"/admin/v1/snapshot/{part}?epoch={epoch}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        resp = conn.getresponse()
+        resp.read()
+        return resp.getheader("X-Ringkv-Digest") if resp.status == 200 else None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def _agreeing(
+    ring: Ring, order: list[str], needed: int, part: int, token: str, timeout: float
+) -> bool:
+    """True when the first `needed` owners in `order` hold the same records of
+    the partition (equal fingerprints): reading the first alone then reads
+    them all, since what either holds the other does, at that version or a
+    newer one (records only move forward), and merging would change nothing."""
+    if needed < 2:
+        return False
+    prints = {
+        _fingerprint(ring.member(o).url, part, ring.epoch, token, timeout) for o in order[:needed]
+    }
+    return len(prints) == 1 and None not in prints
+
+
 def _read_partition(
     ring: Ring, part: int, consistency: str, token: str, timeout: float
 ) -> _Partition:
@@ -241,8 +284,11 @@ def _read_partition(
         order = owners[start:] + owners[:start]
         snaps: list[_Snapshot] = []
         try:
+            reads = needed
+            if _agreeing(ring, order, needed, part, token, timeout):
+                reads, order = 1, order[:1]  # the others hold exactly what it holds
             for owner in order:
-                if len(snaps) == needed:
+                if len(snaps) == reads:
                     break
                 try:
                     snaps.append(
@@ -250,7 +296,7 @@ def _read_partition(
                     )
                 except TransportError as exc:
                     errors.append(str(exc))
-            if len(snaps) < needed:
+            if len(snaps) < reads:
                 continue
             out = _Partition(part)
             for block, count in _merged(snaps):

@@ -3,7 +3,10 @@
 Both need the cluster token (admin routes always do, design §3).
 
     GET  /admin/v1/snapshot/{partition}?epoch=E   this replica's records of one
-         partition from one read transaction, streamed as frames (`snapshot`);
+         partition from one read transaction, streamed as frames (`snapshot`),
+         with `X-Ringkv-Digest`: a fingerprint of them (two replicas with the
+         same one hold the same keys at the same versions, and a backup reads
+         only one of them);
          409 `stale_epoch` when the node's ring is not epoch E (the ring changed
          under the backup), 409 `not_owner` when it does not own the partition.
     POST /admin/v1/apply   msgpack `{"records": [[key, record], ...], "consistency": level}`
@@ -50,7 +53,8 @@ def _partition(request: web.Request, partitions: int) -> int:
     return int(text)
 
 
-async def snapshot(request: web.Request) -> web.StreamResponse:
+def _snapshot_checks(request: web.Request) -> int:
+    """The partition a snapshot request names, once the epoch and ownership hold."""
     node = request.app[NODE_KEY]
     ring = node.ring
     part = _partition(request, ring.partitions)
@@ -67,13 +71,42 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
         raise ApiError(
             409, "not_owner", f"{me} does not own partition {part} in ring epoch {ring.epoch}"
         )
+    return part
+
+
+async def snapshot_digest(request: web.Request) -> web.StreamResponse:
+    """HEAD: the checks and the `X-Ringkv-Digest` of a GET now, with no body
+    and no transaction held (a backup compares the owners' before reading)."""
+    part = _snapshot_checks(request)
+    storage = request.app[NODE_KEY].kv.storage
+    return web.Response(
+        headers={
+            "X-Ringkv-Epoch": str(request.app[NODE_KEY].ring.epoch),
+            "X-Ringkv-Digest": storage.fingerprint(part),
+        }
+    )
+
+
+async def snapshot(request: web.Request) -> web.StreamResponse:
+    part = _snapshot_checks(request)
+    node = request.app[NODE_KEY]
+    ring = node.ring
+    fingerprint, rows = node.kv.storage.snapshot(part)
     resp = web.StreamResponse(
-        headers={"Content-Type": CONTENT_TYPE, "X-Ringkv-Epoch": str(ring.epoch)}
+        headers={
+            "Content-Type": CONTENT_TYPE,
+            "X-Ringkv-Epoch": str(ring.epoch),
+            "X-Ringkv-Digest": fingerprint,
+        }
     )
     resp.enable_chunked_encoding()
-    await resp.prepare(request)
     try:
-        await stream_partition(node.kv.storage, part, resp.write)
+        await resp.prepare(request)
+    except BaseException:
+        rows.close()
+        raise
+    try:
+        await stream_partition(rows, resp.write)
         await resp.write_eof()
     except (ConnectionError, OSError) as exc:  # the reader went away
         log.info("snapshot of partition %d not finished: %s", part, exc)
@@ -157,6 +190,6 @@ def _check_replica(rings: RingState, me: str, epoch: int, items: list[tuple[byte
 
 
 BACKUP_ROUTES: list[tuple[str, dict[str, Handler]]] = [
-    ("/admin/v1/snapshot/{partition}", {"GET": snapshot}),
+    ("/admin/v1/snapshot/{partition}", {"GET": snapshot, "HEAD": snapshot_digest}),
     ("/admin/v1/apply", {"POST": apply}),
 ]

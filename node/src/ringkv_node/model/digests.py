@@ -12,6 +12,8 @@ tree). Pure: no I/O.
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from collections.abc import Iterable
 
 import xxhash
@@ -23,6 +25,7 @@ __all__ = [
     "bucket_of",
     "bucket_of_hash",
     "combine",
+    "digest_fingerprint",
     "node_hash",
     "record_digest",
     "record_digest_raw",
@@ -74,3 +77,10 @@ def combine(digests: Iterable[int]) -> int:
     for d in digests:
         out ^= d
     return out
+
+
+def digest_fingerprint(buckets: list[int]) -> str:
+    """A partition's bucket digests as one short string: equal for two replicas
+    only when every bucket's digest is (so, but for a 64-bit collision in
+    each differing bucket, when they hold the same keys at the same versions)."""
+    return hashlib.sha256(struct.pack(f">{len(buckets)}Q", *buckets)).hexdigest()[:32]

@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Generator, Iterable
 
 from ringkv_node.model import wire
-from ringkv_node.storage import Storage
+from ringkv_node.storage import SnapshotRows
 
 __all__ = ["CONTENT_TYPE", "FRAME_BYTES", "frames", "stream_partition"]
 
@@ -46,13 +46,12 @@ def frames(
     yield wire.frame({"end": True, "records": count})
 
 
-async def stream_partition(
-    storage: Storage, part: int, send: Callable[[bytes], Awaitable[None]]
-) -> None:
-    """Send every frame of `part`'s snapshot; the transaction closes at the end,
-    or when sending fails (the reader went away)."""
+async def stream_partition(rows: SnapshotRows, send: Callable[[bytes], Awaitable[None]]) -> None:
+    """Send every frame of a partition's snapshot (`Storage.snapshot`'s rows);
+    its transaction closes at the end, or when sending fails (the reader went
+    away)."""
     loop = asyncio.get_running_loop()
-    gen = frames(storage.snapshot(part))
+    gen = frames(rows)
     step: asyncio.Future[bytes | None] | None = None
     try:
         while True:
@@ -62,7 +61,12 @@ async def stream_partition(
                 return
             await send(frame)
     finally:
-        if step is not None and not step.done():  # cancelled while a thread advances it
-            step.add_done_callback(lambda _: gen.close())
-        else:
+
+        def close(_: object = None) -> None:
             gen.close()
+            rows.close()  # also when `gen` never started
+
+        if step is not None and not step.done():  # cancelled while a thread advances it
+            step.add_done_callback(close)
+        else:
+            close()

@@ -8,7 +8,7 @@ recoverable; `groupcommit` batches writes and fsyncs; `errors` are its
 failures.
 """
 
-from ringkv_node.storage.engine import BACKLOG_LIMIT, Storage, StorageStats
+from ringkv_node.storage.engine import BACKLOG_LIMIT, SnapshotRows, Storage, StorageStats
 from ringkv_node.storage.errors import OpRefusedError, StorageError, StorageFullError
 from ringkv_node.storage.groupcommit import ClosedError
 from ringkv_node.storage.txn import WriteTxn
@@ -17,6 +17,7 @@ __all__ = [
     "BACKLOG_LIMIT",
     "ClosedError",
     "OpRefusedError",
+    "SnapshotRows",
     "Storage",
     "StorageError",
     "StorageFullError",

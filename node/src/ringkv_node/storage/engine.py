@@ -29,7 +29,7 @@ import heapq
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -37,7 +37,7 @@ import lmdb
 
 from ringkv.ring import partitioner
 from ringkv_node.model import records
-from ringkv_node.model.digests import BUCKETS, bucket_of, record_digest
+from ringkv_node.model.digests import BUCKETS, bucket_of, digest_fingerprint, record_digest
 from ringkv_node.model.records import Record
 from ringkv_node.storage import checkpoint, wal
 from ringkv_node.storage.checkpointer import Checkpointer
@@ -55,7 +55,7 @@ from ringkv_node.storage.layout import (
 )
 from ringkv_node.storage.txn import WriteOp, WriteTxn
 
-__all__ = ["BACKLOG_LIMIT", "Storage", "StorageStats"]
+__all__ = ["BACKLOG_LIMIT", "SnapshotRows", "Storage", "StorageStats"]
 
 log = logging.getLogger("ringkv.storage")
 
@@ -329,17 +329,27 @@ class Storage:
                     break
         return out
 
-    def snapshot(self, part: int) -> Iterator[tuple[bytes, bytes]]:
-        """Every record of one partition, packed, in key order, from one read
-        transaction: a consistent snapshot of it (a backup's read).
+    def snapshot(self, part: int) -> tuple[str, SnapshotRows]:
+        """One partition's snapshot, from a read transaction begun now: a
+        fingerprint of its records (`digest_fingerprint` of the partition's
+        bucket digests at that transaction), and every record of it, packed,
+        in key order (a backup's read).
 
-        The one read that outlives a call: the transaction stays open while
-        the generator runs, so create, run and close it on one thread, off
-        the event loop (`snapshot` module). LMDB keeps the snapshot's pages
-        from reuse meanwhile, as it does for a checkpoint's.
+        Call it on the event loop: writes commit there and their digests
+        follow in the same step, so the digests read here are the
+        transaction's. Two replicas with the same fingerprint hold the same
+        keys at the same versions. The one read that outlives a call: the
+        transaction stays open until the iterator ends or is closed; advance
+        it off the loop (`snapshot` module; py-lmdb's MDB_NOTLS lets a read
+        transaction move between threads, one at a time). LMDB keeps the
+        snapshot's pages from reuse meanwhile, as it does for a checkpoint's.
         """
-        with self._env.begin(db=self._data) as txn:
-            yield from _partition_iter(txn, PART.pack(part), b"", True)
+        return self.fingerprint(part), SnapshotRows(self._env.begin(db=self._data), part)
+
+    def fingerprint(self, part: int) -> str:
+        """`digest_fingerprint` of one partition's bucket digests now."""
+        row = self._digests.get(part)
+        return digest_fingerprint([0] * BUCKETS if row is None else row)
 
     # -- hints ------------------------------------------------------------------
 
@@ -415,9 +425,35 @@ class Storage:
         os.close(self._meta_fd)
 
 
+class SnapshotRows:
+    """A partition's records from one read transaction (`Storage.snapshot`):
+    iterate it, then `close` it (also when it was never iterated) to let the
+    transaction and its reader slot go."""
+
+    def __init__(self, txn: lmdb.Transaction, part: int) -> None:
+        self._txn: lmdb.Transaction | None = txn
+        self._rows = _partition_iter(txn, PART.pack(part), b"", True)
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return self
+
+    def __next__(self) -> tuple[bytes, bytes]:
+        try:
+            return next(self._rows)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            self._rows.close()
+            txn.abort()
+
+
 def _partition_iter(
     txn: lmdb.Transaction, prefix: bytes, start: bytes, inclusive: bool
-) -> Iterator[tuple[bytes, bytes]]:
+) -> Generator[tuple[bytes, bytes], None, None]:
     """(key, raw record) of one partition from `start`, in key order."""
     cur = txn.cursor()
     try:
