@@ -55,13 +55,13 @@ def record_digest(key: bytes, version: Version) -> int:
 
 def record_digest_raw(key: bytes, ts: int, node: bytes) -> int:
     """`record_digest` of a version given as `ts` and the UTF-8 member id."""
-    return record_hash(key, ts) ^ node_hash(node)
+    return int(_hash(key, ts)) ^ node_hash(node)
 
 
-def record_hash(key: bytes, ts: int) -> int:
-    """The key's half of `record_digest_raw` (a bulk write that knows its
-    writer's `node_hash` XORs the two itself)."""
-    return int(_hash(key, seed=ts))
+# `record_hash(key, ts)`: the key's half of `record_digest_raw` (a bulk write
+# that knows its writer's `node_hash` XORs the two itself): xxh64 of the key
+# with the timestamp as seed, the C function itself (no Python call a key).
+record_hash = _hash
 
 
 def node_hash(node: bytes) -> int:
