@@ -1,6 +1,6 @@
 """`kubectl ringkv`'s arguments and kubeconfig handling, with real kubeconfig files.
 
-No API server here (tier 3 is test_kubectl_k8s.py): the options, the
+No API server here (tier 3 is tests/cluster/test_kubectl_k8s.py): the options, the
 namespace and context kubectl would pick, the errors before any request,
 and an API server that does not answer.
 """

@@ -27,7 +27,7 @@ helm: ## helm, pinned, from the Go module proxy (~/.cache/ringkv/bin/helm; the c
 	$(K8S_CLUSTER_DIR)/build-tools.sh helm
 
 test-k8s-api: $(STAMP) k8s-test-bins helm ## Run the tier-3 tests (real kube-apiserver on 127.0.0.1)
-	RINGKV_REQUIRE_K8S=1 $(PY) -m pytest e2e/tests operator/tests charts/tests client/tests -m "k8s_api and not kind" $(PYTEST_ARGS)
+	RINGKV_REQUIRE_K8S=1 $(PY) -m pytest e2e/tests operator/tests charts/tests tests/cluster -m "k8s_api and not kind" $(PYTEST_ARGS)
 
 apiserver-up: $(STAMP) k8s-test-bins ## Start etcd + kube-apiserver + controller-manager on loopback; prints KUBECONFIG
 	PYTHONPATH=e2e $(PY) -m kubeharness up

@@ -1,6 +1,6 @@
 """Membership change in process: join, stream, commit, abort, and a restart while
 streaming, over the fake network (milliseconds; `test_cluster.py` and
-client/tests/test_rebalance.py do the same with real node processes)."""
+tests/cluster/test_rebalance.py do the same with real node processes)."""
 
 from __future__ import annotations
 

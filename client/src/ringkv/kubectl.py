@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 from ringkv import _kubeview as view
-from ringkv._cli_common import _Help, positive_float
+from ringkv.cli.common import Help, positive_float
 from ringkv.exits import BAD_INPUT, CLUSTER_ERROR, NOT_FOUND, OK
 
 __all__ = ["build_parser", "main"]
@@ -487,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kubectl ringkv",
         description=(__doc__ or "").split("\n")[0],
-        formatter_class=_Help,
+        formatter_class=Help,
         epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -499,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         "from its status; exits 3 when it is not healthy"
     )
     p = sub.add_parser(
-        "status", parents=[kube], help=text, description=text, formatter_class=_Help, epilog=EPILOG
+        "status", parents=[kube], help=text, description=text, formatter_class=Help, epilog=EPILOG
     )
     p.add_argument("name", metavar="NAME", help="the KVCluster")
     p.add_argument(
@@ -512,7 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
         "RINGKV_URL, RINGKV_TOKEN and RINGKV_DIRECT=0 for the ringkv CLI; stays up until Ctrl-C"
     )
     p = sub.add_parser(
-        "connect", parents=[kube], help=text, description=text, formatter_class=_Help, epilog=EPILOG
+        "connect", parents=[kube], help=text, description=text, formatter_class=Help, epilog=EPILOG
     )
     p.add_argument("name", metavar="NAME", help="the KVCluster")
     p.add_argument("--port", type=_port, default=None, help="the local port (default: a free one)")
@@ -530,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
         "completed, 3 when it failed); to its spec.backup.destination unless --pvc or --s3"
     )
     p = sub.add_parser(
-        "backup", parents=[kube], help=text, description=text, formatter_class=_Help, epilog=EPILOG
+        "backup", parents=[kube], help=text, description=text, formatter_class=Help, epilog=EPILOG
     )
     p.add_argument("name", metavar="NAME", help="the KVCluster")
     p.add_argument("--name", dest="backup_name", default=None,

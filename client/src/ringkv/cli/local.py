@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Any
 
+from ringkv.cli.common import NoBar, positive_float, positive_int, progress
+
 __all__ = ["add_commands"]
 
 
@@ -74,7 +76,6 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _rebalance_to(args: argparse.Namespace, members: list[Any], seed: str) -> Any:
-    from ringkv._cli_common import NoBar, progress
     from ringkv.admin import Rebalancer
     from ringkv.local import cluster_token
 
@@ -192,8 +193,6 @@ def _remove(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     """`ringkv local ...` under the `ringkv` parser's subcommands."""
-    from ringkv._cli_common import positive_float, positive_int
-
     local = sub.add_parser(
         "local", help="run a cluster of node processes on this machine", formatter_class=formatter
     )

@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 import yaml
 
+from kubeview_cases import REBALANCING, rebalancing_status
 from nodeproc import TOKEN, Cluster, free_port
-from test_kubectl_view import REBALANCING, rebalancing_status
 
 # `kube` (the operator's API seam, as the admin) and `crds` come from the root conftest.py
 pytestmark = [pytest.mark.k8s_api, pytest.mark.timeout(180), pytest.mark.usefixtures("crds")]

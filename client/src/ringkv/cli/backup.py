@@ -19,6 +19,15 @@ import re
 import time
 from typing import Any
 
+from ringkv.cli.common import (
+    EXIT_CODES,
+    positive_int,
+    print_json,
+    progress,
+    require_token,
+    seeds,
+)
+
 __all__ = ["add_commands", "parse_size"]
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -74,8 +83,6 @@ class _Bar:
     """A progress bar of keys with bytes and rate, or nothing off a terminal."""
 
     def __init__(self, desc: str, enabled: bool, total: int | None = None) -> None:
-        from ringkv._cli_common import progress
-
         self._bar = progress(total, desc, enabled)
         self.bytes = 0
 
@@ -101,10 +108,8 @@ def _with_bar(desc: str, args: argparse.Namespace, run: Any, *pos: Any, **kw: An
 def _emit(args: argparse.Namespace, doc: dict[str, Any], text: str) -> None:
     """The closing summary: `doc` as JSON with --json, else `text`; and `doc` in
     --summary-file too (a Job's /dev/termination-log, which the operator reads)."""
-    from ringkv._cli_common import _json
-
     if args.json:
-        _json(doc)
+        print_json(doc)
     else:
         print(text)
     if getattr(args, "summary_file", None):
@@ -120,7 +125,6 @@ def _drill(args: argparse.Namespace, store: Any, backup_id: str) -> Any:
 
 def _create(args: argparse.Namespace) -> int:
     from ringkv import backup
-    from ringkv._cli_common import require_token, seeds
 
     store = _store(args, args.to)
     started = time.perf_counter()
@@ -181,13 +185,12 @@ def _iso(ms: int) -> str:
 
 def _list(args: argparse.Namespace) -> int:
     from ringkv import backup
-    from ringkv._cli_common import _json
     from ringkv.backupformat import Manifest
 
     store = _store(args, getattr(args, "from"))
     rows = backup.listing(store)
     if args.json:
-        _json(
+        print_json(
             {
                 "location": store.location,
                 "backups": [
@@ -269,14 +272,13 @@ def _delete(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     from ringkv import backup
-    from ringkv._cli_common import _json
     from ringkv.retention import Retention
 
     policy = Retention(args.keep_last, args.keep_daily, args.keep_weekly, args.keep_monthly)
     store = _store(args, getattr(args, "from"))
     decision = backup.prune(store, policy, dry_run=args.dry_run)
     if args.json:
-        _json({"keep": decision.keep, "pruned": decision.prune, "dry_run": args.dry_run})
+        print_json({"keep": decision.keep, "pruned": decision.prune, "dry_run": args.dry_run})
     else:
         verb = "would delete" if args.dry_run else "deleted"
         for bid, why in decision.keep.items():
@@ -288,7 +290,6 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     from ringkv import backup
-    from ringkv._cli_common import require_token, seeds
 
     store, backup_id = _backup_location(args, "from")
     token = require_token(args, "restore")
@@ -355,8 +356,6 @@ def _summary_option(p: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, quiet: Any) -> None:
     """`ringkv backup ...` and `ringkv restore` under the `ringkv` parser's subcommands."""
-    from ringkv._cli_common import EXIT_CODES, positive_int
-
     where = os.environ.get("RINGKV_BACKUP_LOCATION") or None
     dest_help = "a directory, or s3://bucket/prefix (default: $RINGKV_BACKUP_LOCATION)"
 

@@ -1,51 +1,36 @@
-"""The `ringkv` command line: data commands over the client, and `local` clusters.
+"""The data commands: `ringkv get / put / delete / keys / status / ring / dump / load`.
 
-    ringkv put greeting hello            ringkv get greeting
-    ringkv keys --prefix user:           ringkv status / ring
-    ringkv dump > backup.jsonl           ringkv load backup.jsonl
-    ringkv backup create --to DIR        ringkv restore --from DIR
-    ringkv local up --nodes 3
-
-`--url` (or RINGKV_URL, default http://127.0.0.1:7100) and `--token` (or
-RINGKV_TOKEN; `--token-file` or RINGKV_TOKEN_FILE) choose the cluster, before
-or after the command; `--no-direct` (or RINGKV_DIRECT=0) sends every request
-to `--url` only, for a cluster reached through a port-forward (`kubectl
-ringkv connect`). Output is for people; `--json` is for scripts (values in
-base64). Exit codes: `EXIT_CODES`.
+Each opens a client on `--url` (straight to the owners, or `--no-direct`)
+and does one thing. Output is for people; `--json` is for scripts (values in
+base64). `dump` writes every key as JSON lines (`ringkv.dumpfile`) and `load`
+reads them back, with a progress bar only when stderr is a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from ringkv._cli_common import (
-    DEFAULT_URL,
+from ringkv.cli.common import (
     EXIT_CODES,
-    _b64,
-    _Help,
-    _json,
-    _not_found,
-    _value_text,
+    b64,
     direct,
-    exit_code,
-    positive_float,
+    not_found,
     positive_int,
+    print_json,
     progress,
     seeds,
     token,
+    value_text,
 )
-from ringkv.errors import (
-    RingkvError,
-)
+from ringkv.errors import RingkvError
 from ringkv.exits import CLUSTER_ERROR, OK
 
-__all__ = ["EXIT_CODES", "build_parser", "exit_code", "main"]
+__all__ = ["add_commands"]
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -58,13 +43,13 @@ def cmd_get(args: argparse.Namespace) -> int:
     with _client(args) as kv:
         entry = kv.get_entry(args.key, consistency=args.consistency)
     if entry is None:
-        return _not_found(args, {"key": args.key, "found": False})
+        return not_found(args, {"key": args.key, "found": False})
     if args.json:
-        _json(
+        print_json(
             {
                 "key": args.key,
                 "found": True,
-                "value": _b64(entry.value),
+                "value": b64(entry.value),
                 "version": entry.version,
                 "expires_ms": entry.expires_ms,
             }
@@ -79,9 +64,9 @@ def cmd_put(args: argparse.Namespace) -> int:
     with _client(args) as kv:
         previous = kv.put(args.key, value, consistency=args.consistency, ttl=args.ttl)
     if args.json:
-        _json({"key": args.key, "created": previous is None, "previous": _b64(previous)})
+        print_json({"key": args.key, "created": previous is None, "previous": b64(previous)})
     else:
-        print("created" if previous is None else f"updated (was {_value_text(previous)})")
+        print("created" if previous is None else f"updated (was {value_text(previous)})")
     return OK
 
 
@@ -89,11 +74,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
     with _client(args) as kv:
         previous = kv.delete(args.key, consistency=args.consistency)
     if previous is None:
-        return _not_found(args, {"key": args.key, "deleted": False})
+        return not_found(args, {"key": args.key, "deleted": False})
     if args.json:
-        _json({"key": args.key, "deleted": True, "previous": _b64(previous)})
+        print_json({"key": args.key, "deleted": True, "previous": b64(previous)})
     else:
-        print(f"deleted (was {_value_text(previous)})")
+        print(f"deleted (was {value_text(previous)})")
     return OK
 
 
@@ -106,7 +91,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         keys = keys[: args.limit]
         nxt = keys[-1]
     if args.json:
-        _json({"keys": keys, "next": nxt})
+        print_json({"keys": keys, "next": nxt})
         return OK
     if keys:
         print("\n".join(keys))
@@ -134,7 +119,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     not_asked = [m.id for m in ring.members if m.id not in answered]
     unwell = [st["node_id"] for st in nodes if "error" in st or not st.get("ready")]
     if args.json:
-        _json({"epoch": ring.epoch, "healthy": not unwell, "nodes": nodes, "not_asked": not_asked})
+        print_json(
+            {"epoch": ring.epoch, "healthy": not unwell, "nodes": nodes, "not_asked": not_asked}
+        )
     else:
         print(f"ring epoch {ring.epoch}: {ring.partitions} partitions, N={ring.replication_factor}")
         for st in nodes:
@@ -163,7 +150,7 @@ def cmd_ring(args: argparse.Namespace) -> int:
     with _client(args) as kv:
         ring = kv.ring()
     if args.json:
-        _json(ring.to_dict())
+        print_json(ring.to_dict())
         return OK
     print(f"epoch {ring.epoch}, {ring.partitions} partitions, N={ring.replication_factor}")
     for m in ring.members:
@@ -240,7 +227,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         if source is not sys.stdin:
             source.close()
     if args.json:
-        _json({"loaded": loaded, "deleted": deleted, "expired": expired})
+        print_json({"loaded": loaded, "deleted": deleted, "expired": expired})
     else:
         print(
             f"loaded {loaded} keys, deleted {deleted}, skipped {expired} already expired",
@@ -249,63 +236,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     return OK
 
 
-# -- the parser ------------------------------------------------------------------
-
-
-def _connection_options(p: argparse.ArgumentParser, *, top: bool) -> None:
-    """--url, --token, --timeout, --json: before the command (`top`) or after it.
-
-    After it they default to SUPPRESS, so a value given before the command
-    is not overwritten by the subcommand's default (argparse would)."""
-
-    def dflt(value: Any) -> Any:
-        return value if top else argparse.SUPPRESS
-
-    url = os.environ.get("RINGKV_URL") or DEFAULT_URL
-    p.add_argument(
-        "--url",
-        default=dflt(url),
-        help="node URL, comma-separated seeds, or ringkv://<headless service>:8080; "
-        f"host:port means http://host:port (default: $RINGKV_URL, else {DEFAULT_URL})",
-    )
-    p.add_argument(
-        "--token",
-        default=dflt(os.environ.get("RINGKV_TOKEN") or None),
-        help="the cluster token, when the cluster requires one (default: $RINGKV_TOKEN)",
-    )
-    p.add_argument(
-        "--token-file",
-        default=dflt(os.environ.get("RINGKV_TOKEN_FILE") or None),
-        help="read the cluster token from this file, e.g. a mounted Secret "
-        "(default: $RINGKV_TOKEN_FILE)",
-    )
-    p.add_argument(
-        "--direct",
-        action=argparse.BooleanOptionalAction,
-        default=dflt(None),
-        help="send each key straight to its owners' own URLs (on), or every request to --url "
-        "only (--no-direct: for a cluster reached through a port-forward or a load balancer; "
-        "any node coordinates any key) (default: $RINGKV_DIRECT=1|0, else on)",
-    )
-    p.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=dflt(10.0),
-        help="seconds to wait for each answer (default: 10)",
-    )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        default=dflt(False),
-        help="JSON output for scripts; values are base64",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from ringkv import _cli_backup, _cli_local
-
-    conn = argparse.ArgumentParser(add_help=False)
-    _connection_options(conn, top=False)
+def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, quiet: Any) -> None:
+    """The data commands under the `ringkv` parser's subcommands."""
     level = argparse.ArgumentParser(add_help=False)
     level.add_argument(
         "--consistency",
@@ -313,28 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="how many replicas must answer (default: the cluster's, quorum)",
     )
-    quiet = argparse.ArgumentParser(add_help=False)
-    quiet.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    parser = argparse.ArgumentParser(
-        prog="ringkv",
-        allow_abbrev=False,  # `--to` of `backup create` is not an abbreviation of `--token`
-        description=(__doc__ or "").split("\n")[0],
-        formatter_class=_Help,
-        epilog=EXIT_CODES,
-    )
-    _connection_options(parser, top=True)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
         name: str, func: Callable[[argparse.Namespace], int], text: str, *parents: Any
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(
+        p: argparse.ArgumentParser = sub.add_parser(
             name,
             parents=[conn, *parents],
             help=text,
             description=text,
-            formatter_class=_Help,
+            formatter_class=formatter,
             epilog=EXIT_CODES,
         )
         p.set_defaults(func=func)
@@ -367,18 +287,3 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = command("load", cmd_load, "load JSON lines written by dump", quiet)
     p.add_argument("file", nargs="?", default="-", help="the dump file; '-' reads stdin")
-
-    _cli_backup.add_commands(sub, _Help, conn, quiet)
-    _cli_local.add_commands(sub, _Help)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        return 130
-    except (RingkvError, ValueError, OSError) as exc:
-        print(f"ringkv: {exc}", file=sys.stderr)
-        return exit_code(exc)

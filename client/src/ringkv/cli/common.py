@@ -1,9 +1,9 @@
 """What the `ringkv` CLI's command modules share: exit codes, argument types,
 seeds, the token, output helpers.
 
-`ringkv.cli` (the parser and the data commands), `ringkv._cli_backup`,
-`ringkv._cli_local` and the kubectl plugin import these from here, so that no
-command module imports `ringkv.cli` back (no import circle).
+The parser (`ringkv.cli`), the command modules (`data`, `backup`, `local`)
+and the kubectl plugin import these from here; this module imports none of
+them, so no command module imports the parser back (no import circle).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def exit_code(exc: BaseException) -> int:
     return BAD_INPUT  # ValueError, OSError: an argument or a file
 
 
-class _Help(argparse.RawDescriptionHelpFormatter):
+class Help(argparse.RawDescriptionHelpFormatter):
     """Every option's default in its help line (unless it says it already)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -130,30 +130,30 @@ class NoBar:
         pass
 
 
-def _b64(value: bytes | None) -> str | None:
+def b64(value: bytes | None) -> str | None:
     return None if value is None else base64.b64encode(value).decode()
 
 
-def _value_text(value: bytes) -> str:
+def value_text(value: bytes) -> str:
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError:
         return "base64:" + base64.b64encode(value).decode()
 
 
-def _json(doc: Any) -> None:
+def print_json(doc: Any) -> None:
     print(json.dumps(doc))
 
 
-def _not_found(args: argparse.Namespace, doc: dict[str, Any]) -> int:
+def not_found(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     if args.json:
-        _json(doc)
+        print_json(doc)
     else:  # not on stdout: `v=$(ringkv get k)` must not capture it
         print(f"(not found: {args.key})", file=sys.stderr)
     return NOT_FOUND
 
 
-# -- data commands ------------------------------------------------------------
+# -- the cluster token ----------------------------------------------------------
 
 
 def token(args: argparse.Namespace) -> str | None:
