@@ -314,6 +314,7 @@ def _restore(args: argparse.Namespace) -> int:
         "tombstones": summary.tombstones,
         "expired": summary.expired,
         "kept": summary.kept,
+        "coordinated": summary.coordinated,  # batches written through a coordinator
         "seconds": round(summary.seconds, 3),
     }
     text = (
