@@ -31,17 +31,22 @@ FRAME_BYTES = 256 << 10
 def frames(
     rows: Iterable[tuple[bytes, bytes]], frame_bytes: int = FRAME_BYTES
 ) -> Generator[bytes, None, None]:
-    """`rows` as frames of about `frame_bytes`, then the end frame. Pure."""
-    batch: list[list[bytes]] = []
+    """`rows` as frames of about `frame_bytes`, then the end frame. Pure.
+    (Rows are packed as they come: a (key, record) tuple is the msgpack
+    array `[key, record]`.)"""
+    batch: list[tuple[bytes, bytes]] = []
+    add = batch.append
     size = count = 0
-    for key, raw in rows:
-        batch.append([key, raw])
-        size += len(key) + len(raw) + 8
-        count += 1
+    for row in rows:
+        add(row)
+        size += len(row[0]) + len(row[1]) + 8
         if size >= frame_bytes:
+            count += len(batch)
             yield wire.frame(batch)
             batch, size = [], 0
+            add = batch.append
     if batch:
+        count += len(batch)
         yield wire.frame(batch)
     yield wire.frame({"end": True, "records": count})
 

@@ -427,22 +427,15 @@ class Storage:
 
 class SnapshotRows:
     """A partition's records from one read transaction (`Storage.snapshot`):
-    iterate it, then `close` it (also when it was never iterated) to let the
-    transaction and its reader slot go."""
+    iterate it (once), then `close` it, also when it was never iterated or
+    not to the end, to let the transaction and its reader slot go."""
 
     def __init__(self, txn: lmdb.Transaction, part: int) -> None:
         self._txn: lmdb.Transaction | None = txn
         self._rows = _partition_iter(txn, PART.pack(part), b"", True)
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        return self
-
-    def __next__(self) -> tuple[bytes, bytes]:
-        try:
-            return next(self._rows)
-        except StopIteration:
-            self.close()
-            raise
+        return self._rows  # the cursor's generator itself: no call of ours a row
 
     def close(self) -> None:
         txn, self._txn = self._txn, None
