@@ -154,8 +154,14 @@ async def apply(request: web.Request) -> web.StreamResponse:
     else:
         previous = await write_bulk(node.coordinator, items, level, max_ts)
     newer = records.newer_raw
-    kept = sum(
-        1 for (_, raw), prev in zip(items, previous, strict=True) if prev and not newer(raw, prev)
+    kept = (
+        sum(
+            1
+            for (_, raw), prev in zip(items, previous, strict=True)
+            if prev and not newer(raw, prev)
+        )
+        if any(previous)  # a restore into a new cluster: none was there
+        else 0
     )
     return json_response({"records": len(items), "kept": kept})
 
@@ -181,6 +187,9 @@ def _check_replica(rings: RingState, me: str, epoch: int, items: list[tuple[byte
             + (" with a change under way" if rings.pending is not None else "")
             + f", not settled at {epoch}: send the records through the coordinated apply",
         )
+    mine = ring.partitions_of(me)
+    if len(mine) == ring.partitions:  # this node holds every partition (N = nodes)
+        return
     part_of = ring.partition_of
     for part in {part_of(key) for key, _ in items}:
         if me not in ring.owners(part):

@@ -66,24 +66,25 @@ def packed_records(doc: Any) -> tuple[list[tuple[bytes, bytes]], int]:
     unpack = records.HEADER.unpack_from
     start = records.HEADER_SIZE
     writers: set[bytes] = set()
-    for item in doc:
-        if type(item) is not list or len(item) != 2:
-            raise ValueError("expected [key, record] pairs")
-        key, raw = item
-        if type(key) is not bytes or type(raw) is not bytes:
-            raise ValueError("key and record must be bytes")
-        if len(raw) < start:
-            raise ValueError("record shorter than its header")
-        ts, _, _, node_len = unpack(raw)
-        if len(raw) < start + node_len:
-            raise ValueError("record shorter than its member id")
-        node = raw[start : start + node_len]
-        if node not in writers:
-            node.decode("utf-8")  # UnicodeDecodeError is a ValueError
-            writers.add(node)
-        if ts > max_ts:
-            max_ts = ts
-        add((key, raw))
+    try:
+        for item in doc:
+            if type(item) is not list or len(item) != 2:
+                raise ValueError("expected [key, record] pairs")
+            key, raw = item
+            if type(key) is not bytes or type(raw) is not bytes:
+                raise ValueError("key and record must be bytes")
+            ts, _, _, node_len = unpack(raw)  # shorter than a header: struct.error
+            if len(raw) < start + node_len:
+                raise ValueError("record shorter than its member id")
+            node = raw[start : start + node_len]
+            if node not in writers:
+                node.decode("utf-8")  # UnicodeDecodeError is a ValueError
+                writers.add(node)
+            if ts > max_ts:
+                max_ts = ts
+            add((key, raw))
+    except struct.error:
+        raise ValueError("record shorter than its header") from None
     return out, max_ts
 
 
