@@ -21,7 +21,7 @@ from kubeharness.plugin import wait_for
 
 from ringkv import Client
 from ringkv_operator.k8s import ApiException, Kube
-from ringkv_operator.model import BACKUP_PLURAL, GROUP, PLURAL, VERSION
+from ringkv_operator.model import BACKUP_PLURAL, GROUP, PLURAL, VERSION, parse_cluster
 
 from optest import kvcluster, wait_status
 
@@ -399,3 +399,9 @@ def test_a_cluster_turn_lists_its_backups_once_and_steps_them_as_listed(
     assert "lastBackup" not in status
     assert "BackupFailed" in _events(kube, ns, "one")
     assert "BackupFailed" in _events(kube, ns, "one-taken")
+
+    # one deleted after a turn listed it: its step writes no status, and does not fail
+    late = _post(kube, ns, BACKUP_PLURAL, _kvbackup("one-late", "one", destination=pvc))
+    kube.delete("KVBackup", ns, "one-late")
+    step = rec.backups.step_backup(late, parse_cluster(kube.cluster(ns, "one")))
+    assert step["phase"] == "Running" and kube.read("KVBackup", ns, "one-late") is None

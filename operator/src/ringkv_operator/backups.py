@@ -56,7 +56,7 @@ from ringkv_operator.backupspec import (
     parse_bootstrap,
 )
 from ringkv_operator.jobs import JobOutcome, backup_job, outcome, prune_job, restore_job
-from ringkv_operator.k8s import ApiException, Kube, conflict
+from ringkv_operator.k8s import ApiException, Kube, conflict, missing
 from ringkv_operator.model import (
     API_VERSION,
     BACKUP_KIND,
@@ -179,9 +179,14 @@ class Backups:
             return
         meta = body["metadata"]
         patch = status_patch(previous, doc)
-        self.kube.patch(
-            BACKUP_KIND, meta["namespace"], meta["name"], {"status": patch}, sub="status"
-        )
+        try:
+            self.kube.patch(
+                BACKUP_KIND, meta["namespace"], meta["name"], {"status": patch}, sub="status"
+            )
+        except ApiException as exc:
+            if missing(exc):  # deleted since it was listed: its Job goes with it
+                return
+            raise
         if doc.get("phase") != previous.get("phase"):
             self._event(body, BACKUP_KIND, doc, meta["name"])
 
@@ -224,10 +229,10 @@ class Backups:
         now = self.clock()
         busy = False
         backups: list[BackupView] = []
-        for body_b in self._listed_backups(cluster):  # one step of each running KVBackup
-            b = view(body_b)
-            if b.phase not in FINISHED:
-                b = view({**body_b, "status": self.step_backup(body_b, cluster)})
+        for listed in self._listed_backups(cluster):
+            b = view(listed)
+            if b.phase not in FINISHED:  # one step of each running KVBackup
+                b = view({**listed, "status": self.step_backup(listed, cluster)})
                 busy = busy or b.phase not in FINISHED
             backups.append(b)
         restoring = False
