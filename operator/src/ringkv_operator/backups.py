@@ -48,6 +48,7 @@ from ringkv_operator.backupplan import (
 )
 from ringkv_operator.backupspec import (
     BackupPolicy,
+    BackupSpec,
     Bootstrap,
     Destination,
     job_name,
@@ -116,8 +117,7 @@ class Backups:
     def step_backup(self, body: Mapping[str, Any], cluster: Cluster) -> dict[str, Any]:
         """One step of the KVBackup `body` (as read or listed) of `cluster`: create
         its Job, or follow it; write the status and return it (finished once its
-        phase is Completed or Failed)."""
-        name = str(body["metadata"]["name"])
+        phase is Completed or Failed, which is told on the KVCluster too)."""
         previous: dict[str, Any] = dict(body.get("status") or {})
         if previous.get("phase") in FINISHED:
             return previous
@@ -125,10 +125,24 @@ class Backups:
             spec = parse_backup(body)
         except SpecError as exc:
             doc = _failed(previous, exc)
-            self._backup_status(body, previous, doc)
-            return doc
-        if spec.cluster != cluster.name:
-            raise ValueError(f"KVBackup {name} backs up {spec.cluster}, not {cluster.name}")
+        else:
+            if spec.cluster != cluster.name:
+                name = body["metadata"]["name"]
+                raise ValueError(f"KVBackup {name} backs up {spec.cluster}, not {cluster.name}")
+            doc = self._follow_job(body, previous, spec, cluster)
+        if self._backup_status(body, previous, doc) and doc.get("phase") in FINISHED:
+            self._event(_cluster_ref(cluster), KIND, doc, str(body["metadata"]["name"]))
+        return doc
+
+    def _follow_job(
+        self,
+        body: Mapping[str, Any],
+        previous: Mapping[str, Any],
+        spec: BackupSpec,
+        cluster: Cluster,
+    ) -> dict[str, Any]:
+        """The KVBackup's next status: its Job created, or its Job's outcome."""
+        name = str(body["metadata"]["name"])
         namespace = cluster.namespace
         uid = str(body["metadata"].get("uid") or "")
         job = job_name(name)
@@ -136,14 +150,12 @@ class Backups:
         result: JobOutcome | None = None
         if live is None:
             if previous.get("job"):
-                doc = {
+                return {
                     **previous,
                     "phase": "Failed",
                     "completedAt": iso(self.clock()),
                     "message": f"its Job {job} was deleted before it finished",
                 }
-                self._backup_status(body, previous, doc)
-                return doc
             self.kube.create(
                 backup_job(
                     cluster,
@@ -156,27 +168,22 @@ class Backups:
             )
             log.info("%s/%s: created Job %s", namespace, name, job)
         elif ownership(live, uid) != Ownership.OURS:
-            doc = {**previous, "phase": "Failed", "message": f"Job {job} exists and is not ours"}
-            self._backup_status(body, previous, doc)
-            return doc
+            return {**previous, "phase": "Failed", "message": f"Job {job} exists and is not ours"}
         else:
             result = outcome(live, self._job_pods(namespace, job))
-        doc = backup_status(
+        return backup_status(
             previous, result, job=job, location=spec.destination.location(name), now=self.clock()
         )
-        self._backup_status(body, previous, doc)
-        if doc["phase"] in FINISHED:
-            self._event(_cluster_ref(cluster), KIND, doc, name)
-        return doc
 
     def _job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return self.kube.list("Pod", namespace, {"job-name": job})
 
     def _backup_status(
         self, body: Mapping[str, Any], previous: Mapping[str, Any], doc: Mapping[str, Any]
-    ) -> None:
+    ) -> bool:
+        """Write `doc` if it differs from `previous`; False when the KVBackup is gone."""
         if dict(doc) == dict(previous):
-            return
+            return True
         meta = body["metadata"]
         patch = status_patch(previous, doc)
         try:
@@ -185,10 +192,11 @@ class Backups:
             )
         except ApiException as exc:
             if missing(exc):  # deleted since it was listed: its Job goes with it
-                return
+                return False
             raise
         if doc.get("phase") != previous.get("phase"):
             self._event(body, BACKUP_KIND, doc, meta["name"])
+        return True
 
     def _event(
         self, involved: Mapping[str, Any], kind: str, doc: Mapping[str, Any], name: str
