@@ -20,8 +20,8 @@ import pytest
 from kubeharness.plugin import wait_for
 
 from ringkv import Client
-from ringkv_operator.k8s import ApiException
-from ringkv_operator.model import BACKUP_PLURAL, GROUP, PLURAL, VERSION
+from ringkv_operator.k8s import ApiException, Kube
+from ringkv_operator.model import BACKUP_PLURAL, GROUP, PLURAL, VERSION, parse_cluster
 
 from optest import kvcluster, wait_status
 
@@ -329,3 +329,79 @@ def test_bad_backup_specs_are_refused_naming_the_field(
         kube.patch("KVCluster", ns, "c", {"spec": {"bootstrap": {"fromBackup": {"name": "a"}}}})
     text = err.value.body.decode() if isinstance(err.value.body, bytes) else err.value.body
     assert "bootstrap is set when the cluster is created" in text, text
+
+
+class _CountingKube(Kube):
+    """The operator's own seam over the real API server, counting each GET's path."""
+
+    def __init__(self, api: Any) -> None:
+        super().__init__(api)
+        self.gets: list[str] = []
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> dict[str, Any]:
+        if method == "GET":
+            self.gets.append(path)
+        return super().request(method, path, body, **kwargs)
+
+
+def test_a_cluster_turn_lists_its_backups_once_and_steps_them_as_listed(
+    kube: Any, kube_namespace: str, crds: None
+) -> None:
+    """One listing of the KVBackups per turn, none read again by name nor their
+    KVCluster: the turn steps them from what it listed, and its lastBackup and
+    BackupReady come from what the steps returned (no controller manager: the
+    Jobs stay as created)."""
+    from ringkv_operator.reconciler import OperatorConfig, Reconciler
+
+    ns = kube_namespace
+    _post(kube, ns, PLURAL, kvcluster("one", replicas=1, replicationFactor=1, partitions=8))
+    kube.create(  # a Job by the name the KVBackup's would take, not the operator's
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "one-taken", "namespace": ns},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "x", "image": "busybox", "command": ["true"]}],
+                    }
+                }
+            },
+        }
+    )
+    pvc = {"pvc": {"claimName": "bk"}}
+    _post(kube, ns, BACKUP_PLURAL, _kvbackup("one-taken", "one", destination=pvc))
+    _post(kube, ns, BACKUP_PLURAL, _kvbackup("one-new", "one", destination=pvc))
+    _post(kube, ns, BACKUP_PLURAL, _kvbackup("other", "another", destination=pvc))
+    counting = _CountingKube(kube.api)
+    rec = Reconciler(counting, OperatorConfig(node_image="ringkv/node:test"))
+    try:
+        rec.reconcile(ns, "one")
+    finally:
+        rec.close()
+    backups = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{BACKUP_PLURAL}"
+    clusters = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
+    assert counting.gets.count(backups) == 1, counting.gets
+    assert not [p for p in counting.gets if p.startswith(backups + "/")], counting.gets
+    assert counting.gets.count(f"{clusters}/one") == 1, counting.gets
+
+    taken = _backup_phase(kube, ns, "one-taken")
+    assert (taken["phase"], taken["message"]) == ("Failed", "Job one-taken exists and is not ours")
+    new = _backup_phase(kube, ns, "one-new")
+    assert (new["phase"], new["job"]) == ("Running", "one-new"), new
+    job = kube.read("Job", ns, "one-new")
+    assert job["metadata"]["ownerReferences"][0]["name"] == "one-new"
+    assert _backup_phase(kube, ns, "other") == {}  # another cluster's: not stepped here
+    status = kube.cluster(ns, "one")["status"]
+    ready = {c["type"]: c for c in status["conditions"]}["BackupReady"]
+    assert (ready["status"], ready["reason"]) == ("False", "BackupFailed"), ready  # this turn's
+    assert "lastBackup" not in status
+    assert "BackupFailed" in _events(kube, ns, "one")
+    assert "BackupFailed" in _events(kube, ns, "one-taken")
+
+    # one deleted after a turn listed it: its step writes no status, and does not fail
+    late = _post(kube, ns, BACKUP_PLURAL, _kvbackup("one-late", "one", destination=pvc))
+    kube.delete("KVBackup", ns, "one-late")
+    step = rec.backups.step_backup(late, parse_cluster(kube.cluster(ns, "one")))
+    assert step["phase"] == "Running" and kube.read("KVBackup", ns, "one-late") is None

@@ -7,7 +7,9 @@ into a 1-node and a 5-node cluster: every key acknowledged before the
 backup started is there with its value, version and expiry, deleted keys
 stay deleted and expired ones gone. A corrupted part, a truncated part and
 wrong manifests are refused before anything is written. A replica that
-missed acknowledged writes (W=2 of N=3) loses nothing in a backup.
+missed acknowledged writes (W=2 of N=3) loses nothing in a backup, and
+neither does a backup that a rebalance overtakes: the partitions its owners
+refuse at the old epoch are read again at the new one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,11 +36,15 @@ import pytest
 
 from ringkv import AsyncClient, Client
 from ringkv import backup as bk
+from ringkv._backupretry import RingRetry
+from ringkv.admin import Rebalancer
+from ringkv.backupformat import Manifest
 from ringkv.errors import BackupFailedError
 from ringkv.packed import HEADER_SIZE, fields, pack
+from ringkv.ring import Member, Ring
 from ringkv.stores import DirStore, S3Options, S3Store
 
-from nodeproc import AUTH, TOKEN, Cluster, free_port
+from nodeproc import AUTH, TOKEN, Cluster, NodeProcess, free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -230,7 +237,11 @@ def snapshot_entries(urls: list[str], tmp: Path) -> dict[str, tuple[bytes, str, 
     """Every live record a quorum of each partition's owners holds, read through
     a backup of the cluster (a GET per key takes half a minute on 5 nodes here)."""
     store = DirStore(str(tmp))
-    manifest = bk.create(urls, TOKEN, store)
+    return backup_entries(store, bk.create(urls, TOKEN, store))
+
+
+def backup_entries(store: DirStore, manifest: Manifest) -> dict[str, tuple[bytes, str, int | None]]:
+    """The live records of a backup: key -> (value, version, expiry)."""
     out: dict[str, tuple[bytes, str, int | None]] = {}
     now = time.time_ns() // 1_000_000
     for reader in bk._parts(store, manifest):
@@ -508,7 +519,7 @@ def test_snapshot_route_refuses_bad_requests(source: Source) -> None:
     status, doc = get("/admin/v1/snapshot/256", AUTH)
     assert (status, doc["error"]) == (400, "bad_request")
     status, doc = get("/admin/v1/snapshot/3?epoch=7", AUTH)
-    assert (status, doc["error"]) == (409, "stale_epoch")
+    assert (status, doc["error"], doc["epoch"]) == (409, "stale_epoch", 1)  # says its own
     # HEAD: the GET's checks and fingerprint, no body (tries: a purge may fall in between)
     snap = url + "/admin/v1/snapshot/3"
     for _ in range(5):
@@ -567,3 +578,73 @@ def test_a_replica_that_missed_acknowledged_writes_loses_nothing(tmp_path: Path)
         assert found.records == 300
     finally:
         cluster.kill_all()
+
+
+def _snapshot_answers(node: NodeProcess) -> dict[str, int]:
+    """How many snapshot requests `node` answered, by "METHOD status" (its /metrics)."""
+    with urllib.request.urlopen(node.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("ringkv_requests_total{") and "/admin/v1/snapshot/" in line:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            key = f"{labels['method']} {labels['status']}"
+            out[key] = out.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def test_a_backup_overtaken_by_a_rebalance_reads_again_at_the_new_epoch(tmp_path: Path) -> None:
+    """A fourth node is added (join, stream, commit) right after the backup read
+    its first partition: the owners refuse the rest at the backup's epoch (409
+    stale_epoch), the backup takes the newer ring from them and reads those
+    partitions from a read quorum of their owners in it, the new node among
+    them. Every key acknowledged before the backup is in it, at its version."""
+    cluster = Cluster.create(tmp_path / "c", 3, extra=["--partitions", "32"])
+    n3 = NodeProcess("n3", tmp_path / "c")
+    n3.peers = ",".join(f"{n.node_id}={n.url}" for n in [*cluster.nodes, n3])
+    n3.extra = list(cluster.nodes[0].extra)
+    try:
+        cluster.start()
+        n3.start()  # owns nothing: it takes the running ring (epoch 1) from its peers
+        urls = [n.url for n in cluster.nodes]
+        items = {f"r:{i}": f"v{i}".encode() for i in range(4000)}
+        with Client(urls, token=TOKEN) as kv:
+            versions = {
+                key: res["version"] for key, res in zip(items, kv.put_many(items), strict=True)
+            }
+        moved: list[Ring] = []
+
+        def progress(records: int, raw: int) -> None:
+            if not moved:
+                everyone = [Member(n.node_id, n.url) for n in [*cluster.nodes, n3]]
+                with Rebalancer(TOKEN) as rb:
+                    moved.append(rb.change(urls[0], everyone))
+
+        store = DirStore(str(tmp_path / "b"))
+        manifest = bk.create(urls, TOKEN, store, workers=1, progress=progress)
+        assert moved and moved[0].epoch == 2 and moved[0].partitions_of("n3")
+        assert manifest.ring_epoch == 1  # the ring it started with
+        answers = {n.node_id: _snapshot_answers(n) for n in [*cluster.nodes, n3]}
+        assert sum(a.get("GET 409", 0) for a in answers.values()) >= 1, answers
+        assert answers["n3"].get("GET 200", 0) >= 1, answers  # read from the new ring's owners
+        assert bk.verify(store, manifest.backup_id).records == len(items)
+        got = backup_entries(store, manifest)
+        assert got == {k: (v, versions[k], None) for k, v in items.items()}
+    finally:
+        cluster.kill_all()
+        n3.kill()
+
+
+def test_a_ring_the_nodes_never_reach_fails_the_partition_saying_why(source: Source) -> None:
+    """Owners behind the backup's ring (as while they commit) are asked again a
+    few times, with a short wait, then the backup fails naming the partition."""
+    with Client(source.urls, token=TOKEN) as kv:
+        ring = kv.ring()
+    ahead = Ring.from_dict({**ring.to_dict(), "epoch": ring.epoch + 5})  # installed nowhere
+    rings = bk._RingView(ahead, source.urls, TOKEN, 10.0)
+    retry = RingRetry(attempts=3, backoff_s=0.01)
+    with pytest.raises(BackupFailedError) as err:
+        bk._read_partition(rings, 7, "quorum", TOKEN, 10.0, retry)
+    text = str(err.value)
+    assert text.startswith("partition 7: its owners refused it 3 times"), text
+    assert "409 stale_epoch" in text and "run the backup again" in text, text

@@ -21,8 +21,10 @@ partitions and hold one frame at a time; this side holds the partitions it
 is merging (a few at once) and the part it is filling. When the two
 replicas' streams are the same bytes (the usual case), frames go into the
 part as they came, without being decoded. If the ring changes while the
-backup runs, the nodes refuse the snapshot (409 `stale_epoch`) and the
-backup fails: run it again.
+backup runs, the nodes refuse the snapshots asked at the old epoch (409
+`stale_epoch`, or `not_owner`): the partition is read again, whole, from a
+read quorum of its owners in the newer ring, which the refusing node gives
+(`ringkv._backupretry` decides; a few attempts, then the backup fails).
 
 **Restore** checks the manifest and the size and SHA-256 of every part before
 it writes anything, then reads the parts in order (checking every record's
@@ -53,6 +55,7 @@ from urllib.parse import urlsplit
 import msgpack
 
 from ringkv import __version__
+from ringkv._backupretry import Refusal, RingRetry, refusal_of
 from ringkv._core import Request, decode
 from ringkv._syncpool import Pool
 from ringkv.backupformat import (
@@ -72,6 +75,7 @@ from ringkv.errors import (
     BackupFailedError,
     BackupNotFoundError,
     InvalidBackupError,
+    NoRingError,
     NotEnoughReplicasError,
     ResponseError,
     TransportError,
@@ -107,6 +111,9 @@ def new_backup_id(now_ms: int, rand: str | None = None) -> str:
     """`20261203T101500Z-7f3a`: sorts by time, unique enough for one destination."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_ms / 1000))
     return f"{stamp}-{rand or secrets.token_hex(2)}"
+
+
+RING_RETRY = RingRetry()  # how a partition is read again when the ring moved under it
 
 
 def _needed(consistency: str, n: int) -> int:
@@ -272,9 +279,84 @@ def _agreeing(
     return len(prints) == 1 and None not in prints
 
 
+class _RingMovedError(Exception):
+    """An owner refused a snapshot because of the ring (`ringkv._backupretry`)."""
+
+    def __init__(self, url: str, refusal: Refusal, error: ResponseError) -> None:
+        super().__init__(f"{url}: {error}")
+        self.url = url
+        self.refusal = refusal
+
+
+class _RingView:
+    """The ring the backup reads by, shared by its reader threads. It only moves
+    forward: to a newer ring that a node refusing a snapshot, or else a member
+    or a seed, answers with; one of another Q or N fails the backup."""
+
+    def __init__(self, ring: Ring, seeds: list[str], token: str, timeout: float) -> None:
+        self.ring = ring
+        self._seeds = seeds
+        self._token = token
+        self._timeout = timeout
+        self._lock = threading.Lock()
+
+    def refresh(self, seen: Ring, first: str) -> Ring:
+        """A ring newer than `seen` when the cluster has one (asking `first` first),
+        else the newest known; a reader that comes second takes the first's."""
+        with self._lock:
+            if self.ring.epoch > seen.epoch:
+                return self.ring
+            urls = list(dict.fromkeys([first, *(m.url for m in self.ring.members), *self._seeds]))
+            try:
+                with Client(urls, token=self._token, timeout=self._timeout) as kv:
+                    ring = kv.ring()
+            except (NoRingError, TransportError):
+                return self.ring  # none answered now: the next attempt asks again
+            if (ring.partitions, ring.replication_factor) != (
+                self.ring.partitions,
+                self.ring.replication_factor,
+            ):
+                raise BackupFailedError(
+                    f"the ring changed to {ring.partitions} partitions and N="
+                    f"{ring.replication_factor} during the backup (from "
+                    f"{self.ring.partitions}, N={self.ring.replication_factor})"
+                )
+            if ring.epoch > self.ring.epoch:
+                self.ring = ring
+            return self.ring
+
+
 def _read_partition(
-    ring: Ring, part: int, consistency: str, token: str, timeout: float
+    rings: _RingView,
+    part: int,
+    consistency: str,
+    token: str,
+    timeout: float,
+    retry: RingRetry,
 ) -> _Partition:
+    """Partition `part` from a read quorum of its owners in one ring, read again
+    at a newer ring each time an owner refuses because the ring moved."""
+    ring = rings.ring
+    refused = 0
+    while True:
+        try:
+            return _read_at(ring, part, consistency, token, timeout)
+        except _RingMovedError as exc:
+            refused += 1
+            step = retry.after_refusal(exc.refusal, ring.epoch, refused)
+            if step is None:
+                raise BackupFailedError(
+                    f"partition {part}: its owners refused it {refused} times as the ring "
+                    f"kept moving (last at epoch {ring.epoch}: {exc}); run the backup again "
+                    "once the ring has settled"
+                ) from None
+            ring = rings.refresh(ring, exc.url) if step.refresh else rings.ring
+            time.sleep(step.delay_s)
+
+
+def _read_at(ring: Ring, part: int, consistency: str, token: str, timeout: float) -> _Partition:
+    """Partition `part` from a read quorum of its owners in `ring`, every snapshot
+    at its epoch; `_RingMovedError` when an owner refuses because of the ring."""
     owners = list(ring.owners(part))
     needed = _needed(consistency, len(owners))
     errors: list[str] = []
@@ -290,12 +372,16 @@ def _read_partition(
             for owner in order:
                 if len(snaps) == reads:
                     break
+                url = ring.member(owner).url
                 try:
-                    snaps.append(
-                        _Snapshot(ring.member(owner).url, part, ring.epoch, token, timeout)
-                    )
+                    snaps.append(_Snapshot(url, part, ring.epoch, token, timeout))
                 except TransportError as exc:
                     errors.append(str(exc))
+                except ResponseError as exc:
+                    refusal = refusal_of(exc)
+                    if refusal is None:
+                        raise
+                    raise _RingMovedError(url, refusal, exc) from None
             if len(snaps) < reads:
                 continue
             out = _Partition(part)
@@ -338,8 +424,9 @@ def create(
     started = _now_ms()
     backup_id = check_backup_id(backup_id or new_backup_id(started))
     with Client(seeds, token=token, timeout=timeout) as kv:
-        ring = kv.ring()
+        ring = kv.ring()  # the ring it starts with (a partition may be read at a newer one)
     _needed(consistency, ring.replication_factor)
+    rings = _RingView(ring, seeds, token, timeout)
     existing = store.names(backup_id)
     if f"{backup_id}/{MANIFEST}" in existing:
         raise ValueError(f"{store.location}/{backup_id} exists already: choose another id")
@@ -371,7 +458,9 @@ def create(
         while next_part < ring.partitions or pending:
             while next_part < ring.partitions and len(pending) < workers * 2:
                 pending.append(
-                    readers.submit(_read_partition, ring, next_part, consistency, token, timeout)
+                    readers.submit(
+                        _read_partition, rings, next_part, consistency, token, timeout, RING_RETRY
+                    )
                 )
                 next_part += 1
             result = pending.popleft().result()

@@ -2,10 +2,12 @@
 
 The I/O shell around `backupspec`, `jobs` and `backupplan`:
 
-- `Backups.reconcile_backup` is one step of a KVBackup: create its Job, then
+- `Backups.step_backup` is one step of a KVBackup: create its Job, then
   follow it until it completed or failed, and write the outcome to status.
-  Its cluster's turn steps every running KVBackup of the cluster, so a
-  KVBackup has no loop (and no finalizer) of its own;
+  Its cluster's turn steps every running KVBackup of the cluster with the
+  bodies it listed, so a KVBackup has no loop (and no finalizer) of its own;
+  `Backups.reconcile_backup` reads one by name first, for its event handler
+  when its KVCluster does not exist;
 - `Backups.cluster_turn` is the backup part of a KVCluster's turn (called by
   `Reconciler`): `status.lastBackup` and the BackupReady condition, the
   schedule (create the KVBackup that is due), retention (a prune Job, then
@@ -46,6 +48,7 @@ from ringkv_operator.backupplan import (
 )
 from ringkv_operator.backupspec import (
     BackupPolicy,
+    BackupSpec,
     Bootstrap,
     Destination,
     job_name,
@@ -54,7 +57,7 @@ from ringkv_operator.backupspec import (
     parse_bootstrap,
 )
 from ringkv_operator.jobs import JobOutcome, backup_job, outcome, prune_job, restore_job
-from ringkv_operator.k8s import ApiException, Kube, conflict
+from ringkv_operator.k8s import ApiException, Kube, conflict, missing
 from ringkv_operator.model import (
     API_VERSION,
     BACKUP_KIND,
@@ -84,7 +87,8 @@ class Backups:
     # -- a KVBackup ------------------------------------------------------------------
 
     def reconcile_backup(self, namespace: str, name: str) -> float | None:
-        """One turn of a KVBackup; seconds to the next, None once it is finished."""
+        """One turn of a KVBackup read by name: its event handler's entry, for one
+        whose KVCluster does not exist (yet). Seconds to the next, None once finished."""
         body = self.kube.read(BACKUP_KIND, namespace, name)
         if body is None:
             return None
@@ -92,41 +96,66 @@ class Backups:
         if previous.get("phase") in FINISHED:
             return None
         try:
-            spec = parse_backup(body)
+            wanted = parse_backup(body).cluster
         except SpecError as exc:
-            self._backup_status(
-                body, previous, {**previous, "phase": "Failed", "message": str(exc)}
-            )
+            self._backup_status(body, previous, _failed(previous, exc))
             return None
-        cluster_body = self.kube.cluster(namespace, spec.cluster)
+        cluster_body = self.kube.cluster(namespace, wanted)
         if cluster_body is None:
-            doc = {
-                **previous,
-                "phase": "Pending",
-                "message": f"waiting for KVCluster {spec.cluster}",
-            }
+            doc = {**previous, "phase": "Pending", "message": f"waiting for KVCluster {wanted}"}
             self._backup_status(body, previous, doc)
             return self.idle_interval_s
         try:
             cluster = parse_cluster(cluster_body)
         except SpecError as exc:
-            doc = {**previous, "phase": "Pending", "message": f"KVCluster {spec.cluster}: {exc}"}
+            doc = {**previous, "phase": "Pending", "message": f"KVCluster {wanted}: {exc}"}
             self._backup_status(body, previous, doc)
             return self.idle_interval_s
+        doc = self.step_backup(body, cluster)
+        return None if doc.get("phase") in FINISHED else self.busy_interval_s
+
+    def step_backup(self, body: Mapping[str, Any], cluster: Cluster) -> dict[str, Any]:
+        """One step of the KVBackup `body` (as read or listed) of `cluster`: create
+        its Job, or follow it; write the status and return it (finished once its
+        phase is Completed or Failed, which is told on the KVCluster too)."""
+        previous: dict[str, Any] = dict(body.get("status") or {})
+        if previous.get("phase") in FINISHED:
+            return previous
+        try:
+            spec = parse_backup(body)
+        except SpecError as exc:
+            doc = _failed(previous, exc)
+        else:
+            if spec.cluster != cluster.name:
+                name = body["metadata"]["name"]
+                raise ValueError(f"KVBackup {name} backs up {spec.cluster}, not {cluster.name}")
+            doc = self._follow_job(body, previous, spec, cluster)
+        if self._backup_status(body, previous, doc) and doc.get("phase") in FINISHED:
+            self._event(_cluster_ref(cluster), KIND, doc, str(body["metadata"]["name"]))
+        return doc
+
+    def _follow_job(
+        self,
+        body: Mapping[str, Any],
+        previous: Mapping[str, Any],
+        spec: BackupSpec,
+        cluster: Cluster,
+    ) -> dict[str, Any]:
+        """The KVBackup's next status: its Job created, or its Job's outcome."""
+        name = str(body["metadata"]["name"])
+        namespace = cluster.namespace
         uid = str(body["metadata"].get("uid") or "")
         job = job_name(name)
         live = self.kube.read("Job", namespace, job)
         result: JobOutcome | None = None
         if live is None:
             if previous.get("job"):
-                doc = {
+                return {
                     **previous,
                     "phase": "Failed",
                     "completedAt": iso(self.clock()),
                     "message": f"its Job {job} was deleted before it finished",
                 }
-                self._backup_status(body, previous, doc)
-                return None
             self.kube.create(
                 backup_job(
                     cluster,
@@ -139,35 +168,35 @@ class Backups:
             )
             log.info("%s/%s: created Job %s", namespace, name, job)
         elif ownership(live, uid) != Ownership.OURS:
-            doc = {**previous, "phase": "Failed", "message": f"Job {job} exists and is not ours"}
-            self._backup_status(body, previous, doc)
-            return None
+            return {**previous, "phase": "Failed", "message": f"Job {job} exists and is not ours"}
         else:
             result = outcome(live, self._job_pods(namespace, job))
-        doc = backup_status(
+        return backup_status(
             previous, result, job=job, location=spec.destination.location(name), now=self.clock()
         )
-        self._backup_status(body, previous, doc)
-        if doc["phase"] in FINISHED:
-            self._event(cluster_body, KIND, doc, name)
-            return None
-        return self.busy_interval_s
 
     def _job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         return self.kube.list("Pod", namespace, {"job-name": job})
 
     def _backup_status(
         self, body: Mapping[str, Any], previous: Mapping[str, Any], doc: Mapping[str, Any]
-    ) -> None:
+    ) -> bool:
+        """Write `doc` if it differs from `previous`; False when the KVBackup is gone."""
         if dict(doc) == dict(previous):
-            return
+            return True
         meta = body["metadata"]
         patch = status_patch(previous, doc)
-        self.kube.patch(
-            BACKUP_KIND, meta["namespace"], meta["name"], {"status": patch}, sub="status"
-        )
+        try:
+            self.kube.patch(
+                BACKUP_KIND, meta["namespace"], meta["name"], {"status": patch}, sub="status"
+            )
+        except ApiException as exc:
+            if missing(exc):  # deleted since it was listed: its Job goes with it
+                return False
+            raise
         if doc.get("phase") != previous.get("phase"):
             self._event(body, BACKUP_KIND, doc, meta["name"])
+        return True
 
     def _event(
         self, involved: Mapping[str, Any], kind: str, doc: Mapping[str, Any], name: str
@@ -207,10 +236,13 @@ class Backups:
         boot = parse_bootstrap(spec.get("bootstrap"))
         now = self.clock()
         busy = False
-        for b in self._backups(cluster):  # one step of each running KVBackup
-            if b.phase not in FINISHED:
-                busy = self.reconcile_backup(cluster.namespace, b.name) is not None or busy
-        backups = self._backups(cluster)
+        backups: list[BackupView] = []
+        for listed in self._listed_backups(cluster):
+            b = view(listed)
+            if b.phase not in FINISHED:  # one step of each running KVBackup
+                b = view({**listed, "status": self.step_backup(listed, cluster)})
+                busy = busy or b.phase not in FINISHED
+            backups.append(b)
         restoring = False
         if boot is not None:
             restoring, restore_busy = self._bootstrap(cluster, boot, previous, doc, settled, now)
@@ -233,9 +265,9 @@ class Backups:
             doc["backup"] = state
         return busy
 
-    def _backups(self, cluster: Cluster) -> list[BackupView]:
+    def _listed_backups(self, cluster: Cluster) -> list[dict[str, Any]]:
         return [
-            view(b)
+            b
             for b in self.kube.list(BACKUP_KIND, cluster.namespace)
             if (b.get("spec") or {}).get("cluster") == cluster.name
         ]
@@ -453,12 +485,21 @@ class Backups:
         self._cluster_event(cluster, "Normal", "RestoreCompleted", restore["message"])
 
     def _cluster_event(self, cluster: Cluster, type_: str, reason: str, message: str) -> None:
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": cluster.name, "namespace": cluster.namespace, "uid": cluster.uid},
-        }
         try:
-            self.kube.event(body, type_, reason, message)
+            self.kube.event(_cluster_ref(cluster), type_, reason, message)
         except ApiException as exc:
             log.warning("could not post event %s: %s", reason, exc.reason)
+
+
+def _cluster_ref(cluster: Cluster) -> dict[str, Any]:
+    """What an Event about the KVCluster needs of it."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": cluster.name, "namespace": cluster.namespace, "uid": cluster.uid},
+    }
+
+
+def _failed(previous: Mapping[str, Any], exc: SpecError) -> dict[str, Any]:
+    """The status of a KVBackup whose spec cannot run."""
+    return {**previous, "phase": "Failed", "message": str(exc)}

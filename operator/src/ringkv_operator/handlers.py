@@ -21,7 +21,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -86,40 +85,31 @@ def close(memo: kopf.Memo, **_: Any) -> None:
         reconciler.close()
 
 
-def _loop(
-    stopped: kopf.DaemonStopped, kick: threading.Event, what: str, turn: Callable[[], float | None]
-) -> None:
-    """`turn()` again and again: after the delay it returns, or at once when kicked;
-    until it returns None (the object is gone) or the operator stops."""
-    while not stopped:
-        kick.clear()
-        try:
-            delay = turn()
-        except Exception:
-            log.exception("%s: reconcile failed; again in %.0f s", what, ERROR_DELAY_S)
-            delay = ERROR_DELAY_S
-        if delay is None:
-            return
-        deadline = time.monotonic() + delay
-        time.sleep(MIN_SPACING_S)
-        while not stopped and not kick.is_set() and time.monotonic() < deadline:
-            kick.wait(min(0.5, max(0.0, deadline - time.monotonic())))
-
-
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_backoff=1.0)
 def cluster_loop(
     stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: Any, **_: Any
 ) -> None:
-    """Reconcile one KVCluster until it is deleted or the operator stops."""
+    """Reconcile one KVCluster until it is deleted or the operator stops: a turn,
+    then another after the delay it returns, or at once when kicked."""
     assert namespace is not None  # KVClusters are namespaced
     reconciler: Reconciler = memo["reconciler"]
+    kick: threading.Event = memo["kicks"].get(namespace, name)
     try:
-        _loop(
-            stopped,
-            memo["kicks"].get(namespace, name),
-            f"{namespace}/{name}",
-            lambda: reconciler.reconcile(namespace, name),
-        )
+        while not stopped:
+            kick.clear()
+            try:
+                delay = reconciler.reconcile(namespace, name)
+            except Exception:
+                log.exception(
+                    "%s/%s: reconcile failed; again in %.0f s", namespace, name, ERROR_DELAY_S
+                )
+                delay = ERROR_DELAY_S
+            if delay is None:  # the KVCluster is gone
+                return
+            deadline = time.monotonic() + delay
+            time.sleep(MIN_SPACING_S)
+            while not stopped and not kick.is_set() and time.monotonic() < deadline:
+                kick.wait(min(0.5, max(0.0, deadline - time.monotonic())))
     finally:
         memo["kicks"].forget(namespace, name)
 

@@ -193,7 +193,8 @@ def _nodes(obs: Observed) -> list[dict[str, Any]]:
 def status_doc(
     obs: Observed, decision: Decision, previous: Mapping[str, Any], paused: bool = False
 ) -> dict[str, Any]:
-    """The whole new `status`."""
+    """The new `status`, but for its backup part (`lastBackup`, `backup`, `restore`,
+    BackupReady), which `Backups.cluster_turn` adds to it."""
     cluster = obs.cluster
     ring = committed(obs.rings)
     phase = "Paused" if paused else decision.phase
@@ -227,8 +228,6 @@ def status_doc(
             "updated": sum(1 for p in obs.pods.values() if p.revision == obs.sts.update_revision),
             "partition": decision.sts_partition,
         }
-    if previous.get("lastBackup"):
-        doc["lastBackup"] = previous["lastBackup"]
     return doc
 
 

@@ -8,7 +8,10 @@ Both need the cluster token (admin routes always do, design §3).
          same one hold the same keys at the same versions, and a backup reads
          only one of them);
          409 `stale_epoch` when the node's ring is not epoch E (the ring changed
-         under the backup), 409 `not_owner` when it does not own the partition.
+         under the backup, or this node has yet to commit or hear of it), 409
+         `not_owner` when it does not own the partition; both say the node's
+         epoch (`"epoch"`), and the backup reads the partition again at a newer
+         ring (`ringkv._backupretry`).
     POST /admin/v1/apply   msgpack `{"records": [[key, record], ...], "consistency": level}`
          -> `{"records": n, "kept": k}`: packed records written through this
          node to their owners last-writer-wins with the versions and expiry they
@@ -63,13 +66,16 @@ def _snapshot_checks(request: web.Request) -> int:
         raise ApiError(
             409,
             "stale_epoch",
-            f"the ring is at epoch {ring.epoch}, not {epoch}: it changed since the backup "
-            "started; run it again",
+            f"the ring is at epoch {ring.epoch} here, not {epoch}",
+            {"epoch": ring.epoch},
         )
     me = node.settings.node_id
     if me not in ring.owners(part):
         raise ApiError(
-            409, "not_owner", f"{me} does not own partition {part} in ring epoch {ring.epoch}"
+            409,
+            "not_owner",
+            f"{me} does not own partition {part} in ring epoch {ring.epoch}",
+            {"epoch": ring.epoch},
         )
     return part
 
