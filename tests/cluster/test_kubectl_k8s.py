@@ -209,12 +209,24 @@ def secret(kube: Any, ns: str, name: str, token: str) -> None:
     )
 
 
+# Run a command with SIGINT at its default, as a terminal's Ctrl-C finds it: a
+# suite started in the background of a non-interactive shell (`make test &`)
+# has SIGINT ignored, its children inherit that, and Python then leaves it
+# ignored, so the Ctrl-C case would hang only there. The exec keeps the pid.
+SIGINT_DEFAULT = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
 class Connect:
     """`kubectl-ringkv connect` running: its stdout lines as they come, then its end."""
 
     def __init__(self, *argv: str, **extra: str) -> None:
         self.proc = subprocess.Popen(
-            [PLUGIN, "connect", *argv],
+            [*SIGINT_DEFAULT, PLUGIN, "connect", *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
