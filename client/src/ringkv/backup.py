@@ -127,16 +127,21 @@ def _needed(consistency: str, n: int) -> int:
 # -- reading one replica's snapshot ------------------------------------------------
 
 
+def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
+    """A connection to a node's URL (http or https), not yet opened."""
+    split = urlsplit(url)
+    conn_class = (
+        http.client.HTTPSConnection if split.scheme == "https" else http.client.HTTPConnection
+    )
+    return conn_class(split.hostname or "127.0.0.1", split.port, timeout=timeout)
+
+
 class _Snapshot:
     """One replica's `GET /admin/v1/snapshot/{p}`, read frame by frame."""
 
     def __init__(self, url: str, part: int, epoch: int, token: str, timeout: float) -> None:
-        split = urlsplit(url)
-        conn_class = (
-            http.client.HTTPSConnection if split.scheme == "https" else http.client.HTTPConnection
-        )
         self.where = f"{url} partition {part}"
-        self._conn = conn_class(split.hostname or "127.0.0.1", split.port, timeout=timeout)
+        self._conn = _connection(url, timeout)
         try:
             self._conn.request(
                 "GET",
@@ -244,11 +249,7 @@ class _Partition:
 def _fingerprint(url: str, part: int, epoch: int, token: str, timeout: float) -> str | None:
     """A replica's `X-Ringkv-Digest` of one partition (HEAD of its snapshot), or
     None when it does not answer with one (the full read then says why)."""
-    split = urlsplit(url)
-    conn_class = (
-        http.client.HTTPSConnection if split.scheme == "https" else http.client.HTTPConnection
-    )
-    conn = conn_class(split.hostname or "127.0.0.1", split.port, timeout=timeout)
+    conn = _connection(url, timeout)
     try:
         conn.request(
             "HEAD",

@@ -55,9 +55,10 @@ async def write_bulk(
     part_of = ring.partition_of
     by_part: dict[int, list[int]] = {}  # partition -> indexes of its items
     for i, (key, _) in enumerate(items):
-        idxs = by_part.get(part_of(key))
+        part = part_of(key)
+        idxs = by_part.get(part)
         if idxs is None:
-            by_part[part_of(key)] = [i]
+            by_part[part] = [i]
         else:
             idxs.append(i)
     plans: list[list[Group]] = []  # the owner groups of each partition written

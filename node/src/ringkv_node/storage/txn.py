@@ -196,7 +196,7 @@ class WriteTxn:
         its partition and bucket, and read and written at one LMDB key; the
         stored record's header alone decides.
         """
-        part = self._partition_of(key)
+        part, key_hash = self._locate(key)
         pkey = PART.pack(part) + key
         txn = self._txn
         prev = cast("bytes | None", txn.get(pkey, db=self._data))
@@ -210,7 +210,7 @@ class WriteTxn:
             delta = record_digest_raw(key, p_ts, p_node)
         txn.put(pkey, raw, db=self._data)
         self.redo.append((DATA, pkey, raw))
-        self._note_digest(part, bucket_of(key), delta ^ record_digest_raw(key, ts, node))
+        self._note_digest(part, bucket_of_hash(key_hash), delta ^ record_digest_raw(key, ts, node))
         if expires_ms:
             self._put(EXPIRY, index_key(expires_ms, key), b"")
         if tombstone:
