@@ -21,7 +21,6 @@ from ringkv.ring import hashed_partitioner, partitioner
 from ringkv_node.model import records
 from ringkv_node.model.digests import (
     BUCKETS,
-    bucket_of,
     bucket_of_hash,
     node_hash,
     record_digest,
@@ -227,9 +226,9 @@ class WriteTxn:
     def remove(self, key: bytes, prev: Record) -> None:
         """Forget `key` entirely (purge): no tombstone is left."""
         self._unindex(key, prev.expires_ms, prev.version.ts if prev.tombstone else None)
-        part = self._partition_of(key)
+        part, key_hash = self._locate(key)
         self._delete(DATA, data_key(part, key))
-        self._note_digest(part, bucket_of(key), record_digest(key, prev.version))
+        self._note_digest(part, bucket_of_hash(key_hash), record_digest(key, prev.version))
 
     def _note_digest(self, part: int, bucket: int, delta: int) -> None:
         """Fold `delta` into a bucket's digest, for after the commit."""
