@@ -536,6 +536,24 @@ def test_snapshot_route_refuses_bad_requests(source: Source) -> None:
         urllib.request.urlopen(head, timeout=10)
     with refused.value:
         assert refused.value.code == 409
+    # GET without a partition: every owned partition's fingerprint, the HEAD's
+    assert get("/admin/v1/snapshot", {})[0] == 401
+    status, doc = get("/admin/v1/snapshot?epoch=7", AUTH)
+    assert (status, doc["error"], doc["epoch"]) == (409, "stale_epoch", 1)
+    with Client(url, token=TOKEN) as kv:
+        ring = kv.ring()
+    mine = sorted(ring.partitions_of(ring.members[0].id))
+    assert ring.members[0].url == url and mine
+    for _ in range(5):
+        req = urllib.request.Request(url + "/admin/v1/snapshot?epoch=1", headers=AUTH)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            all_prints = json.loads(r.read())
+        assert all_prints["epoch"] == 1 and sorted(map(int, all_prints["digests"])) == mine
+        with urllib.request.urlopen(urllib.request.Request(snap, headers=AUTH, method="HEAD")) as r:
+            if r.headers["X-Ringkv-Digest"] == all_prints["digests"]["3"]:
+                break
+    else:
+        raise AssertionError("GET /admin/v1/snapshot never gave the HEAD's fingerprint")
     req = urllib.request.Request(url + "/admin/v1/apply", data=b"\xc1", headers=AUTH, method="POST")
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=10)
@@ -569,7 +587,8 @@ def test_a_replica_that_missed_acknowledged_writes_loses_nothing(tmp_path: Path)
         with Client(n1.url, token=TOKEN) as kv:
             ring = kv.ring()
         part = ring.partition_of("m:0")
-        prints = [bk._fingerprint(n.url, part, ring.epoch, TOKEN, 10) for n in (n1, n2)]
+        with bk._Connections(10) as conns:
+            prints = [bk._fingerprint(conns, n.url, part, ring.epoch, TOKEN) for n in (n1, n2)]
         assert None not in prints and prints[0] != prints[1]  # so both are read, and merged
         store = DirStore(str(tmp_path / "b"))
         manifest = bk.create([n1.url, n2.url], TOKEN, store)  # n0 is down: n1 and n2 are read
@@ -643,8 +662,8 @@ def test_a_ring_the_nodes_never_reach_fails_the_partition_saying_why(source: Sou
     ahead = Ring.from_dict({**ring.to_dict(), "epoch": ring.epoch + 5})  # installed nowhere
     rings = bk._RingView(ahead, source.urls, TOKEN, 10.0)
     retry = RingRetry(attempts=3, backoff_s=0.01)
-    with pytest.raises(BackupFailedError) as err:
-        bk._read_partition(rings, 7, "quorum", TOKEN, 10.0, retry)
+    with bk._Connections(10) as conns, pytest.raises(BackupFailedError) as err:
+        bk._read_partition(rings, 7, bk._Reads(TOKEN, "quorum", conns), retry)
     text = str(err.value)
     assert text.startswith("partition 7: its owners refused it 3 times"), text
     assert "409 stale_epoch" in text and "run the backup again" in text, text

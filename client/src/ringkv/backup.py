@@ -11,12 +11,15 @@ the replicas' records are merged last-writer-wins. A write acknowledged
 before the backup started is on a write quorum of its owners, and every read
 quorum meets every write quorum, so it is in the backup, also when one
 replica missed it (a W=2-of-N=3 write that one owner never got). Writes made
-while the backup runs may or may not be in it. The read quorum's owners are
-asked first for a fingerprint of their partition (`HEAD` of the snapshot:
-their anti-entropy bucket digests, hashed); when every one gives the same,
-they hold the same keys at the same versions, so one of them is read alone
-(what it holds then holds every record the others did, at that version or
-newer) and the nodes and this side do a third of the work of a merge. The nodes stream their
+while the backup runs may or may not be in it. Every node is asked first,
+once, for a fingerprint of each partition it owns (`GET /admin/v1/snapshot`:
+their anti-entropy bucket digests, hashed; a `HEAD` of one snapshot gives
+one, for a ring the backup meets later); when the read quorum's owners of a
+partition give the same, they hold the same keys at the same versions, so
+one of them is read alone (what it holds then holds every record the others
+did, at that version or newer, since records only move forward) and the
+nodes and this side do a third of the work of a merge. Requests to a node go
+over a few kept-alive connections. The nodes stream their
 partitions and hold one frame at a time; this side holds the partitions it
 is merging (a few at once) and the part it is filling. When the two
 replicas' streams are the same bytes (the usual case), frames go into the
@@ -136,21 +139,83 @@ def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
     return conn_class(split.hostname or "127.0.0.1", split.port, timeout=timeout)
 
 
+class _Connections:
+    """Keep-alive connections to the nodes, shared by a backup's reader threads.
+
+    A snapshot read to its end frame, or a `HEAD`, gives its connection back
+    for the next request to that node (a new connection per request cost the
+    nodes and this side more CPU than reading a tenth of the records did)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._idle: dict[str, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+
+    def open(
+        self, url: str, method: str, path: str, headers: dict[str, str]
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """`method path` on a connection to `url` and its answer's head; a kept
+        connection the node has closed meanwhile is replaced by a new one."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(url)
+                conn = idle.pop() if idle else None
+            kept = conn is not None
+            if conn is None:
+                conn = _connection(url, self.timeout)
+            try:
+                conn.request(method, path, headers=headers)
+                return conn, conn.getresponse()
+            except TimeoutError:
+                conn.close()
+                raise
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                if not kept:
+                    raise
+
+    def give(
+        self, url: str, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse
+    ) -> None:
+        """Keep `conn` for the next request to `url` when `resp` was read to its
+        end and the node keeps the connection open; close it otherwise."""
+        if resp.isclosed() and not resp.will_close:
+            with self._lock:
+                self._idle.setdefault(url, []).append(conn)
+        else:
+            conn.close()
+
+    def __enter__(self) -> _Connections:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 class _Snapshot:
     """One replica's `GET /admin/v1/snapshot/{p}`, read frame by frame."""
 
-    def __init__(self, url: str, part: int, epoch: int, token: str, timeout: float) -> None:
+    def __init__(self, conns: _Connections, url: str, part: int, epoch: int, token: str) -> None:
         self.where = f"{url} partition {part}"
-        self._conn = _connection(url, timeout)
+        self._conns = conns
+        self._url = url
+        self._ended = False
         try:
-            self._conn.request(
-                "GET",
-                f"/admin/v1/snapshot/{part}?epoch={epoch}",
-                headers={"Authorization": f"Bearer {token}"},
+            self._conn, self._resp = conns.open(
+                url, "GET", f"/admin/v1/snapshot/{part}?epoch={epoch}", _auth(token)
             )
-            self._resp = self._conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
-            self.close()
             raise TransportError(f"snapshot of {self.where}: {exc!r}") from None
         if self._resp.status != 200:
             body = self._resp.read()
@@ -180,11 +245,22 @@ class _Snapshot:
             if payload[:1] and payload[0] & 0xF0 == 0x80:  # a map: the end frame
                 end = msgpack.unpackb(payload, raw=False)
                 self.end_records = int(end.get("records", -1))
+                self._ended = True
                 return
             yield payload
 
     def close(self) -> None:
-        self._conn.close()
+        """Give the connection back when the stream was read to its end (what
+        is left is the chunked body's last, empty chunk), else close it."""
+        if self._ended:
+            try:
+                self._resp.read()
+            except (OSError, http.client.HTTPException):
+                self._conn.close()
+                return
+            self._conns.give(self._url, self._conn, self._resp)
+        else:
+            self._conn.close()
 
 
 def _array_len(payload: bytes) -> int:
@@ -246,37 +322,75 @@ class _Partition:
     raw: int = 0
 
 
-def _fingerprint(url: str, part: int, epoch: int, token: str, timeout: float) -> str | None:
+def _fingerprint(conns: _Connections, url: str, part: int, epoch: int, token: str) -> str | None:
     """A replica's `X-Ringkv-Digest` of one partition (HEAD of its snapshot), or
     None when it does not answer with one (the full read then says why)."""
-    conn = _connection(url, timeout)
     try:
-        conn.request(
-            "HEAD",
-            f"/admin/v1/snapshot/{part}?epoch={epoch}",
-            headers={"Authorization": f"Bearer {token}"},
+        conn, resp = conns.open(
+            url, "HEAD", f"/admin/v1/snapshot/{part}?epoch={epoch}", _auth(token)
         )
-        resp = conn.getresponse()
         resp.read()
-        return resp.getheader("X-Ringkv-Digest") if resp.status == 200 else None
     except (OSError, http.client.HTTPException):
         return None
-    finally:
-        conn.close()
+    conns.give(url, conn, resp)
+    return resp.getheader("X-Ringkv-Digest") if resp.status == 200 else None
 
 
-def _agreeing(
-    ring: Ring, order: list[str], needed: int, part: int, token: str, timeout: float
-) -> bool:
+def _digests(conns: _Connections, url: str, epoch: int, token: str) -> dict[int, str]:
+    """Every `X-Ringkv-Digest` a node gives at once (`GET /admin/v1/snapshot`:
+    the partitions it owns at `epoch`), or none when it does not answer so."""
+    try:
+        conn, resp = conns.open(url, "GET", f"/admin/v1/snapshot?epoch={epoch}", _auth(token))
+        body = resp.read()
+    except (OSError, http.client.HTTPException):
+        return {}
+    conns.give(url, conn, resp)
+    try:
+        doc = json.loads(body) if resp.status == 200 else {}
+        if not isinstance(doc, dict) or doc.get("epoch") != epoch:
+            return {}
+        return {int(p): str(d) for p, d in doc["digests"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+@dataclass
+class _Reads:
+    """What a backup's reader threads share: how to reach and read the nodes,
+    and the fingerprints the owners gave when the backup began, by (epoch,
+    node URL, partition). Any fingerprint taken after the start proves what
+    a `HEAD` just before the read would (records only move forward), so the
+    start's stand in for a `HEAD` per owner and partition."""
+
+    token: str
+    consistency: str
+    conns: _Connections
+    known: dict[tuple[int, str, int], str] = field(default_factory=dict)
+
+    def learn(self, ring: Ring, workers: int) -> None:
+        """Ask every member of `ring` for its fingerprints (in `workers` threads)."""
+        urls = [m.url for m in ring.members]
+        with cf.ThreadPoolExecutor(max(1, min(workers, len(urls)))) as pool:
+            answers = pool.map(lambda url: _digests(self.conns, url, ring.epoch, self.token), urls)
+            for url, digests in zip(urls, answers, strict=True):
+                for part, digest in digests.items():
+                    self.known[(ring.epoch, url, part)] = digest
+
+    def fingerprint(self, url: str, part: int, epoch: int) -> str | None:
+        known = self.known.get((epoch, url, part))
+        if known is not None:
+            return known
+        return _fingerprint(self.conns, url, part, epoch, self.token)
+
+
+def _agreeing(reads: _Reads, ring: Ring, order: list[str], needed: int, part: int) -> bool:
     """True when the first `needed` owners in `order` hold the same records of
     the partition (equal fingerprints): reading the first alone then reads
     them all, since what either holds the other does, at that version or a
     newer one (records only move forward), and merging would change nothing."""
     if needed < 2:
         return False
-    prints = {
-        _fingerprint(ring.member(o).url, part, ring.epoch, token, timeout) for o in order[:needed]
-    }
+    prints = {reads.fingerprint(ring.member(o).url, part, ring.epoch) for o in order[:needed]}
     return len(prints) == 1 and None not in prints
 
 
@@ -327,21 +441,14 @@ class _RingView:
             return self.ring
 
 
-def _read_partition(
-    rings: _RingView,
-    part: int,
-    consistency: str,
-    token: str,
-    timeout: float,
-    retry: RingRetry,
-) -> _Partition:
+def _read_partition(rings: _RingView, part: int, reads: _Reads, retry: RingRetry) -> _Partition:
     """Partition `part` from a read quorum of its owners in one ring, read again
     at a newer ring each time an owner refuses because the ring moved."""
     ring = rings.ring
     refused = 0
     while True:
         try:
-            return _read_at(ring, part, consistency, token, timeout)
+            return _read_at(ring, part, reads)
         except _RingMovedError as exc:
             refused += 1
             step = retry.after_refusal(exc.refusal, ring.epoch, refused)
@@ -355,11 +462,11 @@ def _read_partition(
             time.sleep(step.delay_s)
 
 
-def _read_at(ring: Ring, part: int, consistency: str, token: str, timeout: float) -> _Partition:
+def _read_at(ring: Ring, part: int, reads: _Reads) -> _Partition:
     """Partition `part` from a read quorum of its owners in `ring`, every snapshot
     at its epoch; `_RingMovedError` when an owner refuses because of the ring."""
     owners = list(ring.owners(part))
-    needed = _needed(consistency, len(owners))
+    needed = _needed(reads.consistency, len(owners))
     errors: list[str] = []
     for attempt in range(3):
         # spread the reads: start from a different owner for each partition and try
@@ -367,15 +474,15 @@ def _read_at(ring: Ring, part: int, consistency: str, token: str, timeout: float
         order = owners[start:] + owners[:start]
         snaps: list[_Snapshot] = []
         try:
-            reads = needed
-            if _agreeing(ring, order, needed, part, token, timeout):
-                reads, order = 1, order[:1]  # the others hold exactly what it holds
+            wanted = needed
+            if _agreeing(reads, ring, order, needed, part):
+                wanted, order = 1, order[:1]  # the others hold exactly what it holds
             for owner in order:
-                if len(snaps) == reads:
+                if len(snaps) == wanted:
                     break
                 url = ring.member(owner).url
                 try:
-                    snaps.append(_Snapshot(url, part, ring.epoch, token, timeout))
+                    snaps.append(_Snapshot(reads.conns, url, part, ring.epoch, reads.token))
                 except TransportError as exc:
                     errors.append(str(exc))
                 except ResponseError as exc:
@@ -383,7 +490,7 @@ def _read_at(ring: Ring, part: int, consistency: str, token: str, timeout: float
                     if refusal is None:
                         raise
                     raise _RingMovedError(url, refusal, exc) from None
-            if len(snaps) < reads:
+            if len(snaps) < wanted:
                 continue
             out = _Partition(part)
             for block, count in _merged(snaps):
@@ -428,6 +535,7 @@ def create(
         ring = kv.ring()  # the ring it starts with (a partition may be read at a newer one)
     _needed(consistency, ring.replication_factor)
     rings = _RingView(ring, seeds, token, timeout)
+    reads = _Reads(token, consistency, _Connections(timeout))
     existing = store.names(backup_id)
     if f"{backup_id}/{MANIFEST}" in existing:
         raise ValueError(f"{store.location}/{backup_id} exists already: choose another id")
@@ -437,7 +545,9 @@ def create(
     counts = [0] * ring.partitions
     parts = []
     uploads: deque[cf.Future[None]] = deque()
+    reads.learn(ring, workers)
     with (
+        reads.conns,
         cf.ThreadPoolExecutor(workers, thread_name_prefix="ringkv-backup-read") as readers,
         cf.ThreadPoolExecutor(2, thread_name_prefix="ringkv-backup-write") as writers,
     ):
@@ -458,11 +568,7 @@ def create(
         next_part = 0
         while next_part < ring.partitions or pending:
             while next_part < ring.partitions and len(pending) < workers * 2:
-                pending.append(
-                    readers.submit(
-                        _read_partition, rings, next_part, consistency, token, timeout, RING_RETRY
-                    )
-                )
+                pending.append(readers.submit(_read_partition, rings, next_part, reads, RING_RETRY))
                 next_part += 1
             result = pending.popleft().result()
             counts[result.part] = result.records
@@ -564,7 +670,8 @@ def snapshot_rows(
 ) -> Iterator[tuple[bytes, bytes]]:
     """One node's (key, stored record) pairs of partition `part`, in key order,
     from its snapshot route (one read transaction); checks the end frame's count."""
-    snap = _Snapshot(url, part, epoch, token, timeout)
+    conns = _Connections(timeout)
+    snap = _Snapshot(conns, url, part, epoch, token)
     try:
         yield from _rows(None, snap.frames(), snap)
         if snap.end_records != snap.rows_seen:
@@ -574,6 +681,7 @@ def snapshot_rows(
             )
     finally:
         snap.close()
+        conns.close()
 
 
 def verify(store: Store, backup_id: str | None, progress: Progress | None = None) -> VerifySummary:

@@ -2,6 +2,10 @@
 
 Both need the cluster token (admin routes always do, design §3).
 
+    GET  /admin/v1/snapshot?epoch=E   -> `{"epoch": E, "digests": {"p": digest}}`:
+         the `X-Ringkv-Digest` of every partition this node owns, now (a
+         backup asks each node once instead of a `HEAD` per partition);
+         409 `stale_epoch` as below.
     GET  /admin/v1/snapshot/{partition}?epoch=E   this replica's records of one
          partition from one read transaction, streamed as frames (`snapshot`),
          with `X-Ringkv-Digest`: a fingerprint of them (two replicas with the
@@ -56,11 +60,9 @@ def _partition(request: web.Request, partitions: int) -> int:
     return int(text)
 
 
-def _snapshot_checks(request: web.Request) -> int:
-    """The partition a snapshot request names, once the epoch and ownership hold."""
-    node = request.app[NODE_KEY]
-    ring = node.ring
-    part = _partition(request, ring.partitions)
+def _epoch_check(request: web.Request) -> None:
+    """409 `stale_epoch` unless the request's `epoch` (when given) is the node's."""
+    ring = request.app[NODE_KEY].ring
     epoch = request.query.get("epoch")
     if epoch is not None and epoch != str(ring.epoch):
         raise ApiError(
@@ -69,6 +71,14 @@ def _snapshot_checks(request: web.Request) -> int:
             f"the ring is at epoch {ring.epoch} here, not {epoch}",
             {"epoch": ring.epoch},
         )
+
+
+def _snapshot_checks(request: web.Request) -> int:
+    """The partition a snapshot request names, once the epoch and ownership hold."""
+    node = request.app[NODE_KEY]
+    ring = node.ring
+    part = _partition(request, ring.partitions)
+    _epoch_check(request)
     me = node.settings.node_id
     if me not in ring.owners(part):
         raise ApiError(
@@ -91,6 +101,16 @@ async def snapshot_digest(request: web.Request) -> web.StreamResponse:
             "X-Ringkv-Digest": storage.fingerprint(part),
         }
     )
+
+
+async def snapshot_digests(request: web.Request) -> web.StreamResponse:
+    """GET without a partition: every owned partition's `X-Ringkv-Digest` now."""
+    _epoch_check(request)
+    node = request.app[NODE_KEY]
+    ring = node.ring
+    fingerprint = node.kv.storage.fingerprint
+    digests = {str(p): fingerprint(p) for p in sorted(ring.partitions_of(node.settings.node_id))}
+    return web.json_response({"epoch": ring.epoch, "digests": digests})
 
 
 async def snapshot(request: web.Request) -> web.StreamResponse:
@@ -205,6 +225,7 @@ def _check_replica(rings: RingState, me: str, epoch: int, items: list[tuple[byte
 
 
 BACKUP_ROUTES: list[tuple[str, dict[str, Handler]]] = [
+    ("/admin/v1/snapshot", {"GET": snapshot_digests}),
     ("/admin/v1/snapshot/{partition}", {"GET": snapshot, "HEAD": snapshot_digest}),
     ("/admin/v1/apply", {"POST": apply}),
 ]
