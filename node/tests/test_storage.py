@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ringkv.ring import partitioner
 from ringkv.versions import Version
 from ringkv_node.model import records
 from ringkv_node.model.records import Record
@@ -117,6 +118,44 @@ def test_reads_release_reader_slots(storage: Storage) -> None:
     for i in range(5000):
         storage.get(f"missing{i}".encode())
     assert storage.stats().readers_used <= 2
+
+
+async def test_snapshot_gives_a_partitions_rows_in_batches_of_about_the_bytes_asked(
+    tmp_path: Path,
+) -> None:
+    """Every row of the partition and none of its neighbours', in key order, in
+    lists that each end with the row that reached `batch_bytes` (key + record
+    + 8 bytes a row), the last maybe short; the first and last partitions, an
+    empty one between, and a value larger than a batch among them."""
+    part_of = partitioner(4)
+    storage = Storage(str(tmp_path / "db"), map_size=64 << 20, partitions=4)
+    try:
+        rng = random.Random(3)
+        items = [
+            (f"s{i}".encode(), rec(i + 1, rng.randbytes(rng.randrange(200)))) for i in range(600)
+        ]
+        items = [(k, r) for k, r in items if part_of(k) != 2]  # partition 2 stays empty
+        big = next(k for k in (f"big{i}".encode() for i in range(100)) if part_of(k) == 3)
+        items.append((big, rec(999, b"x" * 5000)))
+        for key, r in items:
+            await storage.write(put(key, r))
+        for part in range(4):
+            want = [(k, records.encode(r)) for k, r in sorted(items) if part_of(k) == part]
+            assert (part == 2) == (not want)
+            fingerprint, rows = storage.snapshot(part, 1000)
+            batches = list(rows)
+            rows.close()
+            assert fingerprint == storage.fingerprint(part)
+            assert [row for batch in batches for row in batch] == want
+            sizes = [[len(k) + len(raw) + 8 for k, raw in batch] for batch in batches]
+            assert all(sum(batch) >= 1000 > sum(batch[:-1]) for batch in sizes[:-1])
+            assert all(sizes) and (not sizes or sum(sizes[-1][:-1]) < 1000)
+        assert any(len(raw) > 1000 for k, raw in want)  # partition 3 has the big value
+        _, rows = storage.snapshot(1, 1000)  # closed before it is read
+        rows.close()
+        assert storage.stats().readers_used <= 2
+    finally:
+        storage.close()
 
 
 @pytest.mark.slow

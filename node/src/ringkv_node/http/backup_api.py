@@ -42,7 +42,7 @@ from ringkv_node.http.appkeys import NODE_KEY
 from ringkv_node.http.parsing import key_or_error, parse_consistency
 from ringkv_node.http.responses import Handler, json_response, read_doc
 from ringkv_node.model import records, wire
-from ringkv_node.replica.snapshot import CONTENT_TYPE, stream_partition
+from ringkv_node.replica.snapshot import CONTENT_TYPE, FRAME_BYTES, stream_partition
 
 __all__ = ["BACKUP_ROUTES", "MAX_APPLY_RECORDS"]
 
@@ -117,7 +117,7 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     part = _snapshot_checks(request)
     node = request.app[NODE_KEY]
     ring = node.ring
-    fingerprint, rows = node.kv.storage.snapshot(part)
+    fingerprint, rows = node.kv.storage.snapshot(part, FRAME_BYTES)
     resp = web.StreamResponse(
         headers={
             "Content-Type": CONTENT_TYPE,

@@ -28,24 +28,13 @@ CONTENT_TYPE = "application/x-ringkv-frames"
 FRAME_BYTES = 256 << 10
 
 
-def frames(
-    rows: Iterable[tuple[bytes, bytes]], frame_bytes: int = FRAME_BYTES
-) -> Generator[bytes, None, None]:
-    """`rows` as frames of about `frame_bytes`, then the end frame. Pure.
+def frames(batches: Iterable[list[tuple[bytes, bytes]]]) -> Generator[bytes, None, None]:
+    """Each batch of rows (`SnapshotRows`' lists of (key, record), of about
+    `FRAME_BYTES`) as a frame, then the end frame with their count. Pure.
     (Rows are packed as they come: a (key, record) tuple is the msgpack
     array `[key, record]`.)"""
-    batch: list[tuple[bytes, bytes]] = []
-    add = batch.append
-    size = count = 0
-    for row in rows:
-        add(row)
-        size += len(row[0]) + len(row[1]) + 8
-        if size >= frame_bytes:
-            count += len(batch)
-            yield wire.frame(batch)
-            batch, size = [], 0
-            add = batch.append
-    if batch:
+    count = 0
+    for batch in batches:
         count += len(batch)
         yield wire.frame(batch)
     yield wire.frame({"end": True, "records": count})

@@ -329,11 +329,11 @@ class Storage:
                     break
         return out
 
-    def snapshot(self, part: int) -> tuple[str, SnapshotRows]:
+    def snapshot(self, part: int, batch_bytes: int) -> tuple[str, SnapshotRows]:
         """One partition's snapshot, from a read transaction begun now: a
         fingerprint of its records (`digest_fingerprint` of the partition's
         bucket digests at that transaction), and every record of it, packed,
-        in key order (a backup's read).
+        in key order, in lists of about `batch_bytes` (a backup's read).
 
         Call it on the event loop: writes commit there and their digests
         follow in the same step, so the digests read here are the
@@ -344,7 +344,8 @@ class Storage:
         transaction move between threads, one at a time). LMDB keeps the
         snapshot's pages from reuse meanwhile, as it does for a checkpoint's.
         """
-        return self.fingerprint(part), SnapshotRows(self._env.begin(db=self._data), part)
+        txn = self._env.begin(db=self._data)
+        return self.fingerprint(part), SnapshotRows(txn, part, batch_bytes)
 
     def fingerprint(self, part: int) -> str:
         """`digest_fingerprint` of one partition's bucket digests now."""
@@ -426,22 +427,57 @@ class Storage:
 
 
 class SnapshotRows:
-    """A partition's records from one read transaction (`Storage.snapshot`):
-    iterate it (once), then `close` it, also when it was never iterated or
-    not to the end, to let the transaction and its reader slot go."""
+    """A partition's records from one read transaction (`Storage.snapshot`),
+    in key order, in lists of about `batch_bytes` (a list ends with the row
+    that fills it; a row counts its key, record and 8 bytes): iterate it
+    (once), then `close` it, also when it was never iterated or not to the
+    end, to let the transaction and its reader slot go."""
 
-    def __init__(self, txn: lmdb.Transaction, part: int) -> None:
+    def __init__(self, txn: lmdb.Transaction, part: int, batch_bytes: int) -> None:
         self._txn: lmdb.Transaction | None = txn
-        self._rows = _partition_iter(txn, PART.pack(part), b"", True)
+        self._rows = _partition_batches(txn, PART.pack(part), batch_bytes)
 
-    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        return self._rows  # the cursor's generator itself: no call of ours a row
+    def __iter__(self) -> Iterator[list[tuple[bytes, bytes]]]:
+        return self._rows
 
     def close(self) -> None:
         txn, self._txn = self._txn, None
         if txn is not None:
             self._rows.close()
             txn.abort()
+
+
+def _partition_batches(
+    txn: lmdb.Transaction, prefix: bytes, batch_bytes: int
+) -> Generator[list[tuple[bytes, bytes]], None, None]:
+    """Every (key, raw record) of one partition, in key order, in lists of
+    about `batch_bytes`. One loop over the cursor, not a generator of rows
+    under a loop that batches them: a backup's node spent a sixth of its CPU
+    on that second step a row."""
+    cur = txn.cursor()
+    try:
+        if not cur.set_range(prefix):
+            return
+        cut = len(prefix)
+        extra = 8 - cut  # a row counts len(key) + len(record) + 8
+        batch: list[tuple[bytes, bytes]] = []
+        add = batch.append
+        size = 0
+        # one cast of the iterator: a cast() a row cost 7% of this loop
+        rows = cast("Iterator[tuple[bytes, bytes]]", cur.iternext())
+        for pkey, raw in rows:
+            if not pkey.startswith(prefix):
+                break
+            add((pkey[cut:], raw))
+            size += len(pkey) + len(raw) + extra
+            if size >= batch_bytes:
+                yield batch
+                batch, size = [], 0
+                add = batch.append
+        if batch:
+            yield batch
+    finally:
+        cur.close()
 
 
 def _partition_iter(
@@ -452,8 +488,7 @@ def _partition_iter(
     try:
         if not cur.set_range(prefix + start):
             return
-        for item in cur.iternext():
-            pkey, raw = cast("tuple[bytes, bytes]", item)
+        for pkey, raw in cast("Iterator[tuple[bytes, bytes]]", cur.iternext()):
             if not pkey.startswith(prefix):
                 return
             key = pkey[2:]
