@@ -142,9 +142,10 @@ def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
 class _Connections:
     """Keep-alive connections to the nodes, shared by a backup's reader threads.
 
-    A snapshot read to its end frame, or a `HEAD`, gives its connection back
-    for the next request to that node (a new connection per request cost the
-    nodes and this side more CPU than reading a tenth of the records did)."""
+    A snapshot read to its end frame, a `HEAD` or the fingerprints' `GET`
+    gives its connection back for the next request to that node (a new
+    connection per request cost the nodes and this side more CPU than
+    reading a tenth of the records did)."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
@@ -545,12 +546,12 @@ def create(
     counts = [0] * ring.partitions
     parts = []
     uploads: deque[cf.Future[None]] = deque()
-    reads.learn(ring, workers)
     with (
         reads.conns,
         cf.ThreadPoolExecutor(workers, thread_name_prefix="ringkv-backup-read") as readers,
         cf.ThreadPoolExecutor(2, thread_name_prefix="ringkv-backup-write") as writers,
     ):
+        reads.learn(ring, workers)
 
         def upload(data: bytes, name: str) -> None:
             store.put(f"{backup_id}/{name}", data)
