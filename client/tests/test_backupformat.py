@@ -38,8 +38,10 @@ def rows(n: int) -> list[tuple[int, bytes, bytes]]:
     return [(p, k, rec(1000 + i)) for i, (p, k) in enumerate(keys)]
 
 
-def write(data: list[tuple[int, bytes, bytes]], part_size: int) -> tuple[list[bytes], Manifest]:
-    writer = PartWriter(part_size)
+def write(
+    data: list[tuple[int, bytes, bytes]], part_size: int, level: int = 1
+) -> tuple[list[bytes], Manifest]:
+    writer = PartWriter(part_size, level)
     parts, infos = [], []
     counts = [0] * Q
     for p in range(Q):
@@ -80,6 +82,18 @@ def test_round_trip_through_bounded_parts() -> None:
     assert read_all(parts, manifest) == [(k, r) for _, k, r in data]
     again = Manifest.from_json(manifest.to_json())
     assert again == manifest and again.records == 500
+
+
+def test_any_zstandard_level_reads_back_the_same_records() -> None:
+    data = rows(2000)
+    fast, fast_manifest = write(data, part_size=1 << 20, level=1)
+    small, small_manifest = write(data, part_size=1 << 20, level=19)
+    assert read_all(fast, fast_manifest) == read_all(small, small_manifest)
+    assert read_all(small, small_manifest) == [(k, r) for _, k, r in data]
+    assert sum(map(len, small)) < sum(map(len, fast))
+    for level in (0, 20):
+        with pytest.raises(ValueError, match=f"zstandard level must be 1 to 19, not {level}"):
+            PartWriter(1000, level)
 
 
 def test_merge_keeps_every_key_once_with_its_newest_record() -> None:

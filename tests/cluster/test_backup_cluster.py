@@ -197,7 +197,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
                 started = time.monotonic()
                 r = subprocess.run(
                     [*CLI, "backup", "create", "--url", urls[1], "--json", "--cluster", "src",
-                     "--part-size", "512k"],
+                     "--part-size", "512k", "--zstd-level", "19"],
                     capture_output=True, text=True, env=env, timeout=300,
                 )  # fmt: skip
                 assert r.returncode == 0, r.stderr
@@ -455,6 +455,9 @@ def test_list_delete_prune_and_not_found(source: Source, tmp_path: Path) -> None
     assert r.returncode == 2 and "needs the cluster token" in r.stderr, r.stderr
     r = cli("backup", "create", "--url", source.urls[0], "--to", str(tmp_path / "x"), token="bad")
     assert r.returncode == 2 and "wrong token" in r.stderr, r.stderr
+    r = cli("backup", "create", "--url", source.urls[0], "--to", str(tmp_path / "x"),
+            "--zstd-level", "20")  # fmt: skip
+    assert r.returncode == 2 and "--zstd-level: must be a whole number from 1 to 19" in r.stderr
 
 
 def test_restore_drill_and_a_retried_backup(source: Source, tmp_path: Path) -> None:

@@ -64,6 +64,7 @@ from ringkv._syncpool import Pool
 from ringkv.backupformat import (
     DEFAULT_PART_SIZE,
     MANIFEST,
+    ZSTD_LEVEL,
     Manifest,
     PartReader,
     PartWriter,
@@ -528,8 +529,11 @@ def create(
     timeout: float = 30.0,
     workers: int = 4,
     progress: Progress | None = None,
+    zstd_level: int = ZSTD_LEVEL,
 ) -> Manifest:
-    """Back the cluster up into `store`; return the manifest (written last)."""
+    """Back the cluster up into `store`; return the manifest (written last).
+    `zstd_level` trades the client's CPU for the parts' size (1, the default,
+    is the fastest; a restore reads any)."""
     started = _now_ms()
     backup_id = check_backup_id(backup_id or new_backup_id(started))
     with Client(seeds, token=token, timeout=timeout) as kv:
@@ -542,7 +546,7 @@ def create(
         raise ValueError(f"{store.location}/{backup_id} exists already: choose another id")
     if existing:  # parts of an attempt that never finished (no manifest): not a backup
         store.delete(list(existing))
-    writer = PartWriter(part_size)
+    writer = PartWriter(part_size, zstd_level)
     counts = [0] * ring.partitions
     parts = []
     uploads: deque[cf.Future[None]] = deque()

@@ -72,7 +72,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 BLOCK_BYTES = 1 << 20
 DEFAULT_PART_SIZE = 64 << 20
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 1  # the default; any level reads back the same (it is not in the format)
+ZSTD_LEVELS = range(1, 20)
 _COMPRESS_BYTES = 8 << 20  # raw bytes handed to the compressor a call (`PartWriter`)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -326,16 +327,19 @@ def blocks(rows: Iterable[Row], block_bytes: int = BLOCK_BYTES) -> Iterator[tupl
 class PartWriter:
     """Blocks in, compressed parts out, each closed once it holds `part_size` raw bytes."""
 
-    def __init__(self, part_size: int = DEFAULT_PART_SIZE) -> None:
+    def __init__(self, part_size: int = DEFAULT_PART_SIZE, level: int = ZSTD_LEVEL) -> None:
         if part_size < 1:
             raise ValueError("part size must be at least 1 byte")
+        if level not in ZSTD_LEVELS:
+            raise ValueError(f"zstandard level must be 1 to 19, not {level}")
         self.part_size = part_size
+        self._params = zstandard.ZstdCompressor(level=level)
         self.index = 0
         self._new()
 
     def _new(self) -> None:
         self._chunks: list[bytes] = []
-        self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+        self._compressor = self._params.compressobj()
         self._waiting: list[bytes] = []  # blocks not yet handed to the compressor
         self._waiting_bytes = 0
         self._raw = 0

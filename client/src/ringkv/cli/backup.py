@@ -41,6 +41,13 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+def zstd_level(text: str) -> int:
+    """A zstandard level, 1 to 19."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= 19:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 19, not {text!r}")
+    return int(text)
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -141,6 +148,7 @@ def _create(args: argparse.Namespace) -> int:
         consistency=args.consistency,
         timeout=args.timeout,
         workers=args.workers,
+        zstd_level=args.zstd_level,
     )
     seconds = time.perf_counter() - started
     location = f"{store.location.rstrip('/')}/{manifest.backup_id}"
@@ -407,6 +415,12 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, q
     )
     p.add_argument(
         "--part-size", type=parse_size, default="64MiB", help="records per part before compression"
+    )
+    p.add_argument(
+        "--zstd-level",
+        type=zstd_level,
+        default=1,
+        help="zstandard level, 1 (fastest, the default) to 19 (smallest parts)",
     )
     consistency(p, "read")
     p.add_argument("--workers", type=positive_int, default=4, help="partitions read at once")
