@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from ringkv._backupretry import Refusal, Retry, RingRetry, refusal_of
+from ringkv._backupretry import (
+    MemberRing,
+    Refusal,
+    Retry,
+    RingRetry,
+    Start,
+    refusal_of,
+    start_step,
+)
 from ringkv.errors import ResponseError, error_for
 
 POLICY = RingRetry(attempts=4, backoff_s=0.2, max_backoff_s=0.5)
@@ -72,3 +80,45 @@ def test_the_defaults_bound_the_wait_to_a_few_seconds() -> None:
 def test_refusal_of(status: int, body: dict[str, object], expected: Refusal | None) -> None:
     exc: ResponseError = error_for(status, body)
     assert refusal_of(exc) == expected
+
+
+def M(url: str, epoch: int | None, pending: int | None = None) -> MemberRing:  # noqa: N802
+    return MemberRing(url, epoch, pending)
+
+
+@pytest.mark.parametrize(
+    ("members", "action", "words"),
+    [
+        # settled at our epoch: go, also with a member down (it cannot have committed
+        # a ring no member is joining)
+        ([M("a", 5), M("b", 5), M("c", 5)], "go", ""),
+        ([M("a", 5), M("b", None), M("c", 5)], "go", ""),
+        # a joining ring nobody committed, every member answering: writes go to both
+        # rings' quorums, so reading ours is complete
+        ([M("a", 5, 6), M("b", 5, 6), M("c", 5, 6), M("d", 5, 6)], "go", ""),
+        # ... but a silent member may be the one that committed it
+        ([M("a", 5, 6), M("b", 5, 6), M("d", None)], "wait", "d does not answer"),
+        # a member that took the new ring from a peer (gossip) before the driver's
+        # commit reached it still names it as joining: settled all the same
+        ([M("a", 6), M("b", 6, 6), M("c", None)], "refresh", "epoch 6"),
+        # members at two epochs: a commit under way
+        ([M("a", 6), M("b", 5, 6), M("c", 5, 6)], "wait", "a at 6"),
+        ([M("a", 6), M("b", 5), M("c", None)], "wait", "committing a ring change"),
+        # all at a newer ring: take it
+        ([M("a", 6), M("b", 6), M("c", None)], "refresh", "epoch 6"),
+        # all behind our ring (it came from elsewhere): wait for them
+        ([M("a", 4), M("b", 4)], "wait", "behind the ring's 5"),
+        # nobody answers: the reads fail with their own errors
+        ([M("a", None), M("b", None)], "go", "no member answered"),
+    ],
+)
+def test_when_a_backup_may_begin(members: list[MemberRing], action: str, words: str) -> None:
+    step = start_step(OURS, members)
+    assert step.action == action
+    assert words in step.reason
+
+
+def test_a_newer_ring_is_taken_from_a_member_that_holds_it() -> None:
+    assert start_step(OURS, [M("a", 6), M("b", 6)]) == Start(
+        "refresh", "the members are at epoch 6", "a"
+    )

@@ -41,6 +41,7 @@ from ringkv.admin import Rebalancer
 from ringkv.backupformat import Manifest
 from ringkv.errors import BackupFailedError
 from ringkv.packed import HEADER_SIZE, fields, pack
+from ringkv.rebalance import Step, plan
 from ringkv.ring import Member, Ring
 from ringkv.stores import DirStore, S3Options, S3Store
 
@@ -670,3 +671,97 @@ def test_a_ring_the_nodes_never_reach_fails_the_partition_saying_why(source: Sou
     text = str(err.value)
     assert text.startswith("partition 7: its owners refused it 3 times"), text
     assert "409 stale_epoch" in text and "run the backup again" in text, text
+
+
+def _past_first_anti_entropy(urls: list[str], within_s: float = 30.0) -> None:
+    """Wait until every node has done its first anti-entropy round (2 s after its
+    start) and found nothing to do: with a long interval, no peer traffic then
+    carries a ring's epoch between the nodes until the test makes some."""
+    deadline = time.monotonic() + within_s
+    while True:
+        rounds = []
+        for url in urls:
+            req = urllib.request.Request(f"{url}/v1/status", headers=AUTH)
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                rounds.append(json.load(resp)["anti_entropy"])
+        if all(r["last_round_at_ms"] and not r["buckets_out_of_sync"] for r in rounds):
+            return
+        assert time.monotonic() < deadline, rounds
+        time.sleep(0.2)
+
+
+class _AtCommitError(Exception):
+    """Stops a Rebalancer.run at its commit step."""
+
+
+def test_a_backup_waits_for_a_ring_change_that_is_committing(tmp_path: Path) -> None:
+    """A fourth node has joined and streamed, and one node has committed the new
+    ring while the others have not yet (nothing has carried the new epoch to
+    them: no writes, anti-entropy an hour away). Writes acknowledged through
+    the committed node would have gone to the new ring's owners alone, so the
+    backup does not begin until every member is at one epoch: with a short
+    --ring-wait it fails saying so; with a longer one it begins once the commit
+    is done, at the new ring, with every key acknowledged before it."""
+    slow = ["--partitions", "16", "--anti-entropy-interval", "3600s"]
+    cluster = Cluster.create(tmp_path / "c", 3, extra=slow)
+    n3 = NodeProcess("n3", tmp_path / "c")
+    n3.peers = ",".join(f"{n.node_id}={n.url}" for n in [*cluster.nodes, n3])
+    n3.extra = list(cluster.nodes[0].extra)
+    try:
+        cluster.start()
+        n3.start()
+        urls = [n.url for n in cluster.nodes]
+        nodes = {n.node_id: n.url for n in [*cluster.nodes, n3]}
+        with Client(urls, token=TOKEN) as kv:
+            old = kv.ring()
+            items = {f"b:{i}": f"v{i}".encode() for i in range(2000)}
+            versions = {k: r["version"] for k, r in zip(items, kv.put_many(items), strict=True)}
+        target = plan(old, [Member(i, u) for i, u in nodes.items()])
+        _past_first_anti_entropy(list(nodes.values()))
+
+        def stop_at_commit(step: Step, docs: dict[str, object]) -> None:
+            if step.action == "commit":
+                raise _AtCommitError
+
+        store = DirStore(str(tmp_path / "b"))
+        done: list[Manifest | BaseException] = []
+
+        def backup() -> None:
+            try:
+                done.append(bk.create(urls, TOKEN, store, backup_id="long", ring_wait_s=60))
+            except BaseException as exc:  # the assertions below say what
+                done.append(exc)
+
+        worker = threading.Thread(target=backup)
+        with Rebalancer(TOKEN) as rb:
+            with pytest.raises(_AtCommitError):
+                rb.run(old, target, on_progress=stop_at_commit)
+            assert rb.act(Step("commit", ("n0",)), target, nodes) == []
+            assert [rb.ring(u).epoch for u in nodes.values()] == [2, 1, 1, 1]
+
+            with pytest.raises(BackupFailedError) as err:
+                bk.create(urls, TOKEN, store, backup_id="short", ring_wait_s=1.0)
+            text = str(err.value)
+            assert text.startswith(
+                "the backup cannot begin while the members are committing a ring change ("
+            ), text
+            assert f"{nodes['n0']} at 2" in text and f"{nodes['n1']} at 1" in text, text
+            assert "it waited 1 s" in text, text
+            assert store.names("short") == []  # nothing written
+
+            worker.start()
+            time.sleep(1.5)
+            assert worker.is_alive() and not done, done  # waiting, not reading at epoch 1
+            assert store.names("long") == []
+            rb.run(old, target)  # commits the rest
+        worker.join(60)
+        assert not worker.is_alive()
+        manifest = done[0]
+        assert isinstance(manifest, Manifest), manifest
+        assert manifest.ring_epoch == 2
+        assert bk.verify(store, "long").records == len(items)
+        got = backup_entries(store, manifest)
+        assert got == {k: (v, versions[k], None) for k, v in items.items()}
+    finally:
+        cluster.kill_all()
+        n3.kill()

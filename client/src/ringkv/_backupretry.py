@@ -15,6 +15,16 @@ saying so.
 
 `RingRetry.after_refusal` decides from the refusal, the backup's epoch and the
 count alone; `ringkv.backup` fetches rings and sleeps. Pure: no I/O.
+
+**When a backup may begin** (`start_step`). Reading at a ring E is only
+sure to find every acknowledged write while no member has committed a newer
+ring: a node that has writes to the new ring's owners alone, and a read
+quorum of E's owners that have not committed yet would not see them. So the
+backup first asks every member (of E and of any joining ring) for its ring
+(`GET /admin/v1/rebalance`) and begins only when all of them are at one
+epoch. A joining ring that no member has committed yet is no obstacle
+(writes then go to a quorum of both rings), as long as every member answers:
+one that does not might be the one that committed.
 """
 
 from __future__ import annotations
@@ -23,7 +33,16 @@ from dataclasses import dataclass
 
 from ringkv.errors import ResponseError
 
-__all__ = ["RING_MOVED", "Refusal", "Retry", "RingRetry", "refusal_of"]
+__all__ = [
+    "RING_MOVED",
+    "MemberRing",
+    "Refusal",
+    "Retry",
+    "RingRetry",
+    "Start",
+    "refusal_of",
+    "start_step",
+]
 
 RING_MOVED = ("stale_epoch", "not_owner")  # the 409 codes of the snapshot route
 
@@ -83,3 +102,51 @@ class RingRetry:
             return Retry(refresh=False, delay_s=wait)
         # our epoch but not our ring's owner, or an epoch it did not say: ask again
         return Retry(refresh=True, delay_s=wait)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRing:
+    """What one member said of its ring (`GET /admin/v1/rebalance`): its epoch
+    and its joining ring's (None: none); `epoch` None: it did not answer."""
+
+    url: str
+    epoch: int | None
+    pending: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """`go`: read at the backup's ring; `refresh`: first take the newer ring
+    `url` holds (then ask again); `wait`: a ring change is committing, ask
+    again shortly (`reason` says what is seen)."""
+
+    action: str
+    reason: str = ""
+    url: str = ""
+
+
+def start_step(ours: int, members: list[MemberRing]) -> Start:
+    """May a backup read at epoch `ours`, given what every member says? Pure."""
+    answered = sorted((m.epoch, m.url, m.pending) for m in members if m.epoch is not None)
+    silent = [m.url for m in members if m.epoch is None]
+    if not answered:
+        return Start("go", "no member answered: the reads will say why")
+    epochs = sorted({epoch for epoch, _, _ in answered})
+    # a joining ring of the member's own epoch was installed by gossip before the
+    # driver's commit reached it: committed, not joining
+    joining = sorted({p for epoch, _, p in answered if p is not None and p > epoch})
+    if len(epochs) > 1:
+        at = ", ".join(f"{url} at {epoch}" for epoch, url, _ in answered)
+        return Start("wait", f"the members are committing a ring change ({at})")
+    if joining and silent:
+        return Start(
+            "wait",
+            f"a ring change to epoch {joining[-1]} is under way and "
+            f"{', '.join(silent)} does not answer (it may have committed it)",
+        )
+    epoch = epochs[0]
+    if epoch > ours:
+        return Start("refresh", f"the members are at epoch {epoch}", answered[0][1])
+    if epoch < ours:
+        return Start("wait", f"the members are at epoch {epoch}, behind the ring's {ours}")
+    return Start("go")

@@ -28,6 +28,10 @@ backup runs, the nodes refuse the snapshots asked at the old epoch (409
 `stale_epoch`, or `not_owner`): the partition is read again, whole, from a
 read quorum of its owners in the newer ring, which the refusing node gives
 (`ringkv._backupretry` decides; a few attempts, then the backup fails).
+It does not begin while a ring change is half committed (some members at
+the new ring, some at the old), waiting for every member to be at one epoch
+(`ringkv._backupretry.start_step`): an acknowledged write could then be on
+the new ring's owners only.
 
 **Restore** checks the manifest and the size and SHA-256 of every part before
 it writes anything, then reads the parts in order (checking every record's
@@ -58,7 +62,7 @@ from urllib.parse import urlsplit
 import msgpack
 
 from ringkv import __version__
-from ringkv._backupretry import Refusal, RingRetry, refusal_of
+from ringkv._backupretry import MemberRing, Refusal, RingRetry, refusal_of, start_step
 from ringkv._core import Request, decode
 from ringkv._syncpool import Pool
 from ringkv.backupformat import (
@@ -385,6 +389,68 @@ class _Reads:
         return _fingerprint(self.conns, url, part, epoch, self.token)
 
 
+def _member_ring(conns: _Connections, url: str, token: str) -> tuple[MemberRing, list[str]]:
+    """One member's ring (`GET /admin/v1/rebalance`: its epoch, its joining
+    ring's) and the URLs of its joining ring's members; not answered: epoch None."""
+    silent: tuple[MemberRing, list[str]] = (MemberRing(url, None), [])
+    try:
+        conn, resp = conns.open(url, "GET", "/admin/v1/rebalance", _auth(token))
+        body = resp.read()
+    except (OSError, http.client.HTTPException):
+        return silent
+    conns.give(url, conn, resp)
+    if resp.status != 200:
+        return silent
+    try:
+        doc = json.loads(body)
+        epoch, pending = doc["epoch"], doc.get("pending_epoch")
+        if type(epoch) is not int or not (pending is None or type(pending) is int):
+            return silent
+        joining = doc.get("pending_ring")
+        urls = [m.url for m in Ring.from_dict(joining).members] if joining else []
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return silent
+    return MemberRing(url, epoch, pending), urls
+
+
+def _member_rings(conns: _Connections, ring: Ring, token: str, workers: int) -> list[MemberRing]:
+    """What every member of `ring`, and of any joining ring they hold, says of its ring."""
+    asked: dict[str, MemberRing] = {}
+    todo = [m.url for m in ring.members]
+    with cf.ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
+        while todo:
+            more: list[str] = []
+            for said, urls in pool.map(lambda url: _member_ring(conns, url, token), todo):
+                asked[said.url] = said
+                more += urls
+            todo = [u for u in dict.fromkeys(more) if u not in asked]
+    return list(asked.values())
+
+
+def _settled(
+    rings: _RingView, conns: _Connections, token: str, wait_s: float, workers: int
+) -> Ring:
+    """The ring to begin reading at, once no ring change is committing
+    (`ringkv._backupretry.start_step`), waiting at most `wait_s` for it."""
+    deadline = time.monotonic() + wait_s
+    ring = rings.ring
+    while True:
+        step = start_step(ring.epoch, _member_rings(conns, ring, token, workers))
+        if step.action == "go":
+            return ring
+        if step.action == "refresh":
+            newer = rings.refresh(ring, step.url)
+            if newer.epoch > ring.epoch:
+                ring = newer
+                continue
+        if time.monotonic() >= deadline:
+            raise BackupFailedError(
+                f"the backup cannot begin while {step.reason}; it waited {wait_s:g} s "
+                "for the change to settle: run it again once the change is done"
+            )
+        time.sleep(0.5)
+
+
 def _agreeing(reads: _Reads, ring: Ring, order: list[str], needed: int, part: int) -> bool:
     """True when the first `needed` owners in `order` hold the same records of
     the partition (equal fingerprints): reading the first alone then reads
@@ -530,12 +596,13 @@ def create(
     workers: int = 4,
     progress: Progress | None = None,
     zstd_level: int = ZSTD_LEVEL,
+    ring_wait_s: float = 600.0,
 ) -> Manifest:
     """Back the cluster up into `store`; return the manifest (written last).
     `zstd_level` trades the client's CPU for the parts' size (1, the default,
-    is the fastest; a restore reads any)."""
-    started = _now_ms()
-    backup_id = check_backup_id(backup_id or new_backup_id(started))
+    is the fastest; a restore reads any). The backup begins once no ring
+    change is committing, waiting at most `ring_wait_s` for that."""
+    backup_id = check_backup_id(backup_id or new_backup_id(_now_ms()))
     with Client(seeds, token=token, timeout=timeout) as kv:
         ring = kv.ring()  # the ring it starts with (a partition may be read at a newer one)
     _needed(consistency, ring.replication_factor)
@@ -547,7 +614,6 @@ def create(
     if existing:  # parts of an attempt that never finished (no manifest): not a backup
         store.delete(list(existing))
     writer = PartWriter(part_size, zstd_level)
-    counts = [0] * ring.partitions
     parts = []
     uploads: deque[cf.Future[None]] = deque()
     with (
@@ -555,6 +621,9 @@ def create(
         cf.ThreadPoolExecutor(workers, thread_name_prefix="ringkv-backup-read") as readers,
         cf.ThreadPoolExecutor(2, thread_name_prefix="ringkv-backup-write") as writers,
     ):
+        ring = _settled(rings, reads.conns, token, ring_wait_s, workers)
+        started = _now_ms()  # what was acknowledged before now is in the backup
+        counts = [0] * ring.partitions
         reads.learn(ring, workers)
 
         def upload(data: bytes, name: str) -> None:

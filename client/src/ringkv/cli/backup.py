@@ -21,6 +21,7 @@ from typing import Any
 
 from ringkv.cli.common import (
     EXIT_CODES,
+    positive_float,
     positive_int,
     print_json,
     progress,
@@ -149,6 +150,7 @@ def _create(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         workers=args.workers,
         zstd_level=args.zstd_level,
+        ring_wait_s=args.ring_wait,
     )
     seconds = time.perf_counter() - started
     location = f"{store.location.rstrip('/')}/{manifest.backup_id}"
@@ -421,6 +423,13 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, q
         type=zstd_level,
         default=1,
         help="zstandard level, 1 (fastest, the default) to 19 (smallest parts)",
+    )
+    p.add_argument(
+        "--ring-wait",
+        type=positive_float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long to wait for a ring change that is committing before the backup begins",
     )
     consistency(p, "read")
     p.add_argument("--workers", type=positive_int, default=4, help="partitions read at once")
