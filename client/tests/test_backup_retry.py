@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from ringkv._backupretry import (
-    MemberRing,
     Refusal,
     Retry,
     RingRetry,
@@ -19,6 +18,7 @@ from ringkv._backupretry import (
     start_step,
 )
 from ringkv.errors import ResponseError, error_for
+from ringkv.rebalance import NodeView
 
 POLICY = RingRetry(attempts=4, backoff_s=0.2, max_backoff_s=0.5)
 OURS = 5
@@ -82,8 +82,9 @@ def test_refusal_of(status: int, body: dict[str, object], expected: Refusal | No
     assert refusal_of(exc) == expected
 
 
-def M(url: str, epoch: int | None, pending: int | None = None) -> MemberRing:  # noqa: N802
-    return MemberRing(url, epoch, pending)
+def M(url: str, epoch: int | None, pending: int | None = None) -> NodeView:  # noqa: N802
+    """A member at `url` at `epoch` joining `pending` (`epoch` None: silent)."""
+    return NodeView(url, False) if epoch is None else NodeView(url, True, epoch, pending)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ def M(url: str, epoch: int | None, pending: int | None = None) -> MemberRing:  #
         ([M("a", None), M("b", None)], "go", "no member answered"),
     ],
 )
-def test_when_a_backup_may_begin(members: list[MemberRing], action: str, words: str) -> None:
+def test_when_a_backup_may_begin(members: list[NodeView], action: str, words: str) -> None:
     step = start_step(OURS, members)
     assert step.action == action
     assert words in step.reason

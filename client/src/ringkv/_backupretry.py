@@ -32,10 +32,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ringkv.errors import ResponseError
+from ringkv.rebalance import NodeView
 
 __all__ = [
     "RING_MOVED",
-    "MemberRing",
     "Refusal",
     "Retry",
     "RingRetry",
@@ -105,16 +105,6 @@ class RingRetry:
 
 
 @dataclass(frozen=True, slots=True)
-class MemberRing:
-    """What one member said of its ring (`GET /admin/v1/rebalance`): its epoch
-    and its joining ring's (None: none); `epoch` None: it did not answer."""
-
-    url: str
-    epoch: int | None
-    pending: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Start:
     """`go`: read at the backup's ring; `refresh`: first take the newer ring
     `url` holds (then ask again); `wait`: a ring change is committing, ask
@@ -125,10 +115,11 @@ class Start:
     url: str = ""
 
 
-def start_step(ours: int, members: list[MemberRing]) -> Start:
-    """May a backup read at epoch `ours`, given what every member says? Pure."""
-    answered = sorted((m.epoch, m.url, m.pending) for m in members if m.epoch is not None)
-    silent = [m.url for m in members if m.epoch is None]
+def start_step(ours: int, members: list[NodeView]) -> Start:
+    """May a backup read at epoch `ours`, given what every member says (its
+    `GET /admin/v1/rebalance`, `NodeView.id` its URL)? Pure."""
+    answered = sorted((m.epoch, m.id, m.pending_epoch) for m in members if m.reachable)
+    silent = [m.id for m in members if not m.reachable]
     if not answered:
         return Start("go", "no member answered: the reads will say why")
     epochs = sorted({epoch for epoch, _, _ in answered})

@@ -62,7 +62,7 @@ from urllib.parse import urlsplit
 import msgpack
 
 from ringkv import __version__
-from ringkv._backupretry import MemberRing, Refusal, RingRetry, refusal_of, start_step
+from ringkv._backupretry import Refusal, RingRetry, refusal_of, start_step
 from ringkv._core import Request, decode
 from ringkv._syncpool import Pool
 from ringkv.backupformat import (
@@ -91,6 +91,7 @@ from ringkv.errors import (
     error_for,
 )
 from ringkv.packed import HEADER, TOMBSTONE
+from ringkv.rebalance import NodeView
 from ringkv.retention import Backup, Decision, Retention, select
 from ringkv.ring import Ring
 from ringkv.stores import Store
@@ -389,10 +390,10 @@ class _Reads:
         return _fingerprint(self.conns, url, part, epoch, self.token)
 
 
-def _member_ring(conns: _Connections, url: str, token: str) -> tuple[MemberRing, list[str]]:
-    """One member's ring (`GET /admin/v1/rebalance`: its epoch, its joining
-    ring's) and the URLs of its joining ring's members; not answered: epoch None."""
-    silent: tuple[MemberRing, list[str]] = (MemberRing(url, None), [])
+def _member_ring(conns: _Connections, url: str, token: str) -> tuple[NodeView, list[str]]:
+    """What one member says (`GET /admin/v1/rebalance`: its epoch, its joining
+    ring's), by its URL, and the URLs of its joining ring's members."""
+    silent: tuple[NodeView, list[str]] = (NodeView(url, False), [])
     try:
         conn, resp = conns.open(url, "GET", "/admin/v1/rebalance", _auth(token))
         body = resp.read()
@@ -406,36 +407,38 @@ def _member_ring(conns: _Connections, url: str, token: str) -> tuple[MemberRing,
         epoch, pending = doc["epoch"], doc.get("pending_epoch")
         if type(epoch) is not int or not (pending is None or type(pending) is int):
             return silent
+        said = NodeView.from_progress(url, doc)
         joining = doc.get("pending_ring")
         urls = [m.url for m in Ring.from_dict(joining).members] if joining else []
     except (ValueError, KeyError, TypeError, AttributeError):
         return silent
-    return MemberRing(url, epoch, pending), urls
+    return said, urls
 
 
-def _member_rings(conns: _Connections, ring: Ring, token: str, workers: int) -> list[MemberRing]:
+def _member_rings(
+    conns: _Connections, ring: Ring, token: str, pool: cf.ThreadPoolExecutor
+) -> list[NodeView]:
     """What every member of `ring`, and of any joining ring they hold, says of its ring."""
-    asked: dict[str, MemberRing] = {}
+    asked: dict[str, NodeView] = {}
     todo = [m.url for m in ring.members]
-    with cf.ThreadPoolExecutor(max(1, min(workers, len(todo)))) as pool:
-        while todo:
-            more: list[str] = []
-            for said, urls in pool.map(lambda url: _member_ring(conns, url, token), todo):
-                asked[said.url] = said
-                more += urls
-            todo = [u for u in dict.fromkeys(more) if u not in asked]
+    while todo:
+        more: list[str] = []
+        for said, urls in pool.map(lambda url: _member_ring(conns, url, token), todo):
+            asked[said.id] = said
+            more += urls
+        todo = [u for u in dict.fromkeys(more) if u not in asked]
     return list(asked.values())
 
 
 def _settled(
-    rings: _RingView, conns: _Connections, token: str, wait_s: float, workers: int
+    rings: _RingView, conns: _Connections, token: str, wait_s: float, pool: cf.ThreadPoolExecutor
 ) -> Ring:
     """The ring to begin reading at, once no ring change is committing
     (`ringkv._backupretry.start_step`), waiting at most `wait_s` for it."""
     deadline = time.monotonic() + wait_s
     ring = rings.ring
     while True:
-        step = start_step(ring.epoch, _member_rings(conns, ring, token, workers))
+        step = start_step(ring.epoch, _member_rings(conns, ring, token, pool))
         if step.action == "go":
             return ring
         if step.action == "refresh":
@@ -621,7 +624,7 @@ def create(
         cf.ThreadPoolExecutor(workers, thread_name_prefix="ringkv-backup-read") as readers,
         cf.ThreadPoolExecutor(2, thread_name_prefix="ringkv-backup-write") as writers,
     ):
-        ring = _settled(rings, reads.conns, token, ring_wait_s, workers)
+        ring = _settled(rings, reads.conns, token, ring_wait_s, readers)
         started = _now_ms()  # what was acknowledged before now is in the backup
         counts = [0] * ring.partitions
         reads.learn(ring, workers)
