@@ -84,6 +84,37 @@ def test_round_trip_through_bounded_parts() -> None:
     assert again == manifest and again.records == 500
 
 
+def forged_part(blocks_: list[list[list[bytes]]], partitions: tuple[int, int]) -> tuple[Any, bytes]:
+    """A part of these blocks as they are, and its manifest entry."""
+    payload = b"".join(msgpack.packb(b, use_bin_type=True) for b in blocks_)
+    blob = zstandard.ZstdCompressor().compress(payload)
+    records = sum(map(len, blocks_))
+    _, manifest = write(rows(1), part_size=10**6)
+    info = type(manifest.parts[0])(
+        "part-000000.zst", len(blob), hashlib.sha256(blob).hexdigest(), len(payload),
+        records, *partitions,
+    )  # fmt: skip
+    return info, blob
+
+
+def test_partition_blocks_name_the_partition_of_each_block() -> None:
+    data = rows(300)
+    parts, manifest = write(data, part_size=10**6)
+    seen = []
+    for blob, info in zip(parts, manifest.parts, strict=True):
+        for part, block in PartReader(info, blob, Q).partition_blocks():
+            assert {partition(k, Q) for k, _ in block} == {part}
+            seen += [(part, k, r) for k, r in block]
+    assert seen == data
+    # A block whose rows are in two partitions (in order, so readable) is -1.
+    mixed = [[k, r] for _, k, r in data if _ in (2, 3)]
+    assert {partition(k, Q) for k, _ in mixed} == {2, 3}
+    info, blob = forged_part([mixed], (2, 3))
+    assert [p for p, _ in PartReader(info, blob, Q).partition_blocks()] == [-1]
+    info, blob = forged_part([[], mixed[:1]], (2, 2))  # an empty block, then one
+    assert [p for p, _ in PartReader(info, blob, Q).partition_blocks()] == [-1, 2]
+
+
 def test_any_zstandard_level_reads_back_the_same_records() -> None:
     data = rows(2000)
     fast, fast_manifest = write(data, part_size=1 << 20, level=1)

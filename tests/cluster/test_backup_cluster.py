@@ -285,6 +285,18 @@ def check_restored(
     assert not missing, f"writes acknowledged before the backup started are missing: {missing[:5]}"
 
 
+class CountingStore(DirStore):
+    """A directory store that keeps the names it was asked for."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.reads: list[str] = []
+
+    def get(self, name: str) -> bytes:
+        self.reads.append(name)
+        return super().get(name)
+
+
 def test_restore_into_one_node(source: Source) -> None:
     backup_id, writes = source.backups["dir"]
     time.sleep(max(0.0, source.loaded + SHORT_TTL + 0.5 - time.monotonic()))  # expired now
@@ -292,13 +304,21 @@ def test_restore_into_one_node(source: Source) -> None:
     try:
         target.start()
         urls = [target.nodes[0].url]
-        summary = bk.restore(DirStore(str(source.tmp / "dir")), backup_id, urls, TOKEN)
+        store = CountingStore(str(source.tmp / "dir"))
+        summary = bk.restore(store, backup_id, urls, TOKEN)
         assert summary.expired == 2_000 and summary.tombstones == 5_000
         assert summary.coordinated == 0  # every batch written by its owners themselves
+        parts = [n for n in store.reads if not n.endswith("manifest.json")]
+        assert parts and sorted(parts) == sorted(set(parts))  # checked, then kept: read once
         check_restored(urls, source.expected, writes)
-        # a second restore of the same backup changes nothing
-        again = bk.restore(DirStore(str(source.tmp / "dir")), backup_id, urls, TOKEN)
-        assert again.kept == again.written
+        # a second restore of the same backup changes nothing; with no memory
+        # to keep parts in, each is read to be checked and again to be written
+        store = CountingStore(str(source.tmp / "dir"))
+        again = bk.restore(store, backup_id, urls, TOKEN, keep_bytes=0)
+        assert again.kept == again.written == summary.written
+        assert sorted(n for n in store.reads if not n.endswith("manifest.json")) == sorted(
+            parts * 2
+        )
     finally:
         target.kill_all()
 

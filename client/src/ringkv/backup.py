@@ -70,6 +70,7 @@ from ringkv.backupformat import (
     MANIFEST,
     ZSTD_LEVEL,
     Manifest,
+    PartInfo,
     PartReader,
     PartWriter,
     blocks,
@@ -110,6 +111,11 @@ __all__ = [
 ]
 
 Progress = Callable[[int, int], None]  # records, bytes (increments)
+
+
+# A restore keeps the parts it checked in memory, up to this many bytes, so
+# as not to read (from S3: download) them twice.
+KEEP_BYTES = 256 << 20
 
 
 def _now_ms() -> int:
@@ -722,16 +728,22 @@ class VerifySummary:
     raw_bytes: int
 
 
+def _part_data(store: Store, manifest: Manifest, info: PartInfo) -> bytes:
+    try:
+        return store.get(f"{manifest.backup_id}/{info.name}")
+    except BackupNotFoundError:
+        raise InvalidBackupError(f"{info.name} of backup {manifest.backup_id} is missing") from None
+
+
 def _parts(
-    store: Store, manifest: Manifest, progress: Progress | None = None
+    store: Store, manifest: Manifest, kept: dict[str, bytes] | None = None
 ) -> Iterator[PartReader]:
+    """Each part's reader, from `kept` (by name: parts already read, taken
+    out as they are used) or else from the store."""
     for info in manifest.parts:
-        try:
-            data = store.get(f"{manifest.backup_id}/{info.name}")
-        except BackupNotFoundError:
-            raise InvalidBackupError(
-                f"{info.name} of backup {manifest.backup_id} is missing"
-            ) from None
+        data = kept.pop(info.name, None) if kept else None
+        if data is None:
+            data = _part_data(store, manifest, info)
         yield PartReader(info, data, manifest.partitions)
 
 
@@ -929,17 +941,25 @@ def restore(
     timeout: float = 30.0,
     progress: Progress | None = None,
     now_ms: Callable[[], int] = _now_ms,
+    keep_bytes: int = KEEP_BYTES,
 ) -> RestoreSummary:
-    """Write backup `backup_id` (None: the newest) into the cluster at `seeds`."""
+    """Write backup `backup_id` (None: the newest) into the cluster at `seeds`.
+
+    Every part's size and sum are checked before anything is written. The
+    parts checked are kept in memory, up to `keep_bytes` of them, for the
+    writing; the others are read from the store again (and checked again).
+    """
     started = time.perf_counter()
     manifest = find(store, backup_id)
+    kept: dict[str, bytes] = {}
+    room = keep_bytes
     for info in manifest.parts:  # every sum before any write
-        try:
-            check_stored(info, store.get(f"{manifest.backup_id}/{info.name}"))
-        except BackupNotFoundError:
-            raise InvalidBackupError(
-                f"{info.name} of backup {manifest.backup_id} is missing"
-            ) from None
+        data = _part_data(store, manifest, info)
+        check_stored(info, data)
+        if len(data) <= room:
+            kept[info.name] = data
+            room -= len(data)
+        del data
     with Client(seeds, token=token, timeout=timeout) as kv:
         ring = kv.ring()
     summary = RestoreSummary(manifest.backup_id)
@@ -948,11 +968,15 @@ def restore(
     counts: dict[int, int] = {}
     owners_of = [ring.owners(p) for p in range(ring.partitions)]
     part_of = ring.partition_of
+    # The backup's partitions are the ring's (same Q, same hash): a block,
+    # one backup partition, goes to that partition's owners whole.
+    same_partitions = manifest.partitions == ring.partitions
     unpack = HEADER.unpack_from
     try:
-        for reader in _parts(store, manifest):
+        for reader in _parts(store, manifest, kept):
             now = now_ms()
-            for block in reader.block_rows():
+            for part, block in reader.partition_blocks():
+                live = []  # the block less what expired
                 for row in block:
                     _, expires, flags, _ = unpack(row[1])
                     if flags & TOMBSTONE:
@@ -960,15 +984,28 @@ def restore(
                     elif expires and expires <= now:
                         summary.expired += 1
                         continue
-                    owners = owners_of[part_of(row[0])]
+                    live.append(row)
+                if same_partitions and part >= 0:
+                    owners = owners_of[part]
                     buf = buffers.get(owners)
                     if buf is None:
                         buf = buffers[owners] = []
-                    buf.append(row)
-                    if len(buf) >= batch:
-                        applier.send(owners, buf)
-                        summary.written += len(buf)
-                        buffers[owners] = []
+                    buf += live
+                    while len(buf) >= batch:
+                        applier.send(owners, buf[:batch])
+                        summary.written += batch
+                        buf = buffers[owners] = buf[batch:]
+                else:
+                    for row in live:
+                        owners = owners_of[part_of(row[0])]
+                        buf = buffers.get(owners)
+                        if buf is None:
+                            buf = buffers[owners] = []
+                        buf.append(row)
+                        if len(buf) >= batch:
+                            applier.send(owners, buf)
+                            summary.written += len(buf)
+                            buffers[owners] = []
                 summary.records += len(block)
                 if progress is not None:
                     progress(len(block), 0)

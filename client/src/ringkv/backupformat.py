@@ -402,6 +402,9 @@ def check_stored(info: PartInfo, data: bytes) -> None:
         raise InvalidBackupError(f"{info.name}: SHA-256 does not match the manifest (corrupt)")
 
 
+_UNSEEN = -2  # `partition_blocks`: no row of the block seen yet
+
+
 class PartReader:
     """The blocks of one stored part, checked against its manifest entry.
 
@@ -421,6 +424,13 @@ class PartReader:
 
     def block_rows(self) -> Iterator[list[list[bytes]]]:
         """Decompressed blocks, each a list of `[key, record]` (checked as `rows`)."""
+        for _, block in self.partition_blocks():
+            yield block
+
+    def partition_blocks(self) -> Iterator[tuple[int, list[list[bytes]]]]:
+        """`block_rows` as (partition, block): the partition every row of the
+        block is in (a backup writes each block from one partition's
+        snapshot), or -1 for a block whose rows are in more than one."""
         info = self.info
         try:
             dec = zstandard.ZstdDecompressor().decompressobj()
@@ -443,6 +453,7 @@ class PartReader:
             for block in unpacker:
                 if not isinstance(block, list):
                     raise InvalidBackupError(f"{info.name}: a block is not a list")
+                block_part = _UNSEEN
                 for row in block:
                     if not (isinstance(row, list) and len(row) == 2):
                         raise InvalidBackupError(f"{info.name}: a row is not [key, record]")
@@ -463,8 +474,10 @@ class PartReader:
                         )
                     last = here
                     counts[here[0]] = counts.get(here[0], 0) + 1
+                    if here[0] != block_part:
+                        block_part = here[0] if block_part == _UNSEEN else -1
                 total += len(block)
-                yield block
+                yield max(block_part, -1), block  # an empty block: -1
         except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
             if isinstance(exc, InvalidBackupError):
                 raise

@@ -27,6 +27,7 @@ from ringkv.cli.common import (
     progress,
     require_token,
     seeds,
+    whole_number,
 )
 
 __all__ = ["add_commands", "parse_size"]
@@ -315,6 +316,7 @@ def _restore(args: argparse.Namespace) -> int:
         batch=args.batch,
         workers=args.workers,
         timeout=args.timeout,
+        keep_bytes=args.keep_parts_mb << 20,
     )
     rate = summary.records / max(summary.seconds, 1e-9)
     doc = {
@@ -483,4 +485,12 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, q
     consistency(p, "write to")
     p.add_argument("--batch", type=positive_int, default=2000, help="records per write call")
     p.add_argument("--workers", type=positive_int, default=4, help="write calls in flight")
+    p.add_argument(
+        "--keep-parts-mb",
+        type=whole_number,
+        default=256,  # ringkv.backup.KEEP_BYTES
+        metavar="MB",
+        help="MiB of checked parts kept in memory for the writing, so that they are not "
+        "read (downloaded) twice; 0: read every part again",
+    )
     p.set_defaults(func=_restore)

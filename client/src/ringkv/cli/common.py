@@ -77,6 +77,12 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def whole_number(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0, not {text!r}")
+    return int(text)
+
+
 def seeds(url_text: str) -> list[str]:
     """Seed URLs from `--url`: comma-separated; `host:port` means http://host:port."""
     out = []
