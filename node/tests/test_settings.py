@@ -45,6 +45,7 @@ def test_environment_and_flags_flag_wins() -> None:
     [
         (["--listen", "nope"], "--listen"),
         (["--listen", "h:99999"], "--listen"),
+        (["--listen", "h:\u00b2"], "--listen"),
         (["--id", "bad id"], "--id"),
         (["--partitions", "100"], "power of two"),
         (["--partitions", "x"], "--partitions"),

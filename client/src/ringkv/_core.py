@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 import msgpack
 
+from ringkv.digits import is_digits
 from ringkv.errors import (
     InvalidArgumentError,
     NoRingError,
@@ -307,7 +308,7 @@ class Router:
         return (
             self.direct
             and self.ring is not None
-            and epoch.isdigit()
+            and is_digits(epoch)
             and int(epoch) > self.ring.epoch
         )
 
@@ -365,7 +366,7 @@ class Entry(NamedTuple):
 def entry(resp: Response) -> Entry:
     expires = resp.headers.get(EXPIRES_HEADER, "")
     return Entry(
-        resp.body, resp.headers.get(VERSION_HEADER), int(expires) if expires.isdigit() else None
+        resp.body, resp.headers.get(VERSION_HEADER), int(expires) if is_digits(expires) else None
     )
 
 
@@ -464,7 +465,7 @@ def service_names(target: str | Sequence[str]) -> list[tuple[str, int]]:
             host, _, port_text = hostport.rpartition(":")
             if not host:
                 host, port_text = hostport, "8080"
-            if not port_text.isdigit():
+            if not is_digits(port_text):
                 raise ValueError(f"{item!r}: port must be a number")
             out.append((host, int(port_text)))
     return out

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from ringkv.digits import is_digits
+
 __all__ = [
     "MAX_HEAD_BYTES",
     "ParsedResponse",
@@ -107,7 +109,7 @@ class ResponseParser:
             return self._chunked(eof)
         length_text = headers.get("content-length")
         if length_text is not None:
-            if not length_text.isdigit():
+            if not is_digits(length_text):
                 raise ProtocolError(f"bad Content-Length {length_text!r}")
             length = int(length_text)
             if len(self._buf) < length:
@@ -155,7 +157,7 @@ class ResponseParser:
 def _parse_head(head: str) -> tuple[int, dict[str, str]]:
     lines = head.split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not is_digits(parts[1]):
         raise ProtocolError(f"not an HTTP/1.1 status line: {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:

@@ -34,6 +34,7 @@ from typing import IO, Any
 
 from ringkv import _kubeview as view
 from ringkv.cli.common import Help, positive_float
+from ringkv.digits import is_digits
 from ringkv.exits import BAD_INPUT, CLUSTER_ERROR, NOT_FOUND, OK
 
 __all__ = ["build_parser", "main"]
@@ -444,7 +445,7 @@ def _forward(args: argparse.Namespace, namespace: str, token: str, proc: Any) ->
 
 
 def _port(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not is_digits(text) or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {text!r}")
     return int(text)
 

@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
+from ringkv.digits import is_digits
+
 __all__ = ["HLC", "LOGICAL_BITS", "Version", "parse_version"]
 
 LOGICAL_BITS = 16
@@ -42,7 +44,7 @@ class Version(NamedTuple):
 def parse_version(text: str) -> Version:
     """Parse `"<ts>@<node>"`; raise ValueError with a clear message otherwise."""
     ts_text, sep, node = text.partition("@")
-    if not sep or not node or not ts_text.isdigit():
+    if not sep or not node or not is_digits(ts_text):
         raise ValueError(f"version {text!r} is not of the form <timestamp>@<member id>")
     ts = int(ts_text)
     if ts > _MAX_TS:

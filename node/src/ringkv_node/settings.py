@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ringkv.digits import is_digits
 from ringkv.keys import Limits
 
 __all__ = ["Peer", "Settings", "SettingsError", "parse_duration", "parse_settings", "parse_size"]
@@ -246,7 +247,7 @@ def parse_settings(
 
     listen = get("listen", "0.0.0.0:8080")
     host, sep, port_text = listen.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not sep or not is_digits(port_text) or not 0 < int(port_text) < 65536:
         raise SettingsError(f"--listen: {listen!r} is not host:port")
     port = int(port_text)
     host = host.strip("[]") or "0.0.0.0"

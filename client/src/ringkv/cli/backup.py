@@ -29,6 +29,7 @@ from ringkv.cli.common import (
     seeds,
     whole_number,
 )
+from ringkv.digits import is_digits
 
 __all__ = ["add_commands", "parse_size"]
 
@@ -45,7 +46,7 @@ def parse_size(text: str) -> int:
 
 def zstd_level(text: str) -> int:
     """A zstandard level, 1 to 19."""
-    if not text.strip().isdigit() or not 1 <= int(text) <= 19:
+    if not is_digits(text.strip()) or not 1 <= int(text) <= 19:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 19, not {text!r}")
     return int(text)
 

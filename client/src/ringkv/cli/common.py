@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any
 
+from ringkv.digits import is_digits
 from ringkv.errors import (
     AuthError,
     BackupNotFoundError,
@@ -72,13 +73,13 @@ def positive_float(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not is_digits(text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1, not {text!r}")
     return int(text)
 
 
 def whole_number(text: str) -> int:
-    if not text.isdigit():
+    if not is_digits(text):
         raise argparse.ArgumentTypeError(f"must be a whole number from 0, not {text!r}")
     return int(text)
 

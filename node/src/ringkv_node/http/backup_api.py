@@ -35,6 +35,7 @@ import logging
 
 from aiohttp import web
 
+from ringkv.digits import is_digits
 from ringkv_node.cluster import RingState
 from ringkv_node.cluster.bulk import write_bulk
 from ringkv_node.errors import ApiError
@@ -53,7 +54,7 @@ MAX_APPLY_RECORDS = 10_000
 
 def _partition(request: web.Request, partitions: int) -> int:
     text = request.match_info["partition"]
-    if not text.isdigit() or int(text) >= partitions:
+    if not is_digits(text) or int(text) >= partitions:
         raise ApiError.bad_request(
             f"partition must be a number from 0 to {partitions - 1}, not {text!r}"
         )

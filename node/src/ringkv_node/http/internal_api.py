@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ringkv.digits import is_digits
 from ringkv.ring import Ring
 from ringkv_node.errors import ApiError
 from ringkv_node.http.appkeys import NODE_KEY
@@ -29,7 +30,7 @@ def _answer(request: web.Request, doc: Any) -> web.Response:
     node = request.app[NODE_KEY]
     peer_epoch = request.headers.get("X-Ringkv-Epoch", "")
     peer = request.headers.get("X-Ringkv-Node", "")
-    if peer and peer_epoch.isdigit() and int(peer_epoch) > node.ring.epoch:
+    if peer and is_digits(peer_epoch) and int(peer_epoch) > node.ring.epoch:
         node.epoch_seen(peer, int(peer_epoch))
     return web.Response(
         body=wire.dumps(doc),

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgpack
 
+from ringkv.digits import is_digits
 from ringkv.keys import InvalidKeyError, Limits, encode_key
 from ringkv_node.errors import ApiError
 from ringkv_node.model.ops import BatchOp
@@ -69,7 +70,7 @@ def parse_ttl(value: str | int | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not (
-        isinstance(value, int) or (isinstance(value, str) and value.isdigit())
+        isinstance(value, int) or (isinstance(value, str) and is_digits(value))
     ):
         raise ApiError.bad_request(f"ttl must be a whole number of seconds; got {value!r}")
     ttl = int(value)
@@ -93,7 +94,7 @@ def parse_expiry(
     if ttl_s is not None:
         raise ApiError.bad_request("ttl and expires: give one, not both")
     if isinstance(expires, bool) or not (
-        isinstance(expires, int) or (isinstance(expires, str) and expires.isdigit())
+        isinstance(expires, int) or (isinstance(expires, str) and is_digits(expires))
     ):
         raise ApiError.bad_request(f"expires must be unix time in milliseconds; got {expires!r}")
     expires_ms = int(expires)
@@ -109,7 +110,7 @@ def parse_expiry(
 def parse_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_LIST_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIST_LIMIT:
+    if not is_digits(value) or not 1 <= int(value) <= MAX_LIST_LIMIT:
         raise ApiError.bad_request(f"limit must be a whole number from 1 to {MAX_LIST_LIMIT}")
     return int(value)
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from ringkv.digits import is_digits
 from ringkv_node.cluster import RingState
 from ringkv_node.model import wire
 from ringkv_node.model.pending import Pending
@@ -211,7 +212,7 @@ class _Link(asyncio.Protocol):
         length = 0
         for line in head.split("\r\n")[1:]:
             name, _, value = line.partition(":")
-            if name.strip().lower() == "content-length" and value.strip().isdigit():
+            if name.strip().lower() == "content-length" and is_digits(value.strip()):
                 length = int(value.strip())
         if len(self.buf) < end + 4 + min(length, 4096):
             return False  # wait for the error body: it says why

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from ringkv.digits import is_digits
 from ringkv_node.cluster import PeerError, RingState
 from ringkv_node.model import wire
 from ringkv_node.model.records import Record
@@ -95,7 +96,7 @@ class HttpTransport:
             ) as resp:
                 body = await resp.read()
                 peer_epoch = resp.headers.get("X-Ringkv-Epoch")
-                if peer_epoch and peer_epoch.isdigit():
+                if peer_epoch and is_digits(peer_epoch):
                     self._rings.saw_epoch(peer, int(peer_epoch))
                 if resp.status != 200:
                     raise PeerError(peer, f"{name} answered {resp.status}: {body[:200]!r}")
