@@ -179,9 +179,13 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Source]:
                 time.sleep(0.2)
                 # to a directory, through the Python API
                 started = time.monotonic()
+                # (with partitions spooled to a file past their first 4 KiB)
                 manifest = bk.create(
-                    urls, TOKEN, DirStore(str(tmp / "dir")), cluster="src", part_size=256 << 10
-                )
+                    urls, TOKEN, DirStore(str(tmp / "dir")), cluster="src",
+                    part_size=256 << 10, spool_bytes=4096,
+                )  # fmt: skip
+                raw = sum(info.raw_size for info in manifest.parts)
+                assert raw > 4096 * manifest.partitions  # so partitions were spooled
                 src.backups["dir"] = (manifest.backup_id, writer.acked_before(started))
                 # to S3, through the CLI as a Kubernetes Job runs it
                 env = {

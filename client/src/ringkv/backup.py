@@ -51,12 +51,13 @@ import http.client
 import json
 import secrets
 import struct
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import msgpack
@@ -327,12 +328,52 @@ def _merged(snaps: list[_Snapshot]) -> Iterator[tuple[bytes, int]]:
 # -- create ----------------------------------------------------------------------
 
 
-@dataclass
+# A partition read ahead of its turn is held in memory up to this many bytes
+# of blocks, the rest in a temporary file: a backup reads `workers * 2`
+# partitions ahead, and a big cluster's partitions are hundreds of MB each.
+SPOOL_BYTES = 16 << 20
+_SPOOLED = struct.Struct(">II")  # a spooled block's length and record count
+
+
 class _Partition:
-    part: int
-    blocks: list[tuple[bytes, int]] = field(default_factory=list)
-    records: int = 0
-    raw: int = 0
+    """One partition's blocks as read, in order, until the backup writes them:
+    the first `spool_bytes` of them in memory, the rest in a temporary file
+    (`TMPDIR`). `close` lets them go."""
+
+    def __init__(self, part: int, spool_bytes: int) -> None:
+        self.part = part
+        self.records = 0
+        self.raw = 0
+        self._memory: list[tuple[bytes, int]] = []
+        self._file: IO[bytes] | None = None
+        self._spool_bytes = spool_bytes
+
+    def add(self, block: bytes, count: int) -> None:
+        self.records += count
+        self.raw += len(block)
+        if self._file is None and self.raw <= self._spool_bytes:
+            self._memory.append((block, count))
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="ringkv-backup-")  # noqa: SIM115 (closed by close)
+        self._file.write(_SPOOLED.pack(len(block), count))
+        self._file.write(block)
+
+    def blocks(self) -> Iterator[tuple[bytes, int]]:
+        """Every (block, record count), in the order they were added."""
+        yield from self._memory
+        if self._file is not None:
+            self._file.flush()
+            self._file.seek(0)
+            while head := self._file.read(_SPOOLED.size):
+                length, count = _SPOOLED.unpack(head)
+                yield self._file.read(length), count
+
+    def close(self) -> None:
+        self._memory = []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _fingerprint(conns: _Connections, url: str, part: int, epoch: int, token: str) -> str | None:
@@ -379,6 +420,7 @@ class _Reads:
     consistency: str
     conns: _Connections
     known: dict[tuple[int, str, int], str] = field(default_factory=dict)
+    spool_bytes: int = SPOOL_BYTES  # `_Partition`
 
     def learn(self, ring: Ring, workers: int) -> None:
         """Ask every member of `ring` for its fingerprints (in `workers` threads)."""
@@ -569,17 +611,19 @@ def _read_at(ring: Ring, part: int, reads: _Reads) -> _Partition:
                     raise _RingMovedError(url, refusal, exc) from None
             if len(snaps) < wanted:
                 continue
-            out = _Partition(part)
-            for block, count in _merged(snaps):
-                out.blocks.append((block, count))
-                out.records += count
-                out.raw += len(block)
-            for snap in snaps:
-                if snap.end_records != snap.rows_seen:
-                    raise TransportError(
-                        f"snapshot of {snap.where}: {snap.rows_seen} records, "
-                        f"its end frame says {snap.end_records}"
-                    )
+            out = _Partition(part, reads.spool_bytes)
+            try:
+                for block, count in _merged(snaps):
+                    out.add(block, count)
+                for snap in snaps:
+                    if snap.end_records != snap.rows_seen:
+                        raise TransportError(
+                            f"snapshot of {snap.where}: {snap.rows_seen} records, "
+                            f"its end frame says {snap.end_records}"
+                        )
+            except BaseException:
+                out.close()
+                raise
             return out
         except TransportError as exc:
             errors.append(str(exc))
@@ -590,6 +634,11 @@ def _read_at(ring: Ring, part: int, reads: _Reads) -> _Partition:
         f"partition {part}: fewer than {needed} of its owners {', '.join(owners)} "
         f"gave a whole snapshot ({'; '.join(errors[-3:])})"
     )
+
+
+def _close_partition(fut: cf.Future[_Partition]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        fut.result().close()
 
 
 def create(
@@ -606,6 +655,7 @@ def create(
     progress: Progress | None = None,
     zstd_level: int = ZSTD_LEVEL,
     ring_wait_s: float = 600.0,
+    spool_bytes: int = SPOOL_BYTES,
 ) -> Manifest:
     """Back the cluster up into `store`; return the manifest (written last).
     `zstd_level` trades the client's CPU for the parts' size (1, the default,
@@ -616,7 +666,7 @@ def create(
         ring = kv.ring()  # the ring it starts with (a partition may be read at a newer one)
     _needed(consistency, ring.replication_factor)
     rings = _RingView(ring, seeds, token, timeout)
-    reads = _Reads(token, consistency, _Connections(timeout))
+    reads = _Reads(token, consistency, _Connections(timeout), spool_bytes=spool_bytes)
     existing = store.names(backup_id)
     if f"{backup_id}/{MANIFEST}" in existing:
         raise ValueError(f"{store.location}/{backup_id} exists already: choose another id")
@@ -649,16 +699,26 @@ def create(
 
         pending: deque[cf.Future[_Partition]] = deque()
         next_part = 0
-        while next_part < ring.partitions or pending:
-            while next_part < ring.partitions and len(pending) < workers * 2:
-                pending.append(readers.submit(_read_partition, rings, next_part, reads, RING_RETRY))
-                next_part += 1
-            result = pending.popleft().result()
-            counts[result.part] = result.records
-            for block, count in result.blocks:
-                finished(writer.add(result.part, block, count))
-            if progress is not None:
-                progress(result.records, result.raw)
+        try:
+            while next_part < ring.partitions or pending:
+                while next_part < ring.partitions and len(pending) < workers * 2:
+                    pending.append(
+                        readers.submit(_read_partition, rings, next_part, reads, RING_RETRY)
+                    )
+                    next_part += 1
+                result = pending.popleft().result()
+                counts[result.part] = result.records
+                try:
+                    for block, count in result.blocks():
+                        finished(writer.add(result.part, block, count))
+                finally:
+                    result.close()
+                if progress is not None:
+                    progress(result.records, result.raw)
+        finally:  # a backup that failed: the partitions read ahead let go of their spools
+            for fut in pending:
+                fut.cancel()
+                fut.add_done_callback(_close_partition)
         if not writer.empty or not parts:
             finished(writer.finish())
         while uploads:
