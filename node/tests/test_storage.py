@@ -12,6 +12,7 @@ from ringkv.ring import partitioner
 from ringkv.versions import Version
 from ringkv_node.model import records
 from ringkv_node.model.records import Record
+from ringkv_node.replica.snapshot import FRAME_BYTES, next_frames
 from ringkv_node.storage import OpRefusedError, Storage, StorageFullError, WriteTxn
 
 
@@ -251,3 +252,22 @@ _WHOLE = records.encode(rec(1))  # header, then the member id "n1", then b"v"
 def test_malformed_packed_records_are_refused(raw: bytes) -> None:
     with pytest.raises(ValueError):
         records.header(raw)
+
+
+@pytest.mark.parametrize(
+    ("sizes", "taken", "ended"),
+    [
+        ([], [], True),  # nothing at all
+        ([100, 5], [100, 5], True),  # a small partition and its end frame: one hop
+        ([FRAME_BYTES, 100, 5], [FRAME_BYTES], False),  # a whole frame goes alone
+        ([FRAME_BYTES // 2, FRAME_BYTES // 2, 5], [FRAME_BYTES // 2] * 2, False),
+        ([FRAME_BYTES - 1, 5], [FRAME_BYTES - 1, 5], False),  # a frame's worth: the end is not seen
+    ],
+)
+def test_next_frames_takes_frames_until_a_frames_worth_or_the_end(
+    sizes: list[int], taken: list[int], ended: bool
+) -> None:
+    gen = iter([b"x" * n for n in sizes])
+    out, done = next_frames(gen)
+    assert [len(f) for f in out] == taken and done is ended
+    assert [len(f) for f in gen] == sizes[len(taken) :]  # the rest is left for the next hop

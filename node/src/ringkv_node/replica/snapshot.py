@@ -17,12 +17,12 @@ frames out, and a slow reader slows the stream, not the node.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 
 from ringkv_node.model import wire
 from ringkv_node.storage import SnapshotRows
 
-__all__ = ["CONTENT_TYPE", "FRAME_BYTES", "frames", "stream_partition"]
+__all__ = ["CONTENT_TYPE", "FRAME_BYTES", "frames", "next_frames", "stream_partition"]
 
 CONTENT_TYPE = "application/x-ringkv-frames"
 FRAME_BYTES = 256 << 10
@@ -40,20 +40,35 @@ def frames(batches: Iterable[list[tuple[bytes, bytes]]]) -> Generator[bytes, Non
     yield wire.frame({"end": True, "records": count})
 
 
+def next_frames(gen: Iterator[bytes]) -> tuple[list[bytes], bool]:
+    """The frames `gen` gives next, until they hold `FRAME_BYTES` or it ends,
+    and whether it ended. Pure. A partition of less than a frame (the usual
+    case for a small store's 256) then costs one thread hop, not three (its
+    frame, its end frame, the end)."""
+    out: list[bytes] = []
+    size = 0
+    for frame in gen:
+        out.append(frame)
+        size += len(frame)
+        if size >= FRAME_BYTES:
+            return out, False
+    return out, True
+
+
 async def stream_partition(rows: SnapshotRows, send: Callable[[bytes], Awaitable[None]]) -> None:
     """Send every frame of a partition's snapshot (`Storage.snapshot`'s rows);
     its transaction closes at the end, or when sending fails (the reader went
     away)."""
     loop = asyncio.get_running_loop()
     gen = frames(rows)
-    step: asyncio.Future[bytes | None] | None = None
+    step: asyncio.Future[tuple[list[bytes], bool]] | None = None
     try:
-        while True:
-            step = loop.run_in_executor(None, next, gen, None)
-            frame = await step
-            if frame is None:
-                return
-            await send(frame)
+        ended = False
+        while not ended:
+            step = loop.run_in_executor(None, next_frames, gen)
+            out, ended = await step
+            for frame in out:
+                await send(frame)
     finally:
 
         def close(_: object = None) -> None:
