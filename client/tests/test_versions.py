@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ringkv.versions import HLC, LOGICAL_BITS, Version, parse_version
+from ringkv.versions import (
+    HLC,
+    LOGICAL_BITS,
+    MAX_AHEAD_MS,
+    ClockAheadError,
+    Version,
+    parse_version,
+)
 
 
 class FakeClock:
@@ -97,3 +104,16 @@ def test_version_text_round_trip(ts: int, node: str) -> None:
 def test_bad_version_text(text: str) -> None:
     with pytest.raises(ValueError, match=r"version|64 bits"):
         parse_version(text)
+
+
+def test_observe_refuses_a_timestamp_too_far_ahead_and_keeps_its_time() -> None:
+    clock = HLC(lambda: 1_000)
+    edge = (1_000 + MAX_AHEAD_MS) << LOGICAL_BITS | 0xFFFF  # the last millisecond taken
+    assert clock.observe(edge) == edge + 1
+    clock = HLC(lambda: 1_000)
+    before = clock.now()
+    with pytest.raises(ClockAheadError, match="ahead of this node's clock"):
+        clock.observe((1_000 + MAX_AHEAD_MS + 1) << LOGICAL_BITS)
+    with pytest.raises(ClockAheadError):
+        clock.observe((1 << 64) - 1)
+    assert clock.now() == before + 1  # unchanged by what it refused

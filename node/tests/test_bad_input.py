@@ -12,6 +12,8 @@ import aiohttp
 import msgpack
 import pytest
 
+from ringkv.packed import pack
+
 from nodeproc import NodeProcess
 
 pytestmark = pytest.mark.cluster
@@ -273,3 +275,35 @@ async def test_many_missing_reads_do_not_leak_reader_slots(
     async with http.get(node.url + "/v1/status") as r:
         storage = (await r.json())["storage"]
     assert storage["readers_used"] < 16
+
+
+FAR = (1 << 64) - 1  # a record's timestamp no clock reaches: it would stop the node's clock
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/admin/v1/apply", {"records": [[b"far", pack(FAR, 0, False, b"n0", b"v")]]}),
+        ("/internal/v1/replicate", [[b"far", pack(FAR, 0, False, b"n0", b"v")]]),
+        ("/admin/v1/apply", {"records": [[b"far", pack(FAR - 5, 0, True, b"n0", b"")]]}),
+    ],
+    ids=["apply", "replicate", "apply tombstone"],
+)
+async def test_a_record_far_in_the_future_is_refused_and_writes_go_on(
+    token_node: NodeProcess, http: aiohttp.ClientSession, path: str, body: object
+) -> None:
+    """Taken, it moved the clock to 2**64 (and saved it): every later write, even
+    after a restart, was a 500 (struct.error)."""
+    auth = {"Authorization": "Bearer s3cret"}
+    async with http.post(
+        token_node.url + path, data=msgpack.packb(body), headers={**auth, **MSGPACK}
+    ) as r:
+        doc = await r.json()
+        assert (r.status, doc["error"]) == (400, "bad_request"), doc
+        assert "ahead of this node's clock" in doc["message"]
+    for i in range(3):  # stamped by the node's clock, which did not move
+        async with http.put(f"{token_node.url}/v1/kv/after{i}", data=b"x", headers=auth) as r:
+            assert r.status in (200, 201), await r.text()
+    async with http.get(f"{token_node.url}/v1/kv/far", headers=auth) as r:
+        assert r.status == 404
+    assert "Traceback" not in token_node.log()

@@ -17,11 +17,20 @@ from typing import NamedTuple
 
 from ringkv.digits import is_digits
 
-__all__ = ["HLC", "LOGICAL_BITS", "Version", "parse_version"]
+__all__ = ["HLC", "LOGICAL_BITS", "MAX_AHEAD_MS", "ClockAheadError", "Version", "parse_version"]
 
 LOGICAL_BITS = 16
 _LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
 _MAX_TS = (1 << 64) - 1
+# How far ahead of this clock a timestamp `HLC.observe` takes may be: the
+# longest TTL's reach. A record further ahead is a broken clock or a forged
+# record, and taking it would move this clock there for good (it is saved),
+# up to 64 bits, after which no write could be stamped.
+MAX_AHEAD_MS = 10 * 366 * 86_400_000
+
+
+class ClockAheadError(ValueError):
+    """A timestamp more than `MAX_AHEAD_MS` ahead of this node's clock."""
 
 
 class Version(NamedTuple):
@@ -84,9 +93,22 @@ class HLC:
             self._last = first + n - 1
             return first
 
+    def check_ahead(self, ts: int) -> int:
+        """The wall clock (ms); ClockAheadError when `ts` is more than
+        `MAX_AHEAD_MS` ahead of it."""
+        now_ms = self._clock_ms()
+        if ts >> LOGICAL_BITS > now_ms + MAX_AHEAD_MS:
+            raise ClockAheadError(
+                f"a record's timestamp {ts} is {(ts >> LOGICAL_BITS) - now_ms} ms ahead of "
+                f"this node's clock (at most {MAX_AHEAD_MS} ms, 10 years): refused"
+            )
+        return now_ms
+
     def observe(self, ts: int) -> int:
-        """Fold in a remote timestamp; return the new local time (after both)."""
-        physical = self._clock_ms() << LOGICAL_BITS
+        """Fold in a remote timestamp; return the new local time (after both).
+        ClockAheadError (and the clock unchanged) when `ts` is more than
+        `MAX_AHEAD_MS` ahead of the wall clock."""
+        physical = self.check_ahead(ts) << LOGICAL_BITS
         with self._lock:
             self._last = max(physical, ts + 1, self._last + 1)
             return self._last

@@ -161,6 +161,7 @@ async def apply(request: web.Request) -> web.StreamResponse:
         items, max_ts = wire.packed_records(doc["records"])
     except ValueError as exc:
         raise ApiError.bad_request(f"apply: {exc}") from None
+    node.kv.hlc.check_ahead(max_ts)  # before any owner is sent a record
     if len(items) > MAX_APPLY_RECORDS:
         raise ApiError.too_large(f"apply: {len(items)} records; at most {MAX_APPLY_RECORDS} a call")
     largest = limits.max_value_bytes + records.HEADER_SIZE + 255

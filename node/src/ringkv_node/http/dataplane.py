@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
+from ringkv.versions import ClockAheadError
 from ringkv_node.cluster import MembershipError, Node, NotEnoughReplicasError
 from ringkv_node.errors import ApiError
 from ringkv_node.http import parsing
@@ -143,6 +144,8 @@ def api_error(exc: Exception, what: str) -> ApiError:
         return ApiError(409, exc.code, str(exc))
     if isinstance(exc, StorageFullError):
         return ApiError(507, "storage_full", str(exc))
+    if isinstance(exc, ClockAheadError):
+        return ApiError.bad_request(str(exc))
     if isinstance(exc, NotEnoughReplicasError):
         extra: dict[str, object] = {"needed": exc.needed, "answered": exc.answered}
         return ApiError(503, "not_enough_replicas", str(exc), extra)
