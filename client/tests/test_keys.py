@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ringkv.keys import InvalidKeyError, Limits, encode_key
+from ringkv.keys import MAX_KEY_BYTES, InvalidKeyError, Limits, encode_key
 
 
 @pytest.mark.parametrize(
@@ -13,7 +13,7 @@ from ringkv.keys import InvalidKeyError, Limits, encode_key
         ("päth/ü", "päth/ü".encode()),
         ("🔑", "🔑".encode()),
         (b"raw", b"raw"),
-        ("x" * 1024, b"x" * 1024),
+        ("x" * 400, b"x" * 400),
         ("tab\tno", None),
     ],
 )
@@ -30,8 +30,8 @@ def test_valid_and_invalid_keys(key: str | bytes, expected: bytes | None) -> Non
     [
         ("", "empty"),
         (b"", "empty"),
-        ("x" * 1025, "1025 bytes; the limit is 1024"),
-        ("é" * 513, "1026 bytes"),
+        ("x" * 401, "401 bytes; the limit is 400"),
+        ("é" * 201, "402 bytes"),
         (b"\xff\xfe", "not valid UTF-8"),
         ("\ud800", "surrogate"),
         ("a\x00b", "control"),
@@ -51,3 +51,6 @@ def test_limit_is_configurable() -> None:
         encode_key("abcde", Limits(max_key_bytes=4))
     with pytest.raises(ValueError, match="max_value_bytes"):
         Limits(max_value_bytes=0)
+    assert Limits(max_key_bytes=MAX_KEY_BYTES).max_key_bytes == 439
+    with pytest.raises(ValueError, match="max_key_bytes must be at most 439, not 440"):
+        Limits(max_key_bytes=MAX_KEY_BYTES + 1)

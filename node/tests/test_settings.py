@@ -46,6 +46,7 @@ def test_environment_and_flags_flag_wins() -> None:
         (["--listen", "nope"], "--listen"),
         (["--listen", "h:99999"], "--listen"),
         (["--listen", "h:\u00b2"], "--listen"),
+        (["--max-key-bytes", "440"], "--max-key-bytes"),
         (["--id", "bad id"], "--id"),
         (["--partitions", "100"], "power of two"),
         (["--partitions", "x"], "--partitions"),

@@ -13,7 +13,13 @@ from ringkv.versions import Version
 from ringkv_node.model import records
 from ringkv_node.model.records import Record
 from ringkv_node.replica.snapshot import FRAME_BYTES, next_frames
-from ringkv_node.storage import OpRefusedError, Storage, StorageFullError, WriteTxn
+from ringkv_node.storage import (
+    KeyTooLongError,
+    OpRefusedError,
+    Storage,
+    StorageFullError,
+    WriteTxn,
+)
 
 
 def rec(ts: int, value: bytes = b"v", **kw: object) -> Record:
@@ -86,6 +92,22 @@ async def test_a_buggy_op_fails_alone_and_writes_nothing(storage: Storage) -> No
     assert isinstance(results[-1], KeyError)
     assert storage.get(b"half") is None
     assert all(storage.get(f"ok{i}".encode()) is not None for i in range(5))
+
+
+async def test_a_key_longer_than_lmdb_takes_fails_alone(storage: Storage) -> None:
+    """It failed every write of its transaction (503s for writes of other clients)."""
+    long_key = b"k" * 600
+    results = await asyncio.gather(
+        *(storage.write(put(f"ok{i}".encode(), rec(i + 1))) for i in range(5)),
+        storage.write(put(long_key, rec(9))),
+        storage.write(lambda wt: wt.apply_raw_many([(b"ok-raw", records.encode(rec(3)))])),
+        return_exceptions=True,
+    )
+    assert isinstance(results[5], KeyTooLongError), results[5]
+    assert "longer than the storage takes (511 bytes" in str(results[5])
+    assert not any(isinstance(r, BaseException) for i, r in enumerate(results) if i != 5)
+    assert all(storage.get(f"ok{i}".encode()) == rec(i + 1) for i in range(5))
+    assert storage.get(b"ok-raw") == rec(3) and storage.get(long_key) is None
 
 
 async def test_full_map_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:

@@ -168,7 +168,7 @@ def test_the_readme_python_example(local: Local) -> None:
         (["get", "k", "--timeout", "-1"], 2, "--timeout"),
         (["keys", "--limit", "-1"], 2, "--limit: must be a whole number from 1"),
         (["put", "", "v"], 2, "key is empty"),
-        (["put", "k" * 1025, "v"], 2, "the limit is 1024"),
+        (["put", "k" * 401, "v"], 2, "the limit is 400"),
         (["load", "/nonexistent/dump.jsonl"], 2, "No such file"),
         (["get"], 2, "required: key"),
         (["--url", "http://127.0.0.1:1", "get", "k"], 3, "no seed answered"),

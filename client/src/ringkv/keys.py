@@ -11,14 +11,19 @@ from dataclasses import dataclass
 
 from ringkv.errors import InvalidKeyError
 
-__all__ = ["DEFAULT_LIMITS", "InvalidKeyError", "Limits", "encode_key"]
+__all__ = ["DEFAULT_LIMITS", "MAX_KEY_BYTES", "InvalidKeyError", "Limits", "encode_key"]
+
+# The longest key a node can store: LMDB's keys are at most 511 bytes, and the
+# longest LMDB key the node makes of a key is a hint's (the target's member
+# id, up to 63 bytes, a NUL and an 8-byte timestamp before it): 511 - 72.
+MAX_KEY_BYTES = 439
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Size limits of DESIGN §3; every one is configurable on the node."""
 
-    max_key_bytes: int = 1024
+    max_key_bytes: int = 400
     max_value_bytes: int = 4 * 1024 * 1024
     max_batch_ops: int = 1000
     max_batch_bytes: int = 16 * 1024 * 1024
@@ -27,6 +32,11 @@ class Limits:
         for name in ("max_key_bytes", "max_value_bytes", "max_batch_ops", "max_batch_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.max_key_bytes > MAX_KEY_BYTES:
+            raise ValueError(
+                f"max_key_bytes must be at most {MAX_KEY_BYTES}, not {self.max_key_bytes} "
+                "(LMDB's keys are at most 511 bytes, and a node adds up to 72 to a key)"
+            )
 
 
 DEFAULT_LIMITS = Limits()

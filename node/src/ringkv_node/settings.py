@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ringkv.digits import is_digits
-from ringkv.keys import Limits
+from ringkv.keys import DEFAULT_LIMITS, MAX_KEY_BYTES, Limits
 
 __all__ = ["Peer", "Settings", "SettingsError", "parse_duration", "parse_settings", "parse_size"]
 
@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--zone", help="this node's zone [RINGKV_ZONE]")
     add("--durability", help="fsync (default) or async [RINGKV_DURABILITY]")
     add("--map-size", help="LMDB map size, e.g. 4Gi (default) [RINGKV_MAP_SIZE]")
-    add("--max-key-bytes", help="default 1024 [RINGKV_MAX_KEY_BYTES]")
+    add("--max-key-bytes", help="default 400, at most 439 [RINGKV_MAX_KEY_BYTES]")
     add("--max-value-bytes", help="default 4Mi [RINGKV_MAX_VALUE_BYTES]")
     add("--max-batch-ops", help="default 1000 [RINGKV_MAX_BATCH_OPS]")
     add("--max-batch-bytes", help="default 16Mi [RINGKV_MAX_BATCH_BYTES]")
@@ -308,8 +308,14 @@ def parse_settings(
     def duration(name: str, default: str) -> float:
         return conv(name, default, parse_duration)
 
+    max_key_bytes = size("max_key_bytes", str(DEFAULT_LIMITS.max_key_bytes))
+    if max_key_bytes > MAX_KEY_BYTES:
+        raise SettingsError(
+            f"--max-key-bytes must be at most {MAX_KEY_BYTES} (LMDB's keys are at most "
+            f"511 bytes, and the node adds up to 72 to a key), not {max_key_bytes}"
+        )
     limits = Limits(
-        max_key_bytes=size("max_key_bytes", "1024"),
+        max_key_bytes=max_key_bytes,
         max_value_bytes=size("max_value_bytes", "4Mi"),
         max_batch_ops=size("max_batch_ops", "1000"),
         max_batch_bytes=size("max_batch_bytes", "16Mi"),

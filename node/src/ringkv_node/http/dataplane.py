@@ -23,7 +23,7 @@ from ringkv_node.errors import ApiError
 from ringkv_node.http import parsing
 from ringkv_node.model.pending import Pending
 from ringkv_node.model.records import Record, is_live
-from ringkv_node.storage import ClosedError, StorageError, StorageFullError
+from ringkv_node.storage import ClosedError, KeyTooLongError, StorageError, StorageFullError
 
 __all__ = [
     "KV_PREFIX",
@@ -144,6 +144,8 @@ def api_error(exc: Exception, what: str) -> ApiError:
         return ApiError(409, exc.code, str(exc))
     if isinstance(exc, StorageFullError):
         return ApiError(507, "storage_full", str(exc))
+    if isinstance(exc, KeyTooLongError):
+        return ApiError(413, "key_too_large", str(exc))
     if isinstance(exc, ClockAheadError):
         return ApiError.bad_request(str(exc))
     if isinstance(exc, NotEnoughReplicasError):

@@ -9,13 +9,19 @@ failures.
 """
 
 from ringkv_node.storage.engine import BACKLOG_LIMIT, SnapshotRows, Storage, StorageStats
-from ringkv_node.storage.errors import OpRefusedError, StorageError, StorageFullError
+from ringkv_node.storage.errors import (
+    KeyTooLongError,
+    OpRefusedError,
+    StorageError,
+    StorageFullError,
+)
 from ringkv_node.storage.groupcommit import ClosedError
 from ringkv_node.storage.txn import WriteTxn
 
 __all__ = [
     "BACKLOG_LIMIT",
     "ClosedError",
+    "KeyTooLongError",
     "OpRefusedError",
     "SnapshotRows",
     "Storage",

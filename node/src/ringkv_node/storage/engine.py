@@ -41,7 +41,12 @@ from ringkv_node.model.digests import BUCKETS, bucket_of, digest_fingerprint, re
 from ringkv_node.model.records import Record
 from ringkv_node.storage import checkpoint, wal
 from ringkv_node.storage.checkpointer import Checkpointer
-from ringkv_node.storage.errors import OpRefusedError, StorageError, StorageFullError
+from ringkv_node.storage.errors import (
+    KeyTooLongError,
+    OpRefusedError,
+    StorageError,
+    StorageFullError,
+)
 from ringkv_node.storage.groupcommit import GroupCommitter, Outcome
 from ringkv_node.storage.layout import (
     DBS,
@@ -188,7 +193,7 @@ class Storage:
     def _run_ops(self, ops: list[WriteOp]) -> list[Outcome]:
         try:
             return self._apply(ops)
-        except (lmdb.MapFullError, _OpCrashedError):
+        except (lmdb.MapFullError, lmdb.BadValsizeError, _OpCrashedError):
             pass
         except lmdb.Error as exc:
             return [Outcome(error=StorageError(f"storage error: {exc}"))] * len(ops)
@@ -201,6 +206,13 @@ class Storage:
             return self._apply([op])[0]
         except lmdb.MapFullError:
             return Outcome(error=StorageFullError(_full_message(self._env)))
+        except lmdb.BadValsizeError:
+            return Outcome(
+                error=KeyTooLongError(
+                    f"a key of this write is longer than the storage takes "
+                    f"({self._env.max_key_size()} bytes with what the node adds to it)"
+                )
+            )
         except _OpCrashedError as exc:
             return Outcome(error=exc.__cause__ or exc)
         except lmdb.Error as exc:
