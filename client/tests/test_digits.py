@@ -20,6 +20,9 @@ from ringkv.versions import parse_version
         ("\u00b2", False),  # isdigit() takes it; int() refuses it
         ("\u2460", False),  # circled one: the same
         ("\u0661\u0662", False),  # Arabic-Indic 12: int() takes it; we do not
+        ("9" * 20, True),
+        ("9" * 21, False),
+        ("9" * 5000, False),  # int() refuses more than 4300 digits
     ],
 )
 def test_is_digits(text: str, expected: bool) -> None:

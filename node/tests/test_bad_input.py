@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import io
 import json
 from collections.abc import Iterator
@@ -68,6 +69,8 @@ CASES: list[tuple[str, str, str, bytes, dict[str, str], int, str]] = [
     ("ttl Arabic digits", "PUT", "/v1/kv/a?ttl=%D9%A1%D9%A2", b"x", {}, 400, "bad_request"),
     ("expires superscript", "PUT", "/v1/kv/a?expires=%C2%B2", b"x", {}, 400, "bad_request"),
     ("limit superscript", "GET", "/v1/keys?limit=%C2%B2", b"", {}, 400, "bad_request"),
+    ("ttl of 5000 digits", "PUT", f"/v1/kv/a?ttl={'9' * 5000}", b"x", {}, 400, "bad_request"),
+    ("limit of 5000 digits", "GET", f"/v1/keys?limit={'9' * 5000}", b"", {}, 400, "bad_request"),
     ("limit zero", "GET", "/v1/keys?limit=0", b"", {}, 400, "bad_request"),
     ("limit text", "GET", "/v1/keys?limit=ten", b"", {}, 400, "bad_request"),
     ("limit too big", "GET", "/v1/keys?limit=10001", b"", {}, 400, "bad_request"),
@@ -76,6 +79,34 @@ CASES: list[tuple[str, str, str, bytes, dict[str, str], int, str]] = [
     ("batch not JSON", "POST", "/v1/batch", b"{nope", {}, 400, "bad_request"),
     ("batch empty body", "POST", "/v1/batch", b"", {}, 400, "bad_request"),
     ("batch is a list", "POST", "/v1/batch", b"[]", {}, 400, "bad_request"),
+    ("batch nested deep", "POST", "/v1/batch", b"[" * 100_000, {}, 400, "bad_request"),
+    (
+        "batch gzip not gzip",
+        "POST",
+        "/v1/batch",
+        b"notgzip",
+        {"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        400,
+        "bad_request",
+    ),
+    (
+        "PUT gzip not gzip",
+        "PUT",
+        "/v1/kv/gz",
+        b"nope",
+        {"Content-Encoding": "gzip"},
+        400,
+        "bad_request",
+    ),
+    (
+        "batch value not ASCII",
+        "POST",
+        "/v1/batch",
+        batch({"op": "put", "key": "a", "value": "\u00e9"}),
+        {},
+        400,
+        "bad_request",
+    ),
     ("batch ops not list", "POST", "/v1/batch", b'{"ops": 3}', {}, 400, "bad_request"),
     ("batch no ops", "POST", "/v1/batch", batch(), {}, 400, "bad_request"),
     (
@@ -309,4 +340,48 @@ async def test_a_record_far_in_the_future_is_refused_and_writes_go_on(
             assert r.status in (200, 201), await r.text()
     async with http.get(f"{token_node.url}/v1/kv/far", headers=auth) as r:
         assert r.status == 404
+    assert "Traceback" not in token_node.log()
+
+
+async def test_a_gzip_body_is_stored_unzipped_whichever_lane_serves_it(
+    node: NodeProcess, http: aiohttp.ClientSession
+) -> None:
+    """aiohttp decoded it and the fast lane did not: the same PUT stored different
+    bytes depending on which served it (the fast lane now hands it over)."""
+    body = gzip.compress(b"hello")
+    for extra in ({}, {"X-Twice": "1"}):  # a header given twice: aiohttp serves it
+        headers = {"Content-Encoding": "gzip", **extra}
+        async with http.put(node.url + "/v1/kv/gz", data=body, headers=headers) as r:
+            assert r.status in (200, 201), await r.text()
+        async with http.get(node.url + "/v1/kv/gz") as r:
+            assert await r.read() == b"hello"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/admin/v1/apply", b"\x81\x90\x02"),  # a map keyed by an array
+        ("/internal/v1/read", b"\x82\xa7records\x90\x80\x01"),  # ... by a map
+        ("/admin/v1/ring/join", b"[" * 100_000),  # JSON nested too deep
+    ],
+    ids=["array key", "map key", "deep JSON"],
+)
+async def test_bodies_python_cannot_build_are_refused(
+    token_node: NodeProcess, http: aiohttp.ClientSession, path: str, body: bytes
+) -> None:
+    headers = {"Authorization": "Bearer s3cret", **MSGPACK}
+    async with http.post(token_node.url + path, data=body, headers=headers) as r:
+        assert r.status == 400, await r.text()
+        assert (await r.json())["error"] == "bad_request"
+    assert "Traceback" not in token_node.log()
+
+
+async def test_a_token_that_is_not_utf8_is_refused(token_node: NodeProcess) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", token_node.port)
+    writer.write(b"GET /v1/kv/a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n")
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    await writer.wait_closed()
+    assert head.startswith(b"HTTP/1.1 403"), head
     assert "Traceback" not in token_node.log()

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ringkv.dirlock import DirLockedError
 from ringkv_node.app import create_app
-from ringkv_node.http import FrontSite
+from ringkv_node.http import FrontSite, quiet
 from ringkv_node.settings import Settings, SettingsError, parse_settings
 
 __all__ = ["main", "serve"]
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    quiet.install()
     loop = _new_loop()
     asyncio.set_event_loop(loop)
     try:

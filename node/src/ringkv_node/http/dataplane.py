@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
+from aiohttp.web_protocol import RequestPayloadError
+
 from ringkv.versions import ClockAheadError
 from ringkv_node.cluster import MembershipError, Node, NotEnoughReplicasError
 from ringkv_node.errors import ApiError
@@ -144,6 +146,8 @@ def api_error(exc: Exception, what: str) -> ApiError:
         return ApiError(409, exc.code, str(exc))
     if isinstance(exc, StorageFullError):
         return ApiError(507, "storage_full", str(exc))
+    if isinstance(exc, RequestPayloadError):  # a body aiohttp could not read or decode
+        return ApiError.bad_request(f"the request body could not be read: {exc}")
     if isinstance(exc, KeyTooLongError):
         return ApiError(413, "key_too_large", str(exc))
     if isinstance(exc, ClockAheadError):
@@ -166,5 +170,6 @@ def check_auth(authorization: str | None, scope: str, token: str | None, data_au
     header = authorization or ""
     if not header.startswith("Bearer "):
         raise ApiError(401, "unauthorized", "missing Authorization: Bearer <token>")
-    if not hmac.compare_digest(header[7:].encode(), token.encode()):
+    # surrogateescape: aiohttp decodes header bytes that are not UTF-8 so
+    if not hmac.compare_digest(header[7:].encode("utf-8", "surrogateescape"), token.encode()):
         raise ApiError(403, "forbidden", "wrong token")

@@ -35,7 +35,9 @@ __all__ = [
 MAX_HEAD_BYTES: Final = 16384  # the request line and headers; aiohttp's limit too
 
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
-_REFUSED_FIELDS = frozenset({"transfer-encoding", "expect"})
+# aiohttp decodes a Content-Encoding body (gzip, deflate); handing such a
+# request over keeps both lanes storing the same bytes
+_REFUSED_FIELDS = frozenset({"transfer-encoding", "expect", "content-encoding"})
 
 
 class Request(NamedTuple):

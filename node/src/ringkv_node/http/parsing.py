@@ -8,7 +8,6 @@ first, so everything past them can trust its input.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -149,7 +148,13 @@ def parse_batch(
     doc: Any
     try:
         doc = msgpack.unpackb(body, raw=False, strict_map_key=True) if binary else json.loads(body)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (
+        ValueError,
+        RecursionError,  # JSON nested deeper than Python recurses
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
         kind = "msgpack" if binary else "JSON"
         raise ApiError.bad_request(f"batch body is not valid {kind}: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("ops"), list):
@@ -228,7 +233,7 @@ def _parse_op(i: int, item: Any, binary: bool, limits: Limits, now_ms: int | Non
     elif isinstance(value_raw, str):
         try:
             value = value_raw.encode() if binary else base64.b64decode(value_raw, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a character that is not ASCII
             raise ApiError.bad_request(f"{where}.value is not valid base64") from None
     else:
         need = "bytes" if binary else "a base64 string"

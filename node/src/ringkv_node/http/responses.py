@@ -34,7 +34,10 @@ def error_response(err: ApiError) -> web.Response:
 async def read_doc(request: web.Request, loads: Callable[[bytes], Any], refusal: str) -> Any:
     """The request's body decoded by `loads` (`json.loads`, `wire.loads`); a body
     it cannot decode is a 400 saying `refusal: why`."""
+    body = await request.read()
     try:
-        return loads(await request.read())
-    except ValueError as exc:
+        return loads(body)
+    # TypeError: a msgpack map keyed by an array or a map (unhashable);
+    # RecursionError: JSON nested deeper than Python recurses
+    except (ValueError, TypeError, RecursionError) as exc:
         raise ApiError.bad_request(f"{refusal}: {exc}") from None
