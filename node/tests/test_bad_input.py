@@ -385,3 +385,36 @@ async def test_a_token_that_is_not_utf8_is_refused(token_node: NodeProcess) -> N
     await writer.wait_closed()
     assert head.startswith(b"HTTP/1.1 403"), head
     assert "Traceback" not in token_node.log()
+
+
+GOOD = pack(1 << 40, 0, False, b"n0", b"v")
+
+
+@pytest.mark.parametrize(
+    ("name", "doc"),
+    [
+        ("replicate", [[b"\xff\xfe", GOOD]]),  # stored, it made GET /v1/keys a 500
+        ("replicate", [[b"", GOOD]]),
+        ("replicate", [[b"a\x01", GOOD]]),
+        ("scan", {"prefix": b"", "start_after": "x", "limit": 5}),
+        ("scan", {"prefix": 2**63, "limit": 5}),
+        ("scan", {"prefix": b"", "limit": float("inf")}),
+        ("scan", {"prefix": b"", "limit": True}),
+        ("digests", {"partitions": [[0]]}),
+        ("bucket", {"partition": 70_000, "after": b""}),
+        ("bucket", {"partition": -1, "after": b""}),
+        ("bucket", {"partition": 0, "bucket": float("inf"), "after": b""}),
+        ("bucket", {"partition": 0, "after": 2**63}),
+    ],
+)
+async def test_peer_calls_of_the_wrong_shape_are_refused(
+    token_node: NodeProcess, http: aiohttp.ClientSession, name: str, doc: object
+) -> None:
+    headers = {"Authorization": "Bearer s3cret", **MSGPACK}
+    async with http.post(
+        f"{token_node.url}/internal/v1/{name}", data=msgpack.packb(doc), headers=headers
+    ) as r:
+        assert r.status == 400, await r.text()
+    async with http.get(f"{token_node.url}/v1/keys", headers=headers) as r:
+        assert r.status == 200
+    assert "Traceback" not in token_node.log()

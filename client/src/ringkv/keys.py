@@ -7,11 +7,20 @@ caught. Pure: no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ringkv.errors import InvalidKeyError
 
-__all__ = ["DEFAULT_LIMITS", "MAX_KEY_BYTES", "InvalidKeyError", "Limits", "encode_key"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MAX_KEY_BYTES",
+    "STORABLE",
+    "InvalidKeyError",
+    "Limits",
+    "check_keys",
+    "encode_key",
+]
 
 # The longest key a node can store: LMDB's keys are at most 511 bytes, and the
 # longest LMDB key the node makes of a key is a hint's (the target's member
@@ -73,3 +82,21 @@ def encode_key(key: str | bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
     if not text.isprintable() and any(ord(c) < 0x20 or c == "\x7f" for c in text):
         raise InvalidKeyError("key holds a control character")
     return raw
+
+
+STORABLE = Limits(max_key_bytes=MAX_KEY_BYTES)  # what any node can store
+
+
+def check_keys(keys: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> None:
+    """`encode_key` of every key, raising its InvalidKeyError for the first one
+    it refuses: in a few C calls when every key is plain printable UTF-8 of
+    an allowed length (the bulk paths: a batch's keys joined by spaces, since
+    a multi-byte sequence cannot span an ASCII space), else key by key."""
+    if keys and min(map(len, keys)) > 0 and max(map(len, keys)) <= limits.max_key_bytes:
+        try:
+            if b" ".join(keys).decode("utf-8").isprintable():
+                return
+        except UnicodeDecodeError:
+            pass
+    for key in keys:
+        encode_key(key, limits)

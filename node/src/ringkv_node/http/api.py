@@ -181,8 +181,13 @@ async def list_keys(request: web.Request) -> web.StreamResponse:
     limit = parsing.parse_limit(query.get("limit"))
     deleted = parsing.parse_bool(query.get("deleted"), "deleted")
     keys, nxt = await node.list_keys(prefix, start_after, limit, deleted=deleted)
+    # "replace": a key no API takes (a peer's, from before keys were checked
+    # there) must not make the listing fail for everyone
     return json_response(
-        {"keys": [k.decode() for k in keys], "next": None if nxt is None else nxt.decode()}
+        {
+            "keys": [k.decode("utf-8", "replace") for k in keys],
+            "next": None if nxt is None else nxt.decode("utf-8", "replace"),
+        }
     )
 
 

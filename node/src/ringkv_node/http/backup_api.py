@@ -36,11 +36,12 @@ import logging
 from aiohttp import web
 
 from ringkv.digits import is_digits
+from ringkv.keys import InvalidKeyError, check_keys
 from ringkv_node.cluster import RingState
 from ringkv_node.cluster.bulk import write_bulk
 from ringkv_node.errors import ApiError
 from ringkv_node.http.appkeys import NODE_KEY
-from ringkv_node.http.parsing import key_or_error, parse_consistency
+from ringkv_node.http.parsing import parse_consistency
 from ringkv_node.http.responses import Handler, json_response, read_doc
 from ringkv_node.model import records, wire
 from ringkv_node.replica.snapshot import CONTENT_TYPE, FRAME_BYTES, stream_partition
@@ -165,15 +166,16 @@ async def apply(request: web.Request) -> web.StreamResponse:
     if len(items) > MAX_APPLY_RECORDS:
         raise ApiError.too_large(f"apply: {len(items)} records; at most {MAX_APPLY_RECORDS} a call")
     largest = limits.max_value_bytes + records.HEADER_SIZE + 255
-    max_key = limits.max_key_bytes
-    for key, raw in items:
-        if not 0 < len(key) <= max_key or not _printable(key):  # else: say exactly why
-            key_or_error(key, limits)
-        if len(raw) > largest:
-            raise ApiError.too_large(
-                f"apply: the record of {key!r} is {len(raw)} bytes; values are at most "
-                f"{limits.max_value_bytes}"
-            )
+    try:
+        check_keys([key for key, _ in items], limits)
+    except InvalidKeyError as exc:
+        raise ApiError(exc.status, exc.code, f"apply: {exc.message}") from None
+    if items and max(len(raw) for _, raw in items) > largest:
+        key, raw = next((k, r) for k, r in items if len(r) > largest)
+        raise ApiError.too_large(
+            f"apply: the record of {key!r} is {len(raw)} bytes; values are at most "
+            f"{limits.max_value_bytes}"
+        )
     if not items:
         previous: list[bytes | None] = []
     elif replica is not None:
@@ -192,14 +194,6 @@ async def apply(request: web.Request) -> web.StreamResponse:
         else 0
     )
     return json_response({"records": len(items), "kept": kept})
-
-
-def _printable(key: bytes) -> bool:
-    """UTF-8 without control characters (what `encode_key` accepts), in two C calls."""
-    try:
-        return key.decode("utf-8").isprintable()
-    except UnicodeDecodeError:
-        return False
 
 
 def _check_replica(rings: RingState, me: str, epoch: int, items: list[tuple[bytes, bytes]]) -> None:

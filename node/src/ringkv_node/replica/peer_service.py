@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ringkv.keys import STORABLE, check_keys
 from ringkv_node.model import wire
+from ringkv_node.model.digests import BUCKETS
 from ringkv_node.model.pending import Pending, settle
 from ringkv_node.replica.kv import KV
 from ringkv_node.replica.paging import PAGE
@@ -32,6 +34,18 @@ def _same(previous: list[bytes | None]) -> list[bytes | None]:
     return previous
 
 
+def _get(doc: Any, field: str) -> Any:
+    return doc.get(field) if isinstance(doc, dict) else None
+
+
+_LONGEST = 511  # LMDB's longest key: a stored key is shorter (keys from before MAX_KEY_BYTES too)
+
+
+def _is_key(value: Any, *, empty: bool = False) -> bool:
+    """Bytes no longer than a stored key can be (`empty`: b"" too)."""
+    return type(value) is bytes and (empty or bool(value)) and len(value) <= _LONGEST
+
+
 def serve_now(kv: KV, name: str, doc: Any) -> Any:
     """The answer, or `Pending` for a write."""
     if name == "replicate":
@@ -39,7 +53,9 @@ def serve_now(kv: KV, name: str, doc: Any) -> Any:
         # encode): this runs for every replica of every write.
         try:
             items, max_ts = wire.packed_records(doc)
-        except ValueError as exc:
+            # what any node may store (the sender checked its own limits)
+            check_keys([key for key, _ in items], STORABLE)
+        except ValueError as exc:  # also InvalidKeyError
             raise ValueError(f"replicate: {exc}") from None
         if not items:
             return []
@@ -49,31 +65,37 @@ def serve_now(kv: KV, name: str, doc: Any) -> Any:
             raise ValueError("read: expected a list of keys")
         return kv.storage.get_raw_many(doc)
     if name == "scan":
-        try:
-            prefix = bytes(doc["prefix"])
-            after = doc.get("start_after")
-            limit = int(doc["limit"])
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise ValueError("scan: expected prefix, start_after, limit") from None
-        if not 1 <= limit <= MAX_SCAN:
-            raise ValueError("scan: limit out of range")
-        entries, full = kv.scan_entries(prefix, None if after is None else bytes(after), limit)
+        prefix, after, limit = _get(doc, "prefix"), _get(doc, "start_after"), _get(doc, "limit")
+        if not (
+            _is_key(prefix, empty=True)
+            and (after is None or _is_key(after))
+            and type(limit) is int
+            and 1 <= limit <= MAX_SCAN
+        ):
+            raise ValueError(f"scan: expected prefix, start_after, limit 1-{MAX_SCAN}")
+        entries, full = kv.scan_entries(prefix, after, limit)
         return {
             "entries": [[e.key, e.version.ts, e.version.node, e.live] for e in entries],
             "full": full,
         }
     if name == "digests":
-        wanted = doc.get("partitions") if isinstance(doc, dict) else None
-        if not isinstance(wanted, list):
-            raise ValueError("digests: expected {partitions: [...]}")
+        wanted = _get(doc, "partitions")
+        if not isinstance(wanted, list) or not all(type(p) is int for p in wanted):
+            raise ValueError("digests: expected {partitions: [int, ...]}")
         mine = kv.storage.bucket_digests()
         return {p: mine[p] for p in wanted if p in mine}
     if name == "bucket":
-        try:
-            part, after = int(doc["partition"]), bytes(doc["after"])
-            bucket = None if doc.get("bucket") is None else int(doc["bucket"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError("bucket: expected partition, bucket (or null), after") from None
+        part, after, bucket = _get(doc, "partition"), _get(doc, "after"), _get(doc, "bucket")
+        if not (
+            type(part) is int
+            and 0 <= part < kv.storage.partitions
+            and _is_key(after, empty=True)
+            and (bucket is None or (type(bucket) is int and 0 <= bucket < BUCKETS))
+        ):
+            raise ValueError(
+                f"bucket: expected partition 0-{kv.storage.partitions - 1}, "
+                f"bucket 0-{BUCKETS - 1} (or null), after"
+            )
         recs = kv.storage.partition_records(part, after=after, bucket=bucket, limit=PAGE)
         return {"records": wire.encode_records(recs), "more": len(recs) >= PAGE}
     raise ValueError(f"unknown peer call {name!r}")
