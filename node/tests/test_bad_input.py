@@ -418,3 +418,21 @@ async def test_peer_calls_of_the_wrong_shape_are_refused(
     async with http.get(f"{token_node.url}/v1/keys", headers=headers) as r:
         assert r.status == 200
     assert "Traceback" not in token_node.log()
+
+
+async def test_a_ring_member_url_nodes_cannot_call_is_refused(
+    token_node: NodeProcess, http: aiohttp.ClientSession
+) -> None:
+    """Installed, it failed the hint replay to it with a traceback every second."""
+    headers = {"Authorization": "Bearer s3cret"}
+    async with http.get(f"{token_node.url}/v1/ring", headers=headers) as r:
+        ring = await r.json()
+    for url in ("http://[::1", "ftp://n9:1", "n9:8080", "http://n9:99999"):
+        members = [*ring["members"], {"id": "n9", "url": url}]
+        doc = {**ring, "epoch": ring["epoch"] + 1, "members": members}
+        async with http.post(
+            f"{token_node.url}/admin/v1/ring/join", json=doc, headers=headers
+        ) as r:
+            body = await r.json()
+            assert r.status == 400, body
+            assert "member 'n9': url" in body["message"], body

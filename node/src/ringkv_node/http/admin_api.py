@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -23,6 +24,18 @@ from ringkv_node.http.appkeys import NODE_KEY
 from ringkv_node.http.responses import Handler, json_response, read_doc
 
 __all__ = ["ADMIN_ROUTES"]
+
+
+def url_problem(url: str) -> str | None:
+    """Why a member's URL is not one a node can call (None: it is)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError as exc:
+        return f"does not parse ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not http(s)://host[:port]"
+    return None
 
 
 async def _body(request: web.Request) -> Any:
@@ -42,6 +55,10 @@ async def join(request: web.Request) -> web.StreamResponse:
         ring = Ring.from_dict(await _body(request))
     except ValueError as exc:
         raise ApiError.bad_request(f"ring: {exc}") from None
+    for member in ring.members:  # peers are called at these (a bad one failed every second)
+        why = url_problem(member.url)
+        if why is not None:
+            raise ApiError.bad_request(f"ring: member {member.id!r}: url {member.url!r} {why}")
     state = await request.app[NODE_KEY].membership.join(ring)
     return json_response({"state": state, "epoch": ring.epoch})
 

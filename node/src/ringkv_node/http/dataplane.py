@@ -146,6 +146,9 @@ def api_error(exc: Exception, what: str) -> ApiError:
         return ApiError(409, exc.code, str(exc))
     if isinstance(exc, StorageFullError):
         return ApiError(507, "storage_full", str(exc))
+    if isinstance(exc, ConnectionResetError):  # the client went while its body was read
+        log.info("%s: the client went away: %s", what, exc)
+        return ApiError.bad_request("the connection was lost while the request was read")
     if isinstance(exc, RequestPayloadError):  # a body aiohttp could not read or decode
         return ApiError.bad_request(f"the request body could not be read: {exc}")
     if isinstance(exc, KeyTooLongError):
