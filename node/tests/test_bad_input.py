@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import aiohttp
 import msgpack
@@ -311,6 +312,21 @@ async def test_many_missing_reads_do_not_leak_reader_slots(
     assert storage["readers_used"] < 16
 
 
+TOKEN_AUTH = {"Authorization": "Bearer s3cret"}  # the conftest's token_node
+
+
+async def refused(
+    http: aiohttp.ClientSession, node: NodeProcess, path: str, body: bytes
+) -> dict[str, Any]:
+    """POST msgpack `body` to `path` with the token: a 400 JSON error, no traceback logged."""
+    async with http.post(node.url + path, data=body, headers={**TOKEN_AUTH, **MSGPACK}) as r:
+        assert r.status == 400, await r.text()
+        doc: dict[str, Any] = await r.json()
+    assert doc["error"] == "bad_request" and doc["message"]
+    assert "Traceback" not in node.log()
+    return doc
+
+
 FAR = (1 << 64) - 1  # a record's timestamp no clock reaches: it would stop the node's clock
 
 
@@ -328,13 +344,9 @@ async def test_a_record_far_in_the_future_is_refused_and_writes_go_on(
 ) -> None:
     """Taken, it moved the clock to 2**64 (and saved it): every later write, even
     after a restart, was a 500 (struct.error)."""
-    auth = {"Authorization": "Bearer s3cret"}
-    async with http.post(
-        token_node.url + path, data=msgpack.packb(body), headers={**auth, **MSGPACK}
-    ) as r:
-        doc = await r.json()
-        assert (r.status, doc["error"]) == (400, "bad_request"), doc
-        assert "ahead of this node's clock" in doc["message"]
+    doc = await refused(http, token_node, path, msgpack.packb(body))
+    assert "ahead of this node's clock" in doc["message"]
+    auth = TOKEN_AUTH
     for i in range(3):  # stamped by the node's clock, which did not move
         async with http.put(f"{token_node.url}/v1/kv/after{i}", data=b"x", headers=auth) as r:
             assert r.status in (200, 201), await r.text()
@@ -369,11 +381,7 @@ async def test_a_gzip_body_is_stored_unzipped_whichever_lane_serves_it(
 async def test_bodies_python_cannot_build_are_refused(
     token_node: NodeProcess, http: aiohttp.ClientSession, path: str, body: bytes
 ) -> None:
-    headers = {"Authorization": "Bearer s3cret", **MSGPACK}
-    async with http.post(token_node.url + path, data=body, headers=headers) as r:
-        assert r.status == 400, await r.text()
-        assert (await r.json())["error"] == "bad_request"
-    assert "Traceback" not in token_node.log()
+    await refused(http, token_node, path, body)
 
 
 async def test_a_token_that_is_not_utf8_is_refused(token_node: NodeProcess) -> None:
@@ -410,21 +418,16 @@ GOOD = pack(1 << 40, 0, False, b"n0", b"v")
 async def test_peer_calls_of_the_wrong_shape_are_refused(
     token_node: NodeProcess, http: aiohttp.ClientSession, name: str, doc: object
 ) -> None:
-    headers = {"Authorization": "Bearer s3cret", **MSGPACK}
-    async with http.post(
-        f"{token_node.url}/internal/v1/{name}", data=msgpack.packb(doc), headers=headers
-    ) as r:
-        assert r.status == 400, await r.text()
-    async with http.get(f"{token_node.url}/v1/keys", headers=headers) as r:
+    await refused(http, token_node, f"/internal/v1/{name}", msgpack.packb(doc))
+    async with http.get(f"{token_node.url}/v1/keys", headers=TOKEN_AUTH) as r:
         assert r.status == 200
-    assert "Traceback" not in token_node.log()
 
 
 async def test_a_ring_member_url_nodes_cannot_call_is_refused(
     token_node: NodeProcess, http: aiohttp.ClientSession
 ) -> None:
     """Installed, it failed the hint replay to it with a traceback every second."""
-    headers = {"Authorization": "Bearer s3cret"}
+    headers = TOKEN_AUTH
     async with http.get(f"{token_node.url}/v1/ring", headers=headers) as r:
         ring = await r.json()
     for url in ("http://[::1", "ftp://n9:1", "n9:8080", "http://n9:99999"):
