@@ -41,11 +41,6 @@ class Limits:
         for name in ("max_key_bytes", "max_value_bytes", "max_batch_ops", "max_batch_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.max_key_bytes > MAX_KEY_BYTES:
-            raise ValueError(
-                f"max_key_bytes must be at most {MAX_KEY_BYTES}, not {self.max_key_bytes} "
-                "(LMDB's keys are at most 511 bytes, and a node adds up to 72 to a key)"
-            )
 
 
 DEFAULT_LIMITS = Limits()
@@ -84,7 +79,11 @@ def encode_key(key: str | bytes, limits: Limits = DEFAULT_LIMITS) -> bytes:
     return raw
 
 
-STORABLE = Limits(max_key_bytes=MAX_KEY_BYTES)  # what any node can store
+# Any key a node may already hold: LMDB's 511 bytes less the data key's
+# 2-byte partition. Peers' replica batches are checked against this, not the
+# API's limit, so that keys stored before a lower limit still move between
+# nodes (rebalance, repair).
+STORABLE = Limits(max_key_bytes=509)
 
 
 def check_keys(keys: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> None:
