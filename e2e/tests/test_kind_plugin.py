@@ -60,6 +60,13 @@ def test_kubectl_ringkv_status(kubectl: Kubectl, ns: str) -> None:
     assert all(p.split()[4] == "64" for p in pods[1:]), r.stdout  # N=3 of 3: every partition
 
 
+def _interruptible() -> None:
+    """SIGINT as a terminal's Ctrl-C meets it: a test run started in the
+    background (`make e2e &`) ignores SIGINT, its children inherit that, and
+    the plugin then never saw the test's Ctrl-C (a 30 s timeout)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_kubectl_ringkv_connect_then_the_ringkv_cli(
     kubectl: Kubectl, ns: str, tmp_path: Path
 ) -> None:
@@ -72,6 +79,7 @@ def test_kubectl_ringkv_connect_then_the_ringkv_cli(
             stderr=err,
             stdin=subprocess.DEVNULL,
             env=env,
+            preexec_fn=_interruptible,
         )
     try:
         wait(
