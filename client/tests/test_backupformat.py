@@ -202,6 +202,10 @@ def manifest_doc() -> dict[str, Any]:
         (lambda d: d.pop("ring_epoch"), "missing field 'ring_epoch'"),
         (lambda d: d.update(backup_id="../x"), "backup id"),
         (lambda d: d.update(size_bytes=1), "size_bytes does not add up"),
+        # past year 9999: `list` and retention failed on it, and it became the
+        # "latest" that `prune --keep-last 1` kept over the real newest
+        (lambda d: d.update(created_ms=10**15, completed_ms=10**15), "before the year 10000"),
+        (lambda d: d.update(completed_ms=0), "times in order"),
     ],
 )
 def test_wrong_manifests_are_refused(change: Any, words: str) -> None:
@@ -238,3 +242,10 @@ def test_drill_digests_count_live_records_only() -> None:
     other = live_digests(iter([(0, b"a", pack(5, 0, False, b"n1", b"w"))]), 2, cut_ms=1_000)
     same_count = live_digests(iter([(0, b"a", live)]), 2, cut_ms=1_000)
     assert other[0][0] == same_count[0][0] and other[0][1] != same_count[0][1]  # value differs
+
+
+def test_a_manifest_nested_too_deep_is_refused() -> None:
+    data = manifest_doc()
+    text = json.dumps(data)[:-1] + ', "x": ' + "[" * 200_000 + "]" * 200_000 + "}"
+    with pytest.raises(InvalidBackupError, match="not valid JSON"):
+        Manifest.from_json(text.encode())

@@ -19,12 +19,18 @@ from ringkv._core import (
     Send,
     Sleep,
     batch_call,
+    check_timeout,
+    check_token,
     decode,
+    delete_ops,
     expand_seeds,
     key_call,
+    keys_page,
+    put_ops,
     run_call,
     to_bytes,
 )
+from ringkv.errors import InvalidArgumentError, ResponseError, ValueTypeError
 from ringkv.keys import DEFAULT_LIMITS, InvalidKeyError, encode_key
 from ringkv.ring import Member, initial_ring
 
@@ -252,19 +258,20 @@ def test_requests_are_built_and_checked_before_sending() -> None:
 )
 @pytest.mark.parametrize("value", [b"v", "text", None])
 def test_put_many_batches_check_keys_as_single_calls_do(key: str | bytes, value: object) -> None:
-    """`put_many`'s puts skip steps of `encode_key`, never a refusal."""
+    """`put_many`'s puts skip steps of `encode_key`, never a refusal; a None
+    value is refused as `put` refuses it (it was stored as b"")."""
     try:
         expected: object = {
             "op": "put",
             "key": encode_key(key).decode(),
-            "value": to_bytes(value or b""),
+            "value": to_bytes(value),
         }
-    except ValueError as exc:  # InvalidKeyError
+    except (ValueError, TypeError) as exc:  # InvalidKeyError, ValueTypeError
         expected = (type(exc), str(exc))
     try:
         call = batch_call([("put", key, value, None, None)], DEFAULT_LIMITS)  # type: ignore[list-item]
         got: object = msgpack.unpackb(call.body or b"")["ops"][0]
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         got = (type(exc), str(exc))
     assert got == expected
 
@@ -281,3 +288,46 @@ def test_seeds_from_urls_and_headless_service_names() -> None:
     ]
     with pytest.raises(ValueError, match="not an http"):
         expand_seeds("kv:8080", resolve)
+
+
+def test_many_key_calls_refuse_what_would_lose_or_misplace_data() -> None:
+    with pytest.raises(ValueTypeError, match="not NoneType"):
+        batch_call([("put", "k", None, None, None)], DEFAULT_LIMITS)  # type: ignore[list-item]
+    with pytest.raises(InvalidArgumentError, match="a list of keys, not one key"):
+        delete_ops("xyz")  # deleted "x", "y" and "z"
+    with pytest.raises(InvalidArgumentError, match="mapping of key to value"):
+        put_ops(["k"], None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("token", ["x\r\nX-Injected: yes", "a b", "tab\t", "é", ""])
+def test_a_token_that_could_carry_other_headers_is_refused(token: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="visible ASCII"):
+        check_token(token)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("inf"), float("nan"), 1e308, "5", True])
+def test_timeouts_sockets_cannot_take_are_refused(timeout: object) -> None:
+    with pytest.raises(InvalidArgumentError, match="timeout must be"):
+        check_timeout(timeout)
+
+
+@pytest.mark.parametrize(
+    ("body", "after"),
+    [
+        (b'{"keys": ["a"], "next": "a"}', "a"),  # listing on would never end
+        (b'{"keys": ["a"], "next": "0"}', "a"),
+        (b'{"keys": ["a"], "next": 7}', None),
+        (b'{"keys": [1]}', None),
+        (b"{}", None),
+        (b"[]", None),
+        (b"not json", None),
+    ],
+)
+def test_a_keys_page_of_another_shape_is_a_response_error(body: bytes, after: str | None) -> None:
+    with pytest.raises(ResponseError, match="not a page of keys"):
+        keys_page(Response(200, {}, body), after)
+
+
+def test_a_keys_page() -> None:
+    assert keys_page(Response(200, {}, b'{"keys": ["b"], "next": "b"}'), "a") == (["b"], "b")
+    assert keys_page(Response(200, {}, b'{"keys": [], "next": null}'), "a") == ([], None)

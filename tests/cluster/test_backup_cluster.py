@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -789,3 +790,22 @@ def test_a_backup_waits_for_a_ring_change_that_is_committing(tmp_path: Path) -> 
     finally:
         cluster.kill_all()
         n3.kill()
+
+
+def test_an_s3_endpoint_that_never_answers_times_out(tmp_path: Path) -> None:
+    """botocore's own 60 s a read, five times, hung `ringkv --timeout 2 backup list`."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)  # connections are taken and never answered
+        endpoint = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        env = {**os.environ, **S3_ENV, "RINGKV_TOKEN": TOKEN}
+        started = time.monotonic()
+        r = subprocess.run(
+            [*CLI, "--timeout", "1", "backup", "list", "--from", f"s3://{BUCKET}/x",
+             "--s3-endpoint", endpoint, "--s3-path-style"],
+            capture_output=True, text=True, env=env, timeout=120,
+        )  # fmt: skip
+        took = time.monotonic() - started
+    assert r.returncode == 3, r.stderr
+    assert "timeout" in r.stderr.lower() or "timed out" in r.stderr.lower(), r.stderr
+    assert took < 60, took  # 5 attempts of 1 s and their back-off, not 5 of 60 s

@@ -172,6 +172,8 @@ def test_the_readme_python_example(local: Local) -> None:
         (["load", "/nonexistent/dump.jsonl"], 2, "No such file"),
         (["get"], 2, "required: key"),
         (["--url", "http://127.0.0.1:1", "get", "k"], 3, "no seed answered"),
+        (["--token", "x\r\nX-Injected: yes", "get", "k"], 2, "visible ASCII"),  # a header
+        (["get", "k", "--timeout", "inf"], 2, "--timeout"),
     ],
 )
 def test_exit_codes_as_the_table_says(local: Local, args: list[str], code: int, words: str) -> None:
@@ -263,3 +265,16 @@ def test_status_fails_when_a_member_does_not_answer(local: Local) -> None:
     finally:
         os.kill(pid, signal.SIGCONT)
     assert local.ringkv("status").returncode == 0
+
+
+def test_a_load_that_meets_a_bad_record_says_where_and_what_was_written(
+    local: Local, tmp_path: Path
+) -> None:
+    lines = [json.dumps({"key": f"bad:{i}", "value": "eA=="}) for i in range(600)]
+    lines.append(json.dumps({"key": "", "value": "eA=="}))
+    (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
+    r = local.ringkv("load", str(tmp_path / "bad.jsonl"))
+    assert r.returncode == 2, r.stderr
+    assert "line 601: " in r.stderr and "key is empty" in r.stderr, r.stderr
+    assert "the 500 records before it were written" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -43,9 +43,9 @@ class ClientBase:
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._target = target
-        self._token = token
+        self._token = _core.check_token(token)
         self._direct = direct
-        self._timeout = timeout
+        self._timeout = _core.check_timeout(timeout)
         self._pool_size = self.POOL_SIZE if pool_size is None else pool_size
         self._retry = retry or RetryPolicy()
         self._limits = limits

@@ -86,6 +86,36 @@ class Call:
         return Request(self.method, base_url + self.path, self.body, headers)
 
 
+def check_token(token: object) -> str | None:
+    """`token` (None: none) if it can go in an `Authorization` header: visible
+    ASCII, no space, no line break (one that has them would let it carry
+    other headers), else InvalidArgumentError."""
+    if token is None:
+        return None
+    if not isinstance(token, str):
+        raise InvalidArgumentError(f"the token must be a string, not {type(token).__name__}")
+    if not token or not (token.isascii() and token.isprintable()) or " " in token:
+        raise InvalidArgumentError(
+            "the token must be visible ASCII characters (no spaces, tabs or line breaks)"
+        )
+    return token
+
+
+MAX_TIMEOUT_S = 86_400.0
+
+
+def check_timeout(timeout: object) -> float:
+    """`timeout` in seconds if it is a number above 0 and at most a day (socket
+    timeouts overflow past about 1e9), else InvalidArgumentError."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise InvalidArgumentError(f"timeout must be a number of seconds, not {timeout!r}")
+    if not 0 < timeout <= MAX_TIMEOUT_S:  # also NaN
+        raise InvalidArgumentError(
+            f"timeout must be above 0 and at most {MAX_TIMEOUT_S:.0f} seconds, not {timeout!r}"
+        )
+    return float(timeout)
+
+
 def _query(**params: object) -> str:
     clean = {k: str(v) for k, v in params.items() if v is not None}
     return ("?" + urlencode(clean)) if clean else ""
@@ -98,7 +128,7 @@ def _check_level(consistency: str | None) -> None:
         )
 
 
-def to_bytes(value: bytes | str) -> bytes:
+def to_bytes(value: object) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -178,7 +208,7 @@ def batch_call(
         first_key = first_key or raw
         item: dict[str, Any] = {"op": op, "key": raw.decode()}
         if op == "put":
-            item["value"] = to_bytes(value or b"")
+            item["value"] = to_bytes(value)  # None is refused, not stored as b"" (as `put`)
             _check_expiry(ttl, expires_ms)
             if ttl is not None:
                 item["ttl"] = ttl
@@ -226,10 +256,16 @@ class BatchOps:
 
 
 def put_ops(items: Mapping[str, bytes | str], ttl: int | None) -> list[BatchOp]:
+    if not isinstance(items, Mapping):
+        raise InvalidArgumentError(
+            f"put_many takes a mapping of key to value, not {type(items).__name__}"
+        )
     return [("put", k, v, ttl, None) for k, v in items.items()]
 
 
 def delete_ops(keys: Sequence[str]) -> list[BatchOp]:
+    if isinstance(keys, str | bytes):  # would delete each character as a key
+        raise InvalidArgumentError(f"delete_many takes a list of keys, not one key ({keys!r})")
     return [("delete", k, None, None, None) for k in keys]
 
 
@@ -350,9 +386,25 @@ def keys_path(
     )
 
 
-def keys_page(resp: Response) -> tuple[list[str], str | None]:
-    doc = json.loads(resp.body)
-    return list(doc["keys"]), doc.get("next")
+def keys_page(resp: Response, after: str | None = None) -> tuple[list[str], str | None]:
+    """A `/v1/keys` page: its keys and the next cursor. ResponseError for an
+    answer of another shape, or a cursor that does not move past `after` (the
+    page's own cursor): listing on would never end."""
+    try:
+        doc = json.loads(resp.body)
+        keys, nxt = doc["keys"], doc.get("next")
+    except (ValueError, KeyError, TypeError):
+        keys = nxt = None
+    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)) or not (
+        nxt is None or (isinstance(nxt, str) and (after is None or nxt > after))
+    ):
+        raise ResponseError(
+            resp.status,
+            "bad_answer",
+            f"a /v1/keys answer that is not a page of keys after {after!r}: {resp.body[:200]!r}",
+            {},
+        )
+    return keys, nxt
 
 
 class Entry(NamedTuple):

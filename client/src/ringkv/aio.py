@@ -155,7 +155,7 @@ class AsyncClient(ClientBase):
             resp = await self._call(
                 Call("GET", _core.keys_path(prefix, cursor, page_size, deleted))
             )
-            page, cursor = _core.keys_page(resp)
+            page, cursor = _core.keys_page(resp, cursor)
             for key in page:
                 yield key
             if cursor is None:

@@ -155,7 +155,7 @@ class Manifest:
         """The manifest in `data`, checked; InvalidBackupError says what is wrong."""
         try:
             doc = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise InvalidBackupError(f"{MANIFEST} is not valid JSON: {exc}") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise InvalidBackupError(f"{MANIFEST} is not a {FORMAT} manifest")
@@ -190,6 +190,13 @@ class Manifest:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidBackupError(f"{MANIFEST}: {_reason(exc)}") from None
+        # a time past year 9999 cannot be shown, and would make a forged
+        # backup the "latest" that retention keeps over the real ones
+        if not manifest.created_ms <= manifest.completed_ms <= _LAST_MS:
+            raise InvalidBackupError(
+                f"{MANIFEST}: created_ms {manifest.created_ms} and completed_ms "
+                f"{manifest.completed_ms} must be times in order, before the year 10000"
+            )
         if sum(p.records for p in parts) != manifest.records:
             raise InvalidBackupError(
                 f"{MANIFEST}: its parts hold {sum(p.records for p in parts)} records, "
@@ -231,6 +238,9 @@ def _str(doc: dict[str, Any], name: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string")
     return value
+
+
+_LAST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 def _int(doc: dict[str, Any], name: str, minimum: int) -> int:

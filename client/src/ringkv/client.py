@@ -145,7 +145,7 @@ class Client(ClientBase):
         cursor = start_after
         while True:
             resp = self._call(Call("GET", _core.keys_path(prefix, cursor, page_size, deleted)))
-            page, cursor = _core.keys_page(resp)
+            page, cursor = _core.keys_page(resp, cursor)
             yield from page
             if cursor is None:
                 return

@@ -22,10 +22,11 @@ Older dumps (`key` and `value` only) load as they always did. Pure: no I/O.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+from ringkv.keys import encode_key
 
 __all__ = ["DumpRecord", "parse", "to_line"]
 
@@ -61,6 +62,7 @@ def _record(doc: object) -> DumpRecord:
     key = doc.get("key")
     if not isinstance(key, str):
         raise ValueError('"key" must be a string')
+    encode_key(key)  # InvalidKeyError (a ValueError) here, with the line's number
     version = doc.get("version")
     if version is not None and not isinstance(version, str):
         raise ValueError('"version" must be a string')
@@ -71,11 +73,11 @@ def _record(doc: object) -> DumpRecord:
         raise ValueError('"value" must be a base64 string')
     try:
         raw = base64.b64decode(value, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character that is not ASCII
         raise ValueError('"value" is not valid base64') from None
     expires = doc.get("expires_ms")
     if expires is not None and (
-        isinstance(expires, bool) or not isinstance(expires, int) or expires < 1
+        isinstance(expires, bool) or not isinstance(expires, int) or not 0 < expires < 1 << 63
     ):
         raise ValueError('"expires_ms" must be unix time in milliseconds')
     return DumpRecord(key, raw, version, expires)
@@ -88,5 +90,5 @@ def parse(lines: Iterable[str]) -> Iterator[DumpRecord]:
             continue
         try:
             yield _record(json.loads(line))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             raise ValueError(f"line {n}: not a ringkv dump record ({exc})") from None

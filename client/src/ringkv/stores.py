@@ -139,6 +139,9 @@ class DirStore:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
+S3_TIMEOUT_S = 60.0  # to connect, and for each answer (botocore's default)
+
+
 @dataclass(frozen=True, slots=True)
 class S3Options:
     endpoint_url: str | None = None
@@ -146,6 +149,7 @@ class S3Options:
     path_style: bool = False
     multipart_threshold: int = 16 << 20
     multipart_chunk: int = 16 << 20
+    timeout_s: float = S3_TIMEOUT_S
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **given: Any) -> S3Options:
@@ -162,7 +166,8 @@ class S3Options:
         path_style = given.get("path_style")
         if path_style is None:
             path_style = e.get("RINGKV_S3_PATH_STYLE", "").lower() in ("1", "true", "yes", "on")
-        return cls(endpoint, region, bool(path_style))
+        timeout = given.get("timeout_s")
+        return cls(endpoint, region, bool(path_style), timeout_s=timeout or S3_TIMEOUT_S)
 
 
 def split_s3(location: str) -> tuple[str, str]:
@@ -189,6 +194,8 @@ class S3Store:
         config = Config(
             s3={"addressing_style": "path" if options.path_style else "auto"},
             retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=options.timeout_s,
+            read_timeout=options.timeout_s,
         )
         self._s3 = boto3.client(
             "s3", endpoint_url=options.endpoint_url, region_name=options.region, config=config

@@ -59,7 +59,10 @@ def _store(args: argparse.Namespace, location: str | None) -> Any:
     from ringkv.stores import S3Options, open_store
 
     options = S3Options.from_env(
-        endpoint_url=args.s3_endpoint, region=args.s3_region, path_style=args.s3_path_style
+        endpoint_url=args.s3_endpoint,
+        region=args.s3_region,
+        path_style=args.s3_path_style,
+        timeout_s=args.timeout,  # --timeout: also for each answer of the S3 endpoint
     )
     return open_store(location or "", options)
 

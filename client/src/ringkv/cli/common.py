@@ -67,8 +67,10 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    if not 0 < value <= 86_400:  # also NaN and inf (socket timeouts overflow)
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds above 0 and at most 86400, not {text!r}"
+        )
     return value
 
 
@@ -166,6 +168,11 @@ def not_found(args: argparse.Namespace, doc: dict[str, Any]) -> int:
 def token(args: argparse.Namespace) -> str | None:
     """`--token`, else the file `--token-file` names (white space around it dropped)."""
     if args.token:
+        if not (args.token.isascii() and args.token.isprintable()) or " " in args.token:
+            raise ValueError(
+                "--token: the token must be visible ASCII characters (no spaces, tabs or "
+                "line breaks)"
+            )
         return str(args.token)
     path = getattr(args, "token_file", None)
     if not path:
@@ -177,6 +184,11 @@ def token(args: argparse.Namespace) -> str | None:
         raise ValueError(f"--token-file {path}: {exc.strerror or exc}") from None
     if not text:
         raise ValueError(f"--token-file {path} is empty")
+    if not (text.isascii() and text.isprintable()) or " " in text:
+        raise ValueError(
+            f"--token-file {path}: the token must be visible ASCII characters "
+            "(no spaces, tabs or line breaks)"
+        )
     return text
 
 

@@ -204,24 +204,33 @@ def cmd_load(args: argparse.Namespace) -> int:
     bar = progress(None, "load", not args.quiet)
     loaded = expired = deleted = 0
     now_ms = time.time_ns() // 1_000_000
+    written = 0
     try:
         with _client(args) as kv:
             batch: Batch = kv.batch()
-            for rec in parse(source):
-                if rec.deleted:
-                    batch.delete(rec.key)
-                    deleted += 1
-                elif rec.expired(now_ms):
-                    expired += 1  # it would read as absent: not written at all
-                    continue
-                else:
-                    batch.put(rec.key, rec.value, expires_ms=rec.expires_ms)
-                    loaded += 1
-                if len(batch.ops) >= 500:
-                    bar.update(len(batch.execute()))
-                    batch = kv.batch()
-            if batch.ops:
-                bar.update(len(batch.execute()))
+            try:
+                for rec in parse(source):
+                    if rec.deleted:
+                        batch.delete(rec.key)
+                        deleted += 1
+                    elif rec.expired(now_ms):
+                        expired += 1  # it would read as absent: not written at all
+                        continue
+                    else:
+                        batch.put(rec.key, rec.value, expires_ms=rec.expires_ms)
+                        loaded += 1
+                    if len(batch.ops) >= 500:
+                        written += len(batch.execute())
+                        bar.update(len(batch.ops))
+                        batch = kv.batch()
+                if batch.ops:
+                    written += len(batch.execute())
+                    bar.update(len(batch.ops))
+            except ValueError as exc:  # a bad record: a load writes as it reads
+                raise ValueError(
+                    f"{exc}; the {written} record{'' if written == 1 else 's'} before it "
+                    "were written"
+                ) from None
     finally:
         bar.close()
         if source is not sys.stdin:
