@@ -40,7 +40,7 @@ from ringkv import backup as bk
 from ringkv._backupretry import RingRetry
 from ringkv.admin import Rebalancer
 from ringkv.backupformat import Manifest
-from ringkv.errors import BackupFailedError
+from ringkv.errors import BackupFailedError, InvalidBackupError
 from ringkv.packed import HEADER_SIZE, fields, pack
 from ringkv.rebalance import Step, plan
 from ringkv.ring import Member, Ring
@@ -809,3 +809,19 @@ def test_an_s3_endpoint_that_never_answers_times_out(tmp_path: Path) -> None:
     assert r.returncode == 3, r.stderr
     assert "timeout" in r.stderr.lower() or "timed out" in r.stderr.lower(), r.stderr
     assert took < 60, took  # 5 attempts of 1 s and their back-off, not 5 of 60 s
+
+
+def test_latest_is_the_newest_backup_that_loads(source: Source, tmp_path: Path) -> None:
+    """A corrupt manifest blocked `restore` and `verify` of the latest, naming no backup."""
+    backup_id, _ = source.backups["dir"]
+    shutil.copytree(source.tmp / "dir" / backup_id, tmp_path / backup_id)
+    (tmp_path / "29991231T000000Z-zzzz").mkdir()  # the newest id, and no backup
+    (tmp_path / "29991231T000000Z-zzzz" / "manifest.json").write_text("{not json")
+    store = DirStore(str(tmp_path))
+    assert bk.find(store, None).backup_id == backup_id
+    assert bk.find(store, "latest").backup_id == backup_id
+    with pytest.raises(InvalidBackupError, match=r"backup 29991231T000000Z-zzzz: manifest\.json"):
+        bk.find(store, "29991231T000000Z-zzzz")
+    shutil.rmtree(tmp_path / backup_id)
+    with pytest.raises(InvalidBackupError, match=r"no backup in .* loads: backup 2999"):
+        bk.find(store, None)

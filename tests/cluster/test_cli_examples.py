@@ -174,6 +174,7 @@ def test_the_readme_python_example(local: Local) -> None:
         (["--url", "http://127.0.0.1:1", "get", "k"], 3, "no seed answered"),
         (["--token", "x\r\nX-Injected: yes", "get", "k"], 2, "visible ASCII"),  # a header
         (["get", "k", "--timeout", "inf"], 2, "--timeout"),
+        (["backup", "prune", "--from", "nowhere", "--keep-last", "\uff11"], 2, "--keep-last"),
     ],
 )
 def test_exit_codes_as_the_table_says(local: Local, args: list[str], code: int, words: str) -> None:

@@ -748,7 +748,10 @@ def load_manifest(store: Store, backup_id: str) -> Manifest:
         data = store.get(f"{backup_id}/{MANIFEST}")
     except BackupNotFoundError:
         raise BackupNotFoundError(f"no backup {backup_id} in {store.location}") from None
-    manifest = Manifest.from_json(data)
+    try:
+        manifest = Manifest.from_json(data)
+    except InvalidBackupError as exc:  # which backup: a destination holds many
+        raise InvalidBackupError(f"backup {backup_id}: {exc}") from None
     if manifest.backup_id != backup_id:
         raise InvalidBackupError(
             f"{store.location}/{backup_id}/{MANIFEST} names backup {manifest.backup_id}"
@@ -757,12 +760,17 @@ def load_manifest(store: Store, backup_id: str) -> Manifest:
 
 
 def find(store: Store, backup_id: str | None) -> Manifest:
-    """The backup `backup_id`, or the newest one when None or `latest`."""
+    """The backup `backup_id`, or the newest one when None or `latest`: the
+    newest whose manifest loads (one that does not is no backup, as one
+    without a manifest is not; `listing` shows it)."""
     if backup_id in (None, "latest"):
-        ids = store.backup_ids()
-        if not ids:
+        found = listing(store)
+        if not found:
             raise BackupNotFoundError(f"no backups in {store.location}")
-        manifests = [load_manifest(store, i) for i in ids]
+        manifests = [m for m in found if isinstance(m, Manifest)]
+        if not manifests:
+            why = "; ".join(m[1] for m in found if not isinstance(m, Manifest))
+            raise InvalidBackupError(f"no backup in {store.location} loads: {why}")
         return max(manifests, key=lambda m: (m.created_ms, m.backup_id))
     return load_manifest(store, check_backup_id(backup_id))
 

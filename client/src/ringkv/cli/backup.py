@@ -272,7 +272,7 @@ def _delete(args: argparse.Namespace) -> int:
     store = _store(args, getattr(args, "from"))
     deleted: dict[str, int] = {}
     missing: list[str] = []
-    for bid in args.ids:
+    for bid in dict.fromkeys(args.ids):  # each once, in the order given
         try:
             deleted[bid] = backup.delete(store, bid)
         except BackupNotFoundError:
@@ -471,7 +471,9 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, q
         ("weekly", "the newest of each of the last N ISO weeks that have one"),
         ("monthly", "the newest of each of the last N months that have one"),
     ):
-        p.add_argument(f"--keep-{tier}", type=int, default=0, metavar="N", help=f"keep {text}")
+        p.add_argument(
+            f"--keep-{tier}", type=whole_number, default=0, metavar="N", help=f"keep {text}"
+        )
     p.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
 
     p = sub.add_parser(

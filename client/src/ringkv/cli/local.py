@@ -46,6 +46,10 @@ def _up(args: argparse.Namespace) -> int:
                 raise ValueError(
                     f"--replication-factor {args.replication_factor} exceeds --nodes {args.nodes}"
                 )
+            if args.port + args.nodes - 1 > 65535:
+                raise ValueError(
+                    f"--port {args.port} with --nodes {args.nodes} needs ports past 65535"
+                )
             nodes = plan_nodes(args.nodes, args.host, args.port, data_dir)
         else:
             print(f"ringkv: using the nodes in {data_dir}/cluster.json", file=sys.stderr)
