@@ -249,3 +249,14 @@ def test_a_manifest_nested_too_deep_is_refused() -> None:
     text = json.dumps(data)[:-1] + ', "x": ' + "[" * 200_000 + "]" * 200_000 + "}"
     with pytest.raises(InvalidBackupError, match="not valid JSON"):
         Manifest.from_json(text.encode())
+
+
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [(b"", "key is empty"), (b"\xff\xfe", "not valid UTF-8"), (b"a\x01", "control")],
+)
+def test_a_key_no_node_would_hold_is_refused(key: bytes, words: str) -> None:
+    """`verify` said such a backup verified; its restore then failed part way."""
+    info, blob = forged_part([[[key, rec(1)]]], (partition(key, Q), partition(key, Q)))
+    with pytest.raises(InvalidBackupError, match=f"part-000000.zst: .*{words}"):
+        list(PartReader(info, blob, Q).partition_blocks())

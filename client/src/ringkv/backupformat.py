@@ -48,7 +48,8 @@ from typing import Any
 import msgpack
 import zstandard
 
-from ringkv.errors import InvalidBackupError
+from ringkv.errors import InvalidBackupError, InvalidKeyError
+from ringkv.keys import STORABLE, check_keys
 from ringkv.packed import HEADER, HEADER_SIZE, newer
 from ringkv.ring import partitioner
 
@@ -486,6 +487,10 @@ class PartReader:
                     counts[here[0]] = counts.get(here[0], 0) + 1
                     if here[0] != block_part:
                         block_part = here[0] if block_part == _UNSEEN else -1
+                try:  # a key no node would hold: not a backup ringkv wrote
+                    check_keys([row[0] for row in block], STORABLE)
+                except InvalidKeyError as exc:
+                    raise InvalidBackupError(f"{info.name}: {exc.message}") from None
                 total += len(block)
                 yield max(block_part, -1), block  # an empty block: -1
         except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:

@@ -108,8 +108,8 @@ class DirStore:
     def backup_ids(self) -> list[str]:
         try:
             entries = sorted(os.listdir(self.root))
-        except FileNotFoundError:
-            return []
+        except FileNotFoundError:  # a mistyped destination listed (and pruned) nothing, quietly
+            raise DestinationError(f"{self.root} does not exist") from None
         except OSError as exc:
             raise DestinationError(f"cannot list {self.root}: {exc.strerror or exc}") from None
         return [e for e in entries if os.path.isfile(os.path.join(self.root, e, MANIFEST))]
