@@ -19,6 +19,7 @@ from ringkv._core import (
     Send,
     Sleep,
     batch_call,
+    batch_results,
     check_timeout,
     check_token,
     decode,
@@ -331,3 +332,17 @@ def test_a_keys_page_of_another_shape_is_a_response_error(body: bytes, after: st
 def test_a_keys_page() -> None:
     assert keys_page(Response(200, {}, b'{"keys": ["b"], "next": "b"}'), "a") == (["b"], "b")
     assert keys_page(Response(200, {}, b'{"keys": [], "next": null}'), "a") == ([], None)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:7100?x=1", "http://h:1#frag", "http://", "https:///"]
+)
+def test_a_seed_url_with_a_query_a_fragment_or_no_host_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="a seed URL has a host and no query or fragment"):
+        expand_seeds(url, lambda host, port: [])
+
+
+@pytest.mark.parametrize("body", [{"results": [{}]}, {"results": 5}, [], {}])
+def test_a_batch_answer_of_another_shape_is_a_response_error(body: object) -> None:
+    with pytest.raises(ResponseError, match="another shape"):
+        batch_results(Response(200, {}, msgpack.packb(body)))

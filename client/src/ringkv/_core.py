@@ -428,11 +428,24 @@ def previous_or_none(resp: Response) -> bytes | None:
 
 
 def batch_results(resp: Response) -> list[dict[str, Any]]:
-    doc = msgpack.unpackb(resp.body, raw=False)
-    return [
-        {"status": item["status"], "version": item["version"], "previous": item.get("previous")}
-        for item in doc["results"]
-    ]
+    """A `/v1/batch` answer's results, one per op; ResponseError for an answer
+    of another shape (a node of another version, or not a node)."""
+    try:
+        doc = msgpack.unpackb(resp.body, raw=False)
+        out = [
+            {"status": it["status"], "version": it["version"], "previous": it.get("previous")}
+            for it in doc["results"]
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError, msgpack.ExtraData):
+        out = None
+    if out is None:
+        raise ResponseError(
+            resp.status,
+            "bad_answer",
+            f"a /v1/batch answer of another shape: {resp.body[:200]!r}",
+            {},
+        )
+    return out
 
 
 # -- the request loop, as a generator the shells drive -------------------------
@@ -542,6 +555,8 @@ def expand_seeds(
                 raise NoRingError(f"{host} resolved to no addresses")
             seeds += [f"http://{a}:{port}" for a in addrs]
         elif item.startswith(("http://", "https://")):
+            if "?" in item or "#" in item or not item.split("://", 1)[1].strip("/"):
+                raise ValueError(f"{item!r}: a seed URL has a host and no query or fragment")
             seeds.append(item.rstrip("/"))
         else:
             raise ValueError(f"{item!r} is not an http(s):// or ringkv:// URL")

@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `ringkv dump | head`: the reader had enough, as for cat
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
     except (RingkvError, ValueError, OSError) as exc:
         print(f"ringkv: {exc}", file=sys.stderr)
         return exit_code(exc)
