@@ -432,20 +432,17 @@ def batch_results(resp: Response) -> list[dict[str, Any]]:
     of another shape (a node of another version, or not a node)."""
     try:
         doc = msgpack.unpackb(resp.body, raw=False)
-        out = [
+        return [
             {"status": it["status"], "version": it["version"], "previous": it.get("previous")}
             for it in doc["results"]
         ]
     except (ValueError, KeyError, TypeError, AttributeError, msgpack.ExtraData):
-        out = None
-    if out is None:
         raise ResponseError(
             resp.status,
             "bad_answer",
             f"a /v1/batch answer of another shape: {resp.body[:200]!r}",
             {},
-        )
-    return out
+        ) from None
 
 
 # -- the request loop, as a generator the shells drive -------------------------

@@ -1040,6 +1040,16 @@ def restore(
     # one backup partition, goes to that partition's owners whole.
     same_partitions = manifest.partitions == ring.partitions
     unpack = HEADER.unpack_from
+
+    def queue(owners: tuple[str, ...], rows: list[list[bytes]]) -> None:
+        """Buffer `rows` for `owners`; send every whole batch of them."""
+        buf = buffers.setdefault(owners, [])
+        buf += rows
+        while len(buf) >= batch:
+            applier.send(owners, buf[:batch])
+            summary.written += batch
+            buf = buffers[owners] = buf[batch:]
+
     try:
         for reader in _parts(store, manifest, kept):
             now = now_ms()
@@ -1054,26 +1064,13 @@ def restore(
                         continue
                     live.append(row)
                 if same_partitions and part >= 0:
-                    owners = owners_of[part]
-                    buf = buffers.get(owners)
-                    if buf is None:
-                        buf = buffers[owners] = []
-                    buf += live
-                    while len(buf) >= batch:
-                        applier.send(owners, buf[:batch])
-                        summary.written += batch
-                        buf = buffers[owners] = buf[batch:]
-                else:
+                    queue(owners_of[part], live)
+                else:  # another Q: each record by its partition in the target ring
+                    by_owners: dict[tuple[str, ...], list[list[bytes]]] = {}
                     for row in live:
-                        owners = owners_of[part_of(row[0])]
-                        buf = buffers.get(owners)
-                        if buf is None:
-                            buf = buffers[owners] = []
-                        buf.append(row)
-                        if len(buf) >= batch:
-                            applier.send(owners, buf)
-                            summary.written += len(buf)
-                            buffers[owners] = []
+                        by_owners.setdefault(owners_of[part_of(row[0])], []).append(row)
+                    for owners, rows in by_owners.items():
+                        queue(owners, rows)
                 summary.records += len(block)
                 if progress is not None:
                     progress(len(block), 0)

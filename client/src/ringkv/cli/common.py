@@ -15,11 +15,13 @@ import os
 import sys
 from typing import Any
 
+from ringkv._core import MAX_TIMEOUT_S, check_token
 from ringkv.digits import is_digits
 from ringkv.errors import (
     AuthError,
     BackupNotFoundError,
     BadRequestError,
+    InvalidArgumentError,
     InvalidBackupError,
     NotFoundError,
     RingkvError,
@@ -67,9 +69,9 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not 0 < value <= 86_400:  # also NaN and inf (socket timeouts overflow)
+    if not 0 < value <= MAX_TIMEOUT_S:  # also NaN and inf (socket timeouts overflow)
         raise argparse.ArgumentTypeError(
-            f"must be a number of seconds above 0 and at most 86400, not {text!r}"
+            f"must be a number of seconds above 0 and at most {MAX_TIMEOUT_S:.0f}, not {text!r}"
         )
     return value
 
@@ -168,12 +170,7 @@ def not_found(args: argparse.Namespace, doc: dict[str, Any]) -> int:
 def token(args: argparse.Namespace) -> str | None:
     """`--token`, else the file `--token-file` names (white space around it dropped)."""
     if args.token:
-        if not (args.token.isascii() and args.token.isprintable()) or " " in args.token:
-            raise ValueError(
-                "--token: the token must be visible ASCII characters (no spaces, tabs or "
-                "line breaks)"
-            )
-        return str(args.token)
+        return _checked_token(str(args.token), "--token")
     path = getattr(args, "token_file", None)
     if not path:
         return None
@@ -184,12 +181,15 @@ def token(args: argparse.Namespace) -> str | None:
         raise ValueError(f"--token-file {path}: {exc.strerror or exc}") from None
     if not text:
         raise ValueError(f"--token-file {path} is empty")
-    if not (text.isascii() and text.isprintable()) or " " in text:
-        raise ValueError(
-            f"--token-file {path}: the token must be visible ASCII characters "
-            "(no spaces, tabs or line breaks)"
-        )
-    return text
+    return _checked_token(text, f"--token-file {path}")
+
+
+def _checked_token(text: str, where: str) -> str:
+    """`text` if `check_token` takes it, else ValueError saying `where` it came from."""
+    try:
+        return str(check_token(text))
+    except InvalidArgumentError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def require_token(args: argparse.Namespace, what: str) -> str:
