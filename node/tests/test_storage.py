@@ -19,6 +19,7 @@ from ringkv_node.storage import (
     Storage,
     StorageFullError,
     WriteTxn,
+    engine,
 )
 
 
@@ -143,13 +144,20 @@ def test_reads_release_reader_slots(storage: Storage) -> None:
     assert storage.stats().readers_used <= 2
 
 
+@pytest.mark.parametrize("runs", [(64, 1024), (1, 1), (1, 2), (3, 5), (500, 500)])
 async def test_snapshot_gives_a_partitions_rows_in_batches_of_about_the_bytes_asked(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runs: tuple[int, int]
 ) -> None:
     """Every row of the partition and none of its neighbours', in key order, in
-    lists that each end with the row that reached `batch_bytes` (key + record
-    + 8 bytes a row), the last maybe short; the first and last partitions, an
-    empty one between, and a value larger than a batch among them."""
+    lists of at least `batch_bytes` (key + record + 8 bytes a row) and under
+    twice that before their last row, the last list less; the first and last
+    partitions, an empty one between, and a value larger than a batch among
+    them. The rows are read in runs (`_FIRST_RUN` doubling up to `_RUN`): the
+    node's, runs so short that lists and partitions end at every place in
+    one, and runs too long to join a list whole (cut after the row that fills
+    the list)."""
+    monkeypatch.setattr(engine, "_FIRST_RUN", runs[0])
+    monkeypatch.setattr(engine, "_RUN", runs[1])
     part_of = partitioner(4)
     storage = Storage(str(tmp_path / "db"), map_size=64 << 20, partitions=4)
     try:
@@ -171,14 +179,33 @@ async def test_snapshot_gives_a_partitions_rows_in_batches_of_about_the_bytes_as
             assert fingerprint == storage.fingerprint(part)
             assert [row for batch in batches for row in batch] == want
             sizes = [[len(k) + len(raw) + 8 for k, raw in batch] for batch in batches]
-            assert all(sum(batch) >= 1000 > sum(batch[:-1]) for batch in sizes[:-1])
-            assert all(sizes) and (not sizes or sum(sizes[-1][:-1]) < 1000)
+            assert all(sum(batch) >= 1000 for batch in sizes[:-1])
+            assert all(sum(batch[:-1]) < 2000 for batch in sizes)
+            assert all(sizes)
         assert any(len(raw) > 1000 for k, raw in want)  # partition 3 has the big value
         _, rows = storage.snapshot(1, 1000)  # closed before it is read
         rows.close()
         assert storage.stats().readers_used <= 2
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "end"),
+    [
+        (b"\x00\x00", b"\x00\x01"),
+        (b"\x00\xff", b"\x01"),
+        (b"\x12\x34", b"\x12\x35"),
+        (b"\xfe\xff", b"\xff"),
+        (b"\xff\xff", None),  # the last partition of 65,536: nothing after it
+    ],
+)
+def test_prefix_end_is_the_first_key_past_the_prefix(prefix: bytes, end: bytes | None) -> None:
+    assert engine._prefix_end(prefix) == end
+    for key in (prefix, prefix + b"\xff" * 3, prefix + b"z"):
+        assert end is None or key < end
+    if end is not None:
+        assert not end.startswith(prefix)
 
 
 @pytest.mark.slow

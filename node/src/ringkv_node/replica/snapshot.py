@@ -4,7 +4,8 @@
 (design §7.4's record layout), in key order, from one LMDB read transaction:
 a consistent snapshot of that replica's partition. The body is chunked and
 made of `wire` frames (a 4-byte big-endian length, then msgpack): each frame
-a list of `[key, record]` of about `FRAME_BYTES`, and a last frame
+a list of `[key, record]` of at least `FRAME_BYTES` (but the last) and under
+twice that before its last row, and a last frame
 `{"end": true, "records": n}`, so a stream cut short is told from a short
 partition. The node holds one frame at a time, never the partition.
 

@@ -25,9 +25,11 @@ storage opens.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 import logging
+import operator
 import os
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -459,37 +461,88 @@ class SnapshotRows:
             txn.abort()
 
 
+_FIRST_RUN = 64  # `_partition_batches`: rows read at once, doubling up to _RUN
+_RUN = 1024
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The first key past every key that starts with `prefix` (None: no such key). Pure."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
 def _partition_batches(
     txn: lmdb.Transaction, prefix: bytes, batch_bytes: int
 ) -> Generator[list[tuple[bytes, bytes]], None, None]:
     """Every (key, raw record) of one partition, in key order, in lists of
-    about `batch_bytes`. One loop over the cursor, not a generator of rows
-    under a loop that batches them: a backup's node spent a sixth of its CPU
-    on that second step a row."""
-    cur = txn.cursor()
+    about `batch_bytes`, a row counting its key, its record and 8 bytes:
+    every list but the last holds at least `batch_bytes` and every list
+    less than twice that before its last row (the last list less than
+    `batch_bytes`).
+
+    No Python step a row: a backup's node spent most of its CPU here. One
+    cursor gives keys and another values, in runs of up to `_RUN` rows
+    (`islice`, in C); a run is cut at the partition's end by `bisect`, its
+    keys lose the prefix and meet their values by `map` and `zip`. A run
+    that keeps the list under twice `batch_bytes` joins it whole; another
+    is cut by `bisect` on its rows' running sizes (`accumulate`) after the
+    row that fills the list. Both cursors walk the same keys of one read
+    transaction, so they stay in step; the keys' cursor reads up to a run
+    past the partition. On 1M rows of 100 B this cost 0.5 us a row against
+    0.65 for one Python loop over one cursor."""
+    keys_cur, vals_cur = txn.cursor(), txn.cursor()
     try:
-        if not cur.set_range(prefix):
+        if not keys_cur.set_range(prefix):
             return
-        cut = len(prefix)
-        extra = 8 - cut  # a row counts len(key) + len(record) + 8
+        vals_cur.set_range(prefix)
+        # bytes: the transaction is not opened with buffers=True
+        keys_it = cast("Iterator[bytes]", keys_cur.iternext(keys=True, values=False))
+        vals_it = cast("Iterator[bytes]", vals_cur.iternext(keys=False, values=True))
+        end = _prefix_end(prefix)
+        strip = operator.itemgetter(slice(len(prefix), None))
+        add = operator.add
+        extra = 8 - len(prefix)  # a row counts len(key) + len(record) + 8
         batch: list[tuple[bytes, bytes]] = []
-        add = batch.append
-        size = 0
-        # one cast of the iterator: a cast() a row cost 7% of this loop
-        rows = cast("Iterator[tuple[bytes, bytes]]", cur.iternext())
-        for pkey, raw in rows:
-            if not pkey.startswith(prefix):
-                break
-            add((pkey[cut:], raw))
-            size += len(pkey) + len(raw) + extra
-            if size >= batch_bytes:
-                yield batch
-                batch, size = [], 0
-                add = batch.append
-        if batch:
-            yield batch
+        size = 0  # of `batch`
+        run = _FIRST_RUN
+        while True:
+            keys = list(itertools.islice(keys_it, run))
+            last = len(keys) < run
+            if keys and end is not None and keys[-1] >= end:
+                keys, last = keys[: bisect.bisect_left(keys, end)], True
+            vals = list(itertools.islice(vals_it, len(keys)))
+            rows = list(zip(map(strip, keys), vals, strict=True))
+            total = sum(map(len, keys)) + sum(map(len, vals)) + extra * len(rows)
+            if size + total < 2 * batch_bytes:  # the whole run joins the list
+                batch += rows
+                size += total
+                if size >= batch_bytes:
+                    yield batch
+                    batch, size = [], 0
+            else:  # cut after the row that fills the list, and again
+                sizes = map(add, map(add, map(len, keys), map(len, vals)), itertools.repeat(extra))
+                sums = list(itertools.accumulate(sizes))  # of the run's rows up to each
+                done = 0  # the run's rows already in `batch` or given
+                while done < len(rows):
+                    before = sums[done - 1] if done else 0
+                    cut = bisect.bisect_left(sums, before + batch_bytes - size, done)
+                    if cut == len(rows):
+                        batch += rows[done:]
+                        size += sums[-1] - before
+                        break
+                    batch += rows[done : cut + 1]
+                    yield batch
+                    batch, size, done = [], 0, cut + 1
+            if last:
+                if batch:
+                    yield batch
+                return
+            run = min(run * 2, _RUN)
     finally:
-        cur.close()
+        keys_cur.close()
+        vals_cur.close()
 
 
 def _partition_iter(
