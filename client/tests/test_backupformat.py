@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -206,6 +207,9 @@ def manifest_doc() -> dict[str, Any]:
         # "latest" that `prune --keep-last 1` kept over the real newest
         (lambda d: d.update(created_ms=10**15, completed_ms=10**15), "before the year 10000"),
         (lambda d: d.update(completed_ms=0), "times in order"),
+        # `backup list` printed it to the terminal as it was
+        (lambda d: d.update(cluster="kv\x1b[2J"), "cluster must be printable"),
+        (lambda d: d.update(ringkv_version="1\n2"), "ringkv_version must be printable"),
     ],
 )
 def test_wrong_manifests_are_refused(change: Any, words: str) -> None:
@@ -260,3 +264,15 @@ def test_a_key_no_node_would_hold_is_refused(key: bytes, words: str) -> None:
     info, blob = forged_part([[[key, rec(1)]]], (partition(key, Q), partition(key, Q)))
     with pytest.raises(InvalidBackupError, match=f"part-000000.zst: .*{words}"):
         list(PartReader(info, blob, Q).partition_blocks())
+
+
+def test_a_backup_of_a_cluster_name_no_manifest_could_hold_is_refused_first(
+    tmp_path: Path,
+) -> None:
+    """Before any node is asked (none listens here) or anything is written."""
+    from ringkv.backup import create
+    from ringkv.stores import DirStore
+
+    with pytest.raises(ValueError, match="the cluster name must be printable"):
+        create(["http://127.0.0.1:9"], "t", DirStore(str(tmp_path)), cluster="kv\n")
+    assert list(tmp_path.iterdir()) == []

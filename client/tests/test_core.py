@@ -29,6 +29,7 @@ from ringkv._core import (
     keys_page,
     put_ops,
     run_call,
+    status_doc,
     to_bytes,
 )
 from ringkv.errors import InvalidArgumentError, ResponseError, ValueTypeError
@@ -346,3 +347,74 @@ def test_a_seed_url_with_a_query_a_fragment_or_no_host_is_refused(url: str) -> N
 def test_a_batch_answer_of_another_shape_is_a_response_error(body: object) -> None:
     with pytest.raises(ResponseError, match="another shape"):
         batch_results(Response(200, {}, msgpack.packb(body)))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>hi</html>",
+        b"[]",
+        b'{"ok": true}',
+        b'{"node_id": 5, "ready": true}',
+        b'{"node_id": "n0", "ready": "yes"}',
+        b'{"node_id": "n0"}',
+    ],
+)
+def test_a_status_answer_that_is_not_a_nodes_is_a_response_error(body: bytes) -> None:
+    """`ringkv status` against a server that is not a ringkv node said KeyError."""
+    with pytest.raises(ResponseError, match="not a ringkv node's"):
+        status_doc(Response(200, {}, body))
+
+
+def test_a_status_answer_is_taken_whole() -> None:
+    doc = {"node_id": "n0", "ready": False, "storage": {"live": 3}}
+    assert status_doc(Response(200, {}, json.dumps(doc).encode())) == doc
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"target": [5]}, "must name URLs"),
+        ({"target": []}, "must name URLs"),
+        ({"target": b"http://h:1"}, "not bytes"),
+        ({"target": {"http://h:1"}}, "not set"),
+        ({"target": 5}, "not int"),
+        ({"direct": "no"}, "direct must be True or False"),
+        ({"pool_size": 0}, "pool_size must be a whole number"),
+        ({"pool_size": 2.5}, "pool_size must be a whole number"),
+    ],
+)
+def test_a_client_of_arguments_of_the_wrong_type_is_refused(
+    kwargs: dict[str, Any], words: str
+) -> None:
+    """`Client([5])` raised AttributeError at the first call, and `direct="no"`
+    was taken as true."""
+    from ringkv import AsyncClient, Client
+
+    args = {"target": "http://127.0.0.1:9", **kwargs}
+    for cls in (Client, AsyncClient):
+        with pytest.raises(InvalidArgumentError, match=words):
+            cls(args["target"], **{k: v for k, v in args.items() if k != "target"})
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        (lambda kv: kv.keys(prefix=5), "prefix must be a string, not int"),
+        (lambda kv: kv.keys(start_after=b"a"), "start_after must be a string, not bytes"),
+        (lambda kv: kv.keys(limit="5"), "limit must be a whole number"),
+        (lambda kv: kv.keys(limit=-1), "limit must be a whole number"),
+        (lambda kv: list(kv.iter_keys(page_size=0)), "page size must be a whole number"),
+    ],
+)
+def test_listing_arguments_of_the_wrong_type_are_refused_before_sending(
+    call: Callable[[Any], Any], words: str
+) -> None:
+    """Nothing listens at the seed: each is refused before any request."""
+    from ringkv import Client
+
+    with (
+        Client("http://127.0.0.1:9", timeout=1) as kv,
+        pytest.raises(InvalidArgumentError, match=words),
+    ):
+        call(kv)

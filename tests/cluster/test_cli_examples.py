@@ -221,6 +221,30 @@ def test_every_option_has_a_help_line() -> None:
     assert missing == []
 
 
+def test_a_closed_stdout_or_a_bad_option_is_said_before_any_work(tmp_path: Path) -> None:
+    """`ringkv get k >&-` raised AttributeError; a bad `--drop-delay` started
+    nodes that then refused it; a `--summary-file` that cannot be written
+    failed after the backup. None of these needs a cluster."""
+    env = {**os.environ, "RINGKV_URL": "http://127.0.0.1:9"}
+    r = subprocess.run(
+        [f"{BIN}/ringkv", "get", "k"],
+        stderr=subprocess.PIPE, text=True, timeout=60, env=env,
+        preexec_fn=lambda: os.close(1),
+    )  # fmt: skip
+    assert (r.returncode, r.stderr) == (2, "ringkv: standard output is closed\n")
+    for args, words in (
+        (["local", "up", "--drop-delay", "-5", "--data-dir", str(tmp_path / "d")],
+         "not a duration"),
+        (["backup", "verify", "--from", str(tmp_path), "--summary-file", "/nonexistent/s"],
+         "cannot write /nonexistent/s"),
+    ):  # fmt: skip
+        r = subprocess.run(
+            [f"{BIN}/ringkv", *args], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert r.returncode == 2 and words in r.stderr, (args, r.stderr)
+    assert not (tmp_path / "d").exists()
+
+
 def test_dump_and_load_keep_expiry_and_deletes(local: Local, tmp_path: Path) -> None:
     assert local.ringkv("put", "ttl:k", "v", "--ttl", "3").returncode == 0
     assert local.ringkv("put", "ttl:gone", "v").returncode == 0

@@ -42,6 +42,8 @@ class ClientBase:
         retry: RetryPolicy | None = None,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
+        _core.check_target(target)
+        _core.check_settings(direct, pool_size)
         self._target = target
         self._token = _core.check_token(token)
         self._direct = direct

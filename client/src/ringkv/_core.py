@@ -378,9 +378,21 @@ def no_ring(errors: Iterable[Exception]) -> NoRingError:
     return NoRingError(f"no seed answered with a ring ({reasons})")
 
 
+def check_limit(limit: object) -> None:
+    """`keys(limit=)`: None (all) or a whole number; InvalidArgumentError otherwise."""
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise InvalidArgumentError(f"limit must be a whole number from 0, not {limit!r}")
+
+
 def keys_path(
     prefix: str | None, start_after: str | None, limit: int | None, deleted: bool = False
 ) -> str:
+    """The `/v1/keys` request; InvalidArgumentError for arguments of the wrong type."""
+    for name, value in (("prefix", prefix), ("start_after", start_after)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidArgumentError(f"{name} must be a string, not {type(value).__name__}")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise InvalidArgumentError(f"the page size must be a whole number from 1, not {limit!r}")
     return "/v1/keys" + _query(
         prefix=prefix or None, start_after=start_after, limit=limit, deleted=deleted or None
     )
@@ -425,6 +437,29 @@ def entry(resp: Response) -> Entry:
 def previous_or_none(resp: Response) -> bytes | None:
     """PUT/DELETE answers: 200 carries the previous value; 201/404 mean none."""
     return resp.body if resp.status == 200 else None
+
+
+def status_doc(resp: Response) -> dict[str, Any]:
+    """A `/v1/status` answer: a JSON object naming its node (`node_id`, a
+    string) and whether it is `ready` (a boolean); ResponseError for an
+    answer of another shape (a server that is not a ringkv node). Its other
+    fields are as the node's version gives them."""
+    try:
+        doc = json.loads(resp.body)
+    except ValueError:
+        doc = None
+    if not (
+        isinstance(doc, dict)
+        and isinstance(doc.get("node_id"), str)
+        and isinstance(doc.get("ready"), bool)
+    ):
+        raise ResponseError(
+            resp.status,
+            "bad_answer",
+            f"a /v1/status answer that is not a ringkv node's: {resp.body[:200]!r}",
+            {},
+        )
+    return doc
 
 
 def batch_results(resp: Response) -> list[dict[str, Any]]:
@@ -533,6 +568,28 @@ def service_names(target: str | Sequence[str]) -> list[tuple[str, int]]:
     return out
 
 
+def check_target(target: object) -> list[str]:
+    """A client's `target` as a list of its items: a string, or a non-empty
+    list (or other sequence) of strings; InvalidArgumentError otherwise."""
+    items = [target] if isinstance(target, str) else target
+    if isinstance(items, (bytes, bytearray, dict, set)) or not isinstance(items, Sequence):
+        raise InvalidArgumentError(
+            f"the target must be a URL or a list of URLs, not {type(target).__name__}"
+        )
+    if not items or not all(isinstance(item, str) for item in items):
+        raise InvalidArgumentError(f"the target must name URLs (strings), not {target!r}")
+    return list(items)
+
+
+def check_settings(direct: object, pool_size: object) -> None:
+    """InvalidArgumentError unless `direct` is a bool and `pool_size` is None
+    or a whole number from 1."""
+    if type(direct) is not bool:
+        raise InvalidArgumentError(f"direct must be True or False, not {direct!r}")
+    if pool_size is not None and (type(pool_size) is not int or pool_size < 1):
+        raise InvalidArgumentError(f"pool_size must be a whole number from 1, not {pool_size!r}")
+
+
 def expand_seeds(
     target: str | Sequence[str], resolve: Callable[[str, int], list[str]]
 ) -> list[str]:
@@ -541,7 +598,7 @@ def expand_seeds(
     `ringkv://kv-peers.ns.svc.cluster.local:8080` names a headless Service:
     every address it resolves to becomes a seed.
     """
-    items = [target] if isinstance(target, str) else list(target)
+    items = check_target(target)
     names = iter(service_names(target))
     seeds: list[str] = []
     for item in items:

@@ -8,7 +8,6 @@ methods mirror `Client`, and the set-up is theirs (`_base.ClientBase`).
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from typing import Any
@@ -135,6 +134,7 @@ class AsyncClient(ClientBase):
     async def keys(
         self, prefix: str | None = None, start_after: str | None = None, limit: int | None = None
     ) -> list[str]:
+        _core.check_limit(limit)
         out: list[str] = []
         async for key in self.iter_keys(prefix, start_after):
             if limit is not None and len(out) >= limit:
@@ -193,8 +193,7 @@ class AsyncClient(ClientBase):
     async def status(self, url: str | None = None) -> dict[str, Any]:
         router = await self._ready()
         resp = await self._call(Call("GET", "/v1/status"), url or router.seeds[0])
-        doc: dict[str, Any] = json.loads(resp.body)
-        return doc
+        return _core.status_doc(resp)
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -78,6 +78,7 @@ from ringkv.backupformat import (
     check_backup_id,
     check_counts,
     check_stored,
+    check_text,
     merge_newest,
 )
 from ringkv.client import Client
@@ -662,6 +663,7 @@ def create(
     is the fastest; a restore reads any). The backup begins once no ring
     change is committing, waiting at most `ring_wait_s` for that."""
     backup_id = check_backup_id(backup_id or new_backup_id(_now_ms()))
+    check_text("the cluster name", cluster)  # a manifest that would not load
     with Client(seeds, token=token, timeout=timeout) as kv:
         ring = kv.ring()  # the ring it starts with (a partition may be read at a newer one)
     _needed(consistency, ring.replication_factor)

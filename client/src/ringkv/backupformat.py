@@ -64,6 +64,7 @@ __all__ = [
     "PartReader",
     "PartWriter",
     "check_backup_id",
+    "check_text",
     "merge_newest",
     "part_name",
 ]
@@ -238,6 +239,14 @@ def _str(doc: dict[str, Any], name: str) -> str:
     value = doc[name]
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string")
+    return check_text(name, value)
+
+
+def check_text(name: str, value: str) -> str:
+    """`value` unless it holds control characters or line breaks (ValueError):
+    a manifest's strings are shown by `backup list`, to a terminal."""
+    if not value.isprintable():
+        raise ValueError(f"{name} must be printable text, not {value!r}")
     return value
 
 

@@ -8,7 +8,6 @@ by the sans-I/O `_h11`), safe to share between threads; sleeps with
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -125,6 +124,7 @@ class Client(ClientBase):
         self, prefix: str | None = None, start_after: str | None = None, limit: int | None = None
     ) -> list[str]:
         """Sorted keys (all of them, or the first `limit`) after `start_after`."""
+        _core.check_limit(limit)
         out: list[str] = []
         for key in self.iter_keys(prefix, start_after):
             if limit is not None and len(out) >= limit:
@@ -186,8 +186,7 @@ class Client(ClientBase):
     def status(self, url: str | None = None) -> dict[str, Any]:
         """/v1/status of one node (the first seed unless `url` is given)."""
         resp = self._call(Call("GET", "/v1/status"), url or self._router.seeds[0])
-        doc: dict[str, Any] = json.loads(resp.body)
-        return doc
+        return _core.status_doc(resp)
 
     def close(self) -> None:
         self._pool.close()

@@ -21,6 +21,8 @@ from typing import TypeVar
 
 from ringkv.digits import is_digits
 from ringkv.keys import DEFAULT_LIMITS, MAX_KEY_BYTES, Limits
+from ringkv.tokensource import token_source
+from ringkv.units import parse_duration, parse_size
 
 __all__ = ["Peer", "Settings", "SettingsError", "parse_duration", "parse_settings", "parse_size"]
 
@@ -67,28 +69,7 @@ class Settings:
     drop_delay_s: float = 60.0
 
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-
-def parse_size(text: str) -> int:
-    """`"4Gi"`, `"512MiB"`, `"1g"` or plain bytes (powers of 1024)."""
-    m = _SIZE.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a size (like 512Mi, 4Gi or a number of bytes)")
-    unit = (m.group(2) or "").lower()[:1]
-    return int(m.group(1)) * _SIZE_UNITS[unit]
-
-
-def parse_duration(text: str) -> float:
-    """`"24h"`, `"10s"`, `"500ms"` or plain seconds."""
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a duration (like 500ms, 10s, 5m, 24h)")
-    return float(m.group(1)) * _DURATION_UNITS[m.group(2) or ""]
 
 
 def _parse_peers(text: str) -> tuple[Peer, ...]:
@@ -189,31 +170,12 @@ def _token(
     ns: argparse.Namespace, environ: Mapping[str, str], read: Callable[[str], str]
 ) -> str | None:
     """The cluster token from --token or --token-file, else RINGKV_TOKEN or
-    RINGKV_TOKEN_FILE (a flag wins over either variable: a shell that exports
-    RINGKV_TOKEN for the CLI must not break a node given --token-file)."""
-    for token, path, names in (
-        (ns.token, ns.token_file, "--token and --token-file"),
-        (
-            environ.get("RINGKV_TOKEN"),
-            environ.get("RINGKV_TOKEN_FILE"),
-            "RINGKV_TOKEN and RINGKV_TOKEN_FILE",
-        ),
-    ):
-        if token and path:
-            raise SettingsError(f"give {names.replace(' and ', ' or ')}, not both")
-        if token:
-            return str(token)
-        if path:
-            try:
-                text = read(path).strip()
-            except OSError as exc:
-                raise SettingsError(
-                    f"--token-file: cannot read {path}: {exc.strerror or exc}"
-                ) from None
-            if not text:
-                raise SettingsError(f"--token-file: {path} is empty")
-            return text
-    return None
+    RINGKV_TOKEN_FILE (`ringkv.tokensource`: a flag wins over either variable)."""
+    try:
+        found = token_source(ns.token, ns.token_file, environ, read)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return None if found is None else found[0]
 
 
 def parse_settings(

@@ -29,6 +29,7 @@ from typing import Any
 from ringkv.cli import backup, data, local
 from ringkv.cli.common import DEFAULT_URL, EXIT_CODES, Help, exit_code, positive_float
 from ringkv.errors import RingkvError
+from ringkv.exits import BAD_INPUT
 
 __all__ = ["EXIT_CODES", "build_parser", "exit_code", "main"]
 
@@ -49,14 +50,15 @@ def _connection_options(p: argparse.ArgumentParser, *, top: bool) -> None:
         help="node URL, comma-separated seeds, or ringkv://<headless service>:8080; "
         f"host:port means http://host:port (default: $RINGKV_URL, else {DEFAULT_URL})",
     )
+    # the variables are read later (`common.token`): either flag wins over both
     p.add_argument(
         "--token",
-        default=dflt(os.environ.get("RINGKV_TOKEN") or None),
+        default=dflt(None),
         help="the cluster token, when the cluster requires one (default: $RINGKV_TOKEN)",
     )
     p.add_argument(
         "--token-file",
-        default=dflt(os.environ.get("RINGKV_TOKEN_FILE") or None),
+        default=dflt(None),
         help="read the cluster token from this file, e.g. a mounted Secret "
         "(default: $RINGKV_TOKEN_FILE)",
     )
@@ -105,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if sys.stdout is None:  # started with fd 1 closed (`ringkv get k >&-`)
+        print("ringkv: standard output is closed", file=sys.stderr)
+        return BAD_INPUT
     try:
         return int(args.func(args))
     except KeyboardInterrupt:

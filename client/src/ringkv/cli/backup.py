@@ -362,9 +362,19 @@ def _s3_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _writable(path: str) -> str:
+    """`path` when it can be written (the file, else its directory): a summary
+    that cannot be written is said before the work, not after it."""
+    where = path if os.path.exists(path) else (os.path.dirname(path) or ".")
+    if os.path.isdir(path) or not os.access(where, os.W_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {path}")
+    return path
+
+
 def _summary_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--summary-file",
+        type=_writable,
         default=None,
         metavar="PATH",
         help="also write the JSON summary there (a Kubernetes Job: /dev/termination-log)",

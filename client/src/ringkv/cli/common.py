@@ -27,6 +27,8 @@ from ringkv.errors import (
     RingkvError,
 )
 from ringkv.exits import BAD_INPUT, CLUSTER_ERROR, NOT_FOUND
+from ringkv.tokensource import token_source
+from ringkv.units import parse_duration
 
 DEFAULT_URL = "http://127.0.0.1:7100"
 EXIT_CODES = """exit codes:
@@ -80,6 +82,15 @@ def positive_int(text: str) -> int:
     if not is_digits(text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number from 1, not {text!r}")
     return int(text)
+
+
+def duration_text(text: str) -> str:
+    """`text` when a node takes it as a duration (`ringkv.units`): passed on as given."""
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def whole_number(text: str) -> int:
@@ -168,20 +179,18 @@ def not_found(args: argparse.Namespace, doc: dict[str, Any]) -> int:
 
 
 def token(args: argparse.Namespace) -> str | None:
-    """`--token`, else the file `--token-file` names (white space around it dropped)."""
-    if args.token:
-        return _checked_token(str(args.token), "--token")
-    path = getattr(args, "token_file", None)
-    if not path:
-        return None
-    try:
-        with open(path) as f:
-            text = f.read().strip()
-    except OSError as exc:
-        raise ValueError(f"--token-file {path}: {exc.strerror or exc}") from None
-    if not text:
-        raise ValueError(f"--token-file {path} is empty")
-    return _checked_token(text, f"--token-file {path}")
+    """`--token` or `--token-file`, else `$RINGKV_TOKEN` or `$RINGKV_TOKEN_FILE`
+    (`ringkv.tokensource`: a flag wins over either variable, and two at one
+    level are refused), checked."""
+    found = token_source(
+        getattr(args, "token", None), getattr(args, "token_file", None), os.environ, _read
+    )
+    return None if found is None else _checked_token(*found)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
 
 
 def _checked_token(text: str, where: str) -> str:

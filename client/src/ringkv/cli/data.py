@@ -128,13 +128,17 @@ def cmd_status(args: argparse.Namespace) -> int:
             if "error" in st:
                 print(f"  {st['node_id']:<16} DOWN  {st['error']}")
                 continue
-            storage = st["storage"]
-            hints = sum(st["hints"]["backlog"].values())
+            backlog = _field(st, "hints", "backlog")
+            counts = list(backlog.values()) if isinstance(backlog, dict) else None
+            hints = (
+                sum(counts) if counts is not None and all(type(c) is int for c in counts) else "?"
+            )
             print(
                 f"  {st['node_id']:<16} {'ready' if st['ready'] else 'NOT READY':<9} "
-                f"partitions {st['partitions_owned']:<5} keys {storage.get('live', '?'):<9} "
-                f"tombstones {storage.get('tombstones', '?'):<7} hints {hints:<6} "
-                f"out-of-sync buckets {st['anti_entropy']['buckets_out_of_sync']}"
+                f"partitions {_shown(st, 'partitions_owned'):<5} "
+                f"keys {_shown(st, 'storage', 'live'):<9} "
+                f"tombstones {_shown(st, 'storage', 'tombstones'):<7} hints {hints!s:<6} "
+                f"out-of-sync buckets {_shown(st, 'anti_entropy', 'buckets_out_of_sync')}"
             )
         if not_asked:
             print(
@@ -144,6 +148,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"ringkv: not healthy: {', '.join(unwell)} down or not ready", file=sys.stderr)
         return CLUSTER_ERROR
     return OK
+
+
+def _field(doc: Any, *path: str) -> Any:
+    """`doc[path[0]][path[1]]...`, or "?" where a node of another version has no such field."""
+    for name in path:
+        if not isinstance(doc, dict) or name not in doc:
+            return "?"
+        doc = doc[name]
+    return doc
+
+
+def _shown(doc: Any, *path: str) -> str:
+    return str(_field(doc, *path))
 
 
 def cmd_ring(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from ringkv.cli.common import NoBar, positive_float, positive_int, progress
+from ringkv.cli.common import NoBar, duration_text, positive_float, positive_int, progress
 
 __all__ = ["add_commands"]
 
@@ -228,7 +228,10 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     up.add_argument("--durability", choices=["fsync", "async"], default=None, help="default: fsync")
     up.add_argument(
-        "--drop-delay", default=None, help="keep moved-away partitions this long (default: 60s)"
+        "--drop-delay",
+        type=duration_text,
+        default=None,
+        help="keep moved-away partitions this long, like 500ms, 10s or 5m (default: 60s)",
     )
     up.set_defaults(func=_up)
     for name, func, text in (
