@@ -1,9 +1,11 @@
 """Backup, restore and bulk ingest on a 3-node cluster, against etcd's snapshots, in one run.
 
 ringkv: a 3-node local cluster (N=3, quorum, fsync) takes KEYS keys of
-100-byte values through `Client.put_many` from THREADS threads (ingest,
-keys/s); `ringkv backup create --to DIR` backs it up; a new 3-node cluster
-takes `ringkv restore --from DIR`. etcd: Debian's etcd 3.4, 3 members on
+100-byte values through `Client.put_many` calls of BATCH keys (10,000, the
+node's batch limit) from THREADS threads (ingest, keys/s); `ringkv backup
+create --to DIR` backs it up; a new 3-node cluster takes `ringkv restore
+--from DIR`. A third cluster takes the same keys in calls of SMALL_BATCH
+(1,000, the limit before 2026-12-04), for the ratio. etcd: Debian's etcd 3.4, 3 members on
 loopback, takes the same keys through its JSON gateway (1000 puts a txn,
 not measured against ours: etcd's ingest is not the question), then
 `etcdctl snapshot save` (from one member) and `etcdctl snapshot restore`
@@ -126,7 +128,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=10_000)  # keys a put_many call
+    parser.add_argument(
+        "--small-batch",
+        type=int,
+        default=1000,
+        help="also ingest with calls of this many keys, into a cluster of its own (0: not)",
+    )
     parser.add_argument("--port", type=int, default=17500)
     parser.add_argument("--skip-etcd", action="store_true")
     args = parser.parse_args()
@@ -139,7 +147,8 @@ def main() -> None:
         urls = [f"http://127.0.0.1:{args.port + i}" for i in range(3)]
         try:
             seconds = ingest(urls, args.keys, args.threads, args.batch)
-            rows.append((f"ringkv put_many ingest ({args.threads} threads)", seconds))
+            what = f"ringkv put_many ingest ({args.threads} threads, {args.batch:,}-key calls)"
+            rows.append((what, seconds))
             backup_cmd = [f"{BIN}/ringkv", "--url", urls[0], "backup", "create"]
             seconds, out = timed([*backup_cmd, "--to", f"{work}/backups", "--quiet", "--json"], env)
             summary = json.loads(out)
@@ -163,6 +172,20 @@ def main() -> None:
                 assert kv.get(key(args.keys - 1)) == VALUE
         finally:
             stop(dst)
+        if args.small_batch:  # the same ingest in smaller calls, for the ratio (design §7.13)
+            small = start_cluster(args.port + 6, f"{work}/small")
+            try:
+                small_urls = [f"http://127.0.0.1:{args.port + 6 + i}" for i in range(3)]
+                seconds = ingest(small_urls, args.keys, args.threads, args.small_batch)
+                rows.append(
+                    (
+                        f"ringkv put_many ingest ({args.threads} threads, "
+                        f"{args.small_batch:,}-key calls)",
+                        seconds,
+                    )
+                )
+            finally:
+                stop(small)
         if not args.skip_etcd:
             procs, eurls = etcd_cluster(work, args.port)
             try:

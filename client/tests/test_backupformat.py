@@ -276,3 +276,12 @@ def test_a_backup_of_a_cluster_name_no_manifest_could_hold_is_refused_first(
     with pytest.raises(ValueError, match="the cluster name must be printable"):
         create(["http://127.0.0.1:9"], "t", DirStore(str(tmp_path)), cluster="kv\n")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("batch", [0, 10_001])
+def test_a_restore_batch_no_node_takes_is_refused_first(tmp_path: Path, batch: int) -> None:
+    from ringkv.backup import restore
+    from ringkv.stores import DirStore
+
+    with pytest.raises(ValueError, match="a restore batch is 1 to 10000 records"):
+        restore(DirStore(str(tmp_path)), None, ["http://127.0.0.1:9"], "t", batch=batch)

@@ -19,6 +19,7 @@ from ringkv._core import (
     Send,
     Sleep,
     batch_call,
+    batch_calls,
     batch_results,
     check_timeout,
     check_token,
@@ -33,7 +34,7 @@ from ringkv._core import (
     to_bytes,
 )
 from ringkv.errors import InvalidArgumentError, ResponseError, ValueTypeError
-from ringkv.keys import DEFAULT_LIMITS, InvalidKeyError, encode_key
+from ringkv.keys import DEFAULT_LIMITS, InvalidKeyError, Limits, encode_key
 from ringkv.ring import Member, initial_ring
 
 RING = initial_ring([Member(f"n{i}", f"http://h{i}:8080") for i in range(5)], 64, 3)
@@ -418,3 +419,25 @@ def test_listing_arguments_of_the_wrong_type_are_refused_before_sending(
         pytest.raises(InvalidArgumentError, match=words),
     ):
         call(kv)
+
+
+@pytest.mark.parametrize("max_bytes", [16 << 20, 40_000, 5_000, 1_200])
+def test_a_big_put_many_is_cut_within_both_batch_limits_in_order(max_bytes: int) -> None:
+    """`put_many` of values too big for one body was refused whole (413)
+    however few its ops; it is cut until every body fits, in order."""
+    limits = Limits(max_batch_ops=64, max_batch_bytes=max_bytes)
+    ops = put_ops({f"k{i:04d}": bytes([i % 251]) * (i % 700) for i in range(300)}, None)
+    calls = batch_calls(ops, limits, False, None)
+    docs = [msgpack.unpackb(c.body, raw=False) for c in calls]
+    assert [(o["key"], o["value"]) for d in docs for o in d["ops"]] == [
+        (k, v) for _, k, v, _, _ in ops
+    ]
+    assert all(len(c.body or b"") <= max_bytes for c in calls)
+    assert all(len(d["ops"]) <= 64 for d in docs)
+    assert (len(calls) == 5) == (max_bytes >= 40_000)  # 300 ops / 64: cut by count alone
+
+
+def test_an_atomic_batch_is_never_cut() -> None:
+    ops = put_ops({f"k{i}": b"x" * 500 for i in range(10)}, None)
+    (call,) = batch_calls(ops, Limits(max_batch_bytes=1000), True, None)
+    assert len(msgpack.unpackb(call.body, raw=False)["ops"]) == 10

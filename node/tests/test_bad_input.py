@@ -205,7 +205,7 @@ CASES: list[tuple[str, str, str, bytes, dict[str, str], int, str]] = [
         "batch too many ops",
         "POST",
         "/v1/batch",
-        batch(*[{"op": "delete", "key": f"k{i}"} for i in range(1001)]),
+        batch(*[{"op": "delete", "key": f"k{i}"} for i in range(10_001)]),
         {},
         413,
         "too_large",

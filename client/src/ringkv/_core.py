@@ -272,10 +272,24 @@ def delete_ops(keys: Sequence[str]) -> list[BatchOp]:
 def batch_calls(
     ops: Sequence[BatchOp], limits: Limits, atomic: bool, consistency: str | None
 ) -> list[Call]:
-    """The /v1/batch calls for `ops`: one if atomic, else chunks of the batch limit."""
+    """The /v1/batch calls for `ops`: one if atomic, else chunks within both
+    batch limits: `max_batch_ops` ops, and a body of `max_batch_bytes` (a
+    chunk whose body is larger is cut in halves until each fits; the body is
+    built once in the usual case)."""
+    if atomic:
+        return [batch_call(ops, limits, atomic=True, consistency=consistency)]
     step = limits.max_batch_ops
-    chunks = [ops] if atomic else [ops[i : i + step] for i in range(0, len(ops), step)]
-    return [batch_call(c, limits, atomic=atomic, consistency=consistency) for c in chunks]
+    out: list[Call] = []
+    todo = [ops[i : i + step] for i in range(0, len(ops), step)][::-1]
+    while todo:
+        chunk = todo.pop()
+        call = batch_call(chunk, limits, consistency=consistency)
+        if len(call.body or b"") > limits.max_batch_bytes and len(chunk) > 1:
+            half = len(chunk) // 2
+            todo += [chunk[half:], chunk[:half]]  # the first half next: order kept
+            continue
+        out.append(call)
+    return out
 
 
 def decode(resp: Response) -> Response:

@@ -119,6 +119,12 @@ Progress = Callable[[int, int], None]  # records, bytes (increments)
 # as not to read (from S3: download) them twice.
 KEEP_BYTES = 256 << 20
 
+# Records a restore sends in one apply call, by default and at most (the
+# node's `MAX_APPLY_RECORDS`): 5,000 restored 1M records 10-13 % faster than
+# 2,000 did, and 10,000 no faster (design §7.13).
+RESTORE_BATCH = 5000
+MAX_RESTORE_BATCH = 10_000
+
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -1006,7 +1012,7 @@ def restore(
     token: str,
     *,
     consistency: str = "quorum",
-    batch: int = 2000,
+    batch: int = RESTORE_BATCH,
     workers: int = 4,
     timeout: float = 30.0,
     progress: Progress | None = None,
@@ -1019,6 +1025,8 @@ def restore(
     parts checked are kept in memory, up to `keep_bytes` of them, for the
     writing; the others are read from the store again (and checked again).
     """
+    if not 1 <= batch <= MAX_RESTORE_BATCH:
+        raise ValueError(f"a restore batch is 1 to {MAX_RESTORE_BATCH} records, not {batch}")
     started = time.perf_counter()
     manifest = find(store, backup_id)
     kept: dict[str, bytes] = {}

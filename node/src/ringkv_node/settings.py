@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--map-size", help="LMDB map size, e.g. 4Gi (default) [RINGKV_MAP_SIZE]")
     add("--max-key-bytes", help="default 400, at most 439 [RINGKV_MAX_KEY_BYTES]")
     add("--max-value-bytes", help="default 4Mi [RINGKV_MAX_VALUE_BYTES]")
-    add("--max-batch-ops", help="default 1000 [RINGKV_MAX_BATCH_OPS]")
+    add("--max-batch-ops", help="default 10000 [RINGKV_MAX_BATCH_OPS]")
     add("--max-batch-bytes", help="default 16Mi [RINGKV_MAX_BATCH_BYTES]")
     add("--tombstone-grace", help="keep tombstones this long (default 24h)")
     add("--sweep-interval", help="purge expired keys/tombstones this often (default 10s)")
@@ -279,7 +279,7 @@ def parse_settings(
     limits = Limits(
         max_key_bytes=max_key_bytes,
         max_value_bytes=size("max_value_bytes", "4Mi"),
-        max_batch_ops=size("max_batch_ops", "1000"),
+        max_batch_ops=size("max_batch_ops", "10000"),
         max_batch_bytes=size("max_batch_bytes", "16Mi"),
     )
     map_size = size("map_size", "4Gi")

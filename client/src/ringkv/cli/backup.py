@@ -499,7 +499,12 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, q
     _summary_option(p)
     one(p)
     consistency(p, "write to")
-    p.add_argument("--batch", type=positive_int, default=2000, help="records per write call")
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        default=5000,  # ringkv.backup.RESTORE_BATCH
+        help="records per write call, at most 10000",
+    )
     p.add_argument("--workers", type=positive_int, default=4, help="write calls in flight")
     p.add_argument(
         "--keep-parts-mb",
