@@ -14,11 +14,22 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_GIVEN: set[int] = set()  # ports this process has handed out
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now and never handed out before by this process: two nodes
+    made before either starts must not get the same one (the kernel may give
+    a closed port again, and the second node's readiness check would then be
+    answered by the first: a test once added "n3" at n2's URL)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise RuntimeError("no port free that was not handed out already")
 
 
 @dataclass
