@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -88,11 +89,23 @@ class NodeProcess:
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=1) as resp:
                     if resp.status == 200:
+                        self._check_identity()
                         return
             except (OSError, urllib.error.URLError):
                 pass
             time.sleep(0.05)
         raise TimeoutError(f"node not ready after {timeout_s}s: {self.log()}")
+
+    def _check_identity(self) -> None:
+        """RuntimeError when another node answers at our port (ours then fails to bind)."""
+        request = urllib.request.Request(self.url + "/v1/status", headers=AUTH)
+        try:
+            with urllib.request.urlopen(request, timeout=2) as resp:
+                answered = json.loads(resp.read()).get("node_id")
+        except (OSError, urllib.error.URLError, ValueError):
+            return  # not a status this node gives us (auth, say): readiness alone
+        if answered != self.node_id:
+            raise RuntimeError(f"{self.url} is node {answered!r}, not {self.node_id}")
 
     def log(self) -> str:
         try:
