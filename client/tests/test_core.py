@@ -28,6 +28,7 @@ from ringkv._core import (
     expand_seeds,
     key_call,
     keys_page,
+    legacy_calls,
     put_ops,
     run_call,
     status_doc,
@@ -427,7 +428,9 @@ def test_a_big_put_many_is_cut_within_both_batch_limits_in_order(max_bytes: int)
     however few its ops; it is cut until every body fits, in order."""
     limits = Limits(max_batch_ops=64, max_batch_bytes=max_bytes)
     ops = put_ops({f"k{i:04d}": bytes([i % 251]) * (i % 700) for i in range(300)}, None)
-    calls = batch_calls(ops, limits, False, None)
+    pairs = batch_calls(ops, limits, False, None)
+    calls = [c for _, c in pairs]
+    assert [op for chunk, _ in pairs for op in chunk] == ops
     docs = [msgpack.unpackb(c.body, raw=False) for c in calls]
     assert [(o["key"], o["value"]) for d in docs for o in d["ops"]] == [
         (k, v) for _, k, v, _, _ in ops
@@ -439,5 +442,26 @@ def test_a_big_put_many_is_cut_within_both_batch_limits_in_order(max_bytes: int)
 
 def test_an_atomic_batch_is_never_cut() -> None:
     ops = put_ops({f"k{i}": b"x" * 500 for i in range(10)}, None)
-    (call,) = batch_calls(ops, Limits(max_batch_bytes=1000), True, None)
+    ((_, call),) = batch_calls(ops, Limits(max_batch_bytes=1000), True, None)
     assert len(msgpack.unpackb(call.body, raw=False)["ops"]) == 10
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "message", "n", "calls"),
+    [
+        (413, "too_large", "batch has 2500 ops; the limit is 1000", 2500, 3),
+        (413, "too_large", "batch has 1000 ops; the limit is 500", 1000, None),  # not the old limit
+        (413, "too_large", "batch body is 17000000 bytes; the limit is 16777216", 2500, None),
+        (413, "key_too_large", "key is 500 bytes", 2500, None),
+        (400, "bad_request", "batch has 2500 ops; the limit is 1000", 2500, None),
+    ],
+)
+def test_only_a_refusal_of_too_many_ops_is_sent_again_in_calls_of_the_old_limit(
+    status: int, code: str, message: str, n: int, calls: int | None
+) -> None:
+    ops = put_ops({f"k{i}": b"v" for i in range(n)}, None)
+    exc = ResponseError(status, code, message, {})
+    got = legacy_calls(exc, ops, DEFAULT_LIMITS, None)
+    assert (None if got is None else len(got)) == calls
+    if got is not None:
+        assert [op for chunk, _ in got for op in chunk] == ops

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from ringkv import AsyncClient, Client, NotEnoughReplicasError, RetryPolicy
+from ringkv import AsyncClient, Client, NotEnoughReplicasError, RetryPolicy, errors
 from ringkv.cli import main as cli_main
 from ringkv.ring import Ring
 
@@ -212,3 +212,34 @@ def test_dump_and_load_into_a_fresh_cluster(tmp_path: Path) -> None:
     finally:
         src.kill_all()
         dst.kill_all()
+
+
+def test_put_many_into_nodes_of_the_old_batch_limit_sends_smaller_calls(tmp_path: Path) -> None:
+    """Nodes of an earlier version take 1,000 ops a batch (here: started with
+    `--max-batch-ops 1000`); this client sends up to 10,000. Each client
+    refuses nothing the nodes would have taken: a refused call (413, before
+    any write) is sent again in calls of 1,000, and every key is written, its
+    answer in order. An atomic batch over their limit is still refused."""
+    c = make(tmp_path, "old", ["--max-batch-ops", "1000"])
+    try:
+        items = {f"old:{i:05d}": f"v{i}".encode() for i in range(2500)}
+        with Client(seeds(c), token=TOKEN) as kv:
+            results = kv.put_many(items)
+            assert len(results) == 2500 and all(r["status"] == 201 for r in results)
+            assert kv.get("old:02499") == b"v2499"
+            atomic = kv.batch(atomic=True)
+            for i in range(1001):
+                atomic.put(f"{{t}}:{i}", b"x")
+            with pytest.raises(errors.BadRequestError, match="the limit is 1000"):
+                atomic.execute()
+
+        async def deletes() -> list[dict[str, object]]:
+            async with AsyncClient(seeds(c), token=TOKEN) as akv:
+                return await akv.delete_many(list(items))
+
+        answers = asyncio.run(deletes())
+        assert [a["status"] for a in answers] == [200] * 2500
+        with Client(seeds(c), token=TOKEN) as kv:
+            assert kv.keys(prefix="old:") == []
+    finally:
+        c.kill_all()

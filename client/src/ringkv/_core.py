@@ -12,7 +12,7 @@ import contextlib
 import json
 import random
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 from urllib.parse import quote, urlencode
 
@@ -271,15 +271,15 @@ def delete_ops(keys: Sequence[str]) -> list[BatchOp]:
 
 def batch_calls(
     ops: Sequence[BatchOp], limits: Limits, atomic: bool, consistency: str | None
-) -> list[Call]:
-    """The /v1/batch calls for `ops`: one if atomic, else chunks within both
-    batch limits: `max_batch_ops` ops, and a body of `max_batch_bytes` (a
-    chunk whose body is larger is cut in halves until each fits; the body is
-    built once in the usual case)."""
+) -> list[tuple[Sequence[BatchOp], Call]]:
+    """The /v1/batch calls for `ops`, each with its ops: one if atomic, else
+    chunks within both batch limits: `max_batch_ops` ops, and a body of
+    `max_batch_bytes` (a chunk whose body is larger is cut in halves until
+    each fits; the body is built once in the usual case)."""
     if atomic:
-        return [batch_call(ops, limits, atomic=True, consistency=consistency)]
+        return [(ops, batch_call(ops, limits, atomic=True, consistency=consistency))]
     step = limits.max_batch_ops
-    out: list[Call] = []
+    out: list[tuple[Sequence[BatchOp], Call]] = []
     todo = [ops[i : i + step] for i in range(0, len(ops), step)][::-1]
     while todo:
         chunk = todo.pop()
@@ -288,8 +288,27 @@ def batch_calls(
             half = len(chunk) // 2
             todo += [chunk[half:], chunk[:half]]  # the first half next: order kept
             continue
-        out.append(call)
+        out.append((chunk, call))
     return out
+
+
+# A node before 2026-12-04 takes at most this many ops a batch (now 10,000).
+LEGACY_BATCH_OPS = 1000
+
+
+def legacy_calls(
+    exc: ResponseError, ops: Sequence[BatchOp], limits: Limits, consistency: str | None
+) -> list[tuple[Sequence[BatchOp], Call]] | None:
+    """The calls to send instead of a non-atomic one of `ops` that a node
+    refused as too many ops (413 `too_large`, which it says before writing
+    any): chunks of `LEGACY_BATCH_OPS`, when the call held more (a node of
+    an earlier version); None: not that refusal, let it raise."""
+    if exc.status != 413 or exc.code != "too_large" or len(ops) <= LEGACY_BATCH_OPS:
+        return None
+    if "ops; the limit is" not in exc.message:  # a body too large is cut already
+        return None
+    smaller = replace(limits, max_batch_ops=LEGACY_BATCH_OPS)
+    return batch_calls(ops, smaller, False, consistency)
 
 
 def decode(resp: Response) -> Response:

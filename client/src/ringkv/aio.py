@@ -176,8 +176,17 @@ class AsyncClient(ClientBase):
         self, ops: Sequence[_core.BatchOp], atomic: bool, consistency: str | None
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for call in _core.batch_calls(ops, self._limits, atomic, consistency):
-            out += _core.batch_results(await self._call(call))
+        for chunk, call in _core.batch_calls(ops, self._limits, atomic, consistency):
+            try:
+                out += _core.batch_results(await self._call(call))
+            except errors.ResponseError as exc:
+                smaller = (
+                    None if atomic else _core.legacy_calls(exc, chunk, self._limits, consistency)
+                )
+                if smaller is None:
+                    raise
+                for _, again in smaller:  # a node of an earlier version: 1,000 ops a call
+                    out += _core.batch_results(await self._call(again))
         return out
 
     # -- cluster -------------------------------------------------------------

@@ -17,7 +17,7 @@ from ringkv import _core
 from ringkv._base import ClientBase
 from ringkv._core import Call, Response, Router, Send
 from ringkv._syncpool import Pool
-from ringkv.errors import NotFoundError, TransportError
+from ringkv.errors import NotFoundError, ResponseError, TransportError
 from ringkv.ring import Ring
 
 __all__ = ["Batch", "Client"]
@@ -165,8 +165,17 @@ class Client(ClientBase):
         self, ops: Sequence[_core.BatchOp], atomic: bool, consistency: str | None
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        for call in _core.batch_calls(ops, self._limits, atomic, consistency):
-            out += _core.batch_results(self._call(call))
+        for chunk, call in _core.batch_calls(ops, self._limits, atomic, consistency):
+            try:
+                out += _core.batch_results(self._call(call))
+            except ResponseError as exc:
+                smaller = (
+                    None if atomic else _core.legacy_calls(exc, chunk, self._limits, consistency)
+                )
+                if smaller is None:
+                    raise
+                for _, again in smaller:  # a node of an earlier version: 1,000 ops a call
+                    out += _core.batch_results(self._call(again))
         return out
 
     # -- cluster -------------------------------------------------------------
