@@ -295,11 +295,11 @@ def test_status_fails_when_a_member_does_not_answer(local: Local) -> None:
 def test_a_load_that_meets_a_bad_record_says_where_and_what_was_written(
     local: Local, tmp_path: Path
 ) -> None:
-    lines = [json.dumps({"key": f"bad:{i}", "value": "eA=="}) for i in range(600)]
+    lines = [json.dumps({"key": f"bad:{i}", "value": "eA=="}) for i in range(5600)]
     lines.append(json.dumps({"key": "", "value": "eA=="}))
     (tmp_path / "bad.jsonl").write_text("\n".join(lines) + "\n")
     r = local.ringkv("load", str(tmp_path / "bad.jsonl"))
     assert r.returncode == 2, r.stderr
-    assert "line 601: " in r.stderr and "key is empty" in r.stderr, r.stderr
-    assert "the 500 records before it were written" in r.stderr, r.stderr
+    assert "line 5601: " in r.stderr and "key is empty" in r.stderr, r.stderr
+    assert "the 5000 records before it were written" in r.stderr, r.stderr  # 5,000 a call
     assert "Traceback" not in r.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import threading
@@ -241,5 +242,48 @@ def test_put_many_into_nodes_of_the_old_batch_limit_sends_smaller_calls(tmp_path
         assert [a["status"] for a in answers] == [200] * 2500
         with Client(seeds(c), token=TOKEN) as kv:
             assert kv.keys(prefix="old:") == []
+    finally:
+        c.kill_all()
+
+
+def test_a_dump_read_as_a_backup_reads_is_the_dump_read_key_by_key(tmp_path: Path) -> None:
+    """With the token, `dump` reads partitions as a backup does; with
+    `--no-direct` (or no token) it reads key by key. Both give the same
+    records: values, versions and expiry of the live keys under the prefix
+    (an expired one is not), and with `--deleted` the same deleted keys
+    after them."""
+    c = make(tmp_path, "d")
+    try:
+        with Client(seeds(c), token=TOKEN) as kv:
+            kv.put_many({f"p:{i:04d}": f"v{i}".encode() for i in range(1500)})
+            kv.put_many({f"other:{i}": b"x" for i in range(50)})
+            kv.put("p:ttl", b"t", ttl=3600)
+            kv.put("p:soon", b"s", ttl=1)
+            for i in range(0, 1500, 7):
+                kv.delete(f"p:{i:04d}")
+        time.sleep(1.2)  # p:soon expires
+
+        def dump(*extra: str) -> tuple[list[dict[str, object]], str]:
+            out, err = io.StringIO(), io.StringIO()
+            argv = ["dump", "--url", c.nodes[0].url, "--token", TOKEN, "--quiet", *extra]
+            with redirect_stdout(out), contextlib.redirect_stderr(err):
+                assert cli_main(argv) == 0
+            return [json.loads(line) for line in out.getvalue().splitlines()], err.getvalue()
+
+        fast, fast_said = dump("--prefix", "p:", "--deleted")
+        slow, slow_said = dump("--prefix", "p:", "--deleted", "--no-direct")
+        assert fast_said == slow_said == "dumped 1286 keys and 215 deleted\n"
+        live = [r for r in fast if not r.get("deleted")]
+        assert sorted(live, key=lambda r: str(r["key"])) == [
+            r for r in slow if not r.get("deleted")
+        ]
+        assert all(not r.get("deleted") for r in fast[: len(live)])  # the deleted come last
+        gone = {str(r["key"]) for r in fast if r.get("deleted")}
+        assert gone == {str(r["key"]) for r in slow if r.get("deleted")}
+        assert "p:0007" in gone and "p:0001" not in gone
+        assert "p:soon" not in {str(r["key"]) for r in fast}  # expired: neither live nor kept
+        ttl = next(r for r in live if r["key"] == "p:ttl")
+        assert isinstance(ttl["expires_ms"], int) and "@" in str(ttl["version"])
+        assert not any(str(r["key"]).startswith("other:") for r in fast)
     finally:
         c.kill_all()

@@ -82,6 +82,7 @@ from ringkv.backupformat import (
     merge_newest,
 )
 from ringkv.client import Client
+from ringkv.dumpfile import DumpRecord
 from ringkv.errors import (
     BackupFailedError,
     BackupNotFoundError,
@@ -93,7 +94,7 @@ from ringkv.errors import (
     UnavailableError,
     error_for,
 )
-from ringkv.packed import HEADER, TOMBSTONE
+from ringkv.packed import HEADER, TOMBSTONE, fields
 from ringkv.rebalance import NodeView
 from ringkv.retention import Backup, Decision, Retention, select
 from ringkv.ring import Ring
@@ -648,6 +649,85 @@ def _close_partition(fut: cf.Future[_Partition]) -> None:
         fut.result().close()
 
 
+class _ClusterRead:
+    """Every partition of a cluster, read as a backup reads it (each from a
+    read quorum of its owners at one ring, merged newest-first, read again at
+    a newer ring when the ring moves), in partition order.
+
+    Entering it takes the cluster's ring, waits (at most `ring_wait_s`)
+    until no ring change is committing, and notes `started`: every write
+    acknowledged before then is in what `partitions()` gives. `workers`
+    threads read up to twice as many partitions ahead; the caller closes each
+    `_Partition` it is given. Leaving lets go of what was read ahead."""
+
+    def __init__(
+        self,
+        seeds: list[str],
+        token: str,
+        *,
+        consistency: str,
+        timeout: float,
+        workers: int,
+        ring_wait_s: float,
+        spool_bytes: int,
+    ) -> None:
+        self._seeds = seeds
+        self._token = token
+        self._consistency = consistency
+        self._timeout = timeout
+        self._workers = workers
+        self._ring_wait_s = ring_wait_s
+        self._spool_bytes = spool_bytes
+        self._pending: deque[cf.Future[_Partition]] = deque()
+
+    def __enter__(self) -> _ClusterRead:
+        with Client(self._seeds, token=self._token, timeout=self._timeout) as kv:
+            ring = kv.ring()  # the ring it starts with (a partition may be read at a newer one)
+        _needed(self._consistency, ring.replication_factor)
+        self._rings = _RingView(ring, self._seeds, self._token, self._timeout)
+        self._reads = _Reads(
+            self._token,
+            self._consistency,
+            _Connections(self._timeout),
+            spool_bytes=self._spool_bytes,
+        )
+        self._readers = cf.ThreadPoolExecutor(
+            self._workers, thread_name_prefix="ringkv-backup-read"
+        )
+        try:
+            self.ring = _settled(
+                self._rings, self._reads.conns, self._token, self._ring_wait_s, self._readers
+            )
+            self.started = _now_ms()  # what was acknowledged before now is in the read
+            self._reads.learn(self.ring, self._workers)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def partitions(self) -> Iterator[_Partition]:
+        """Each partition of `ring` (it has `ring.partitions`), in order."""
+        next_part = 0
+        parts = self.ring.partitions
+        while next_part < parts or self._pending:
+            while next_part < parts and len(self._pending) < self._workers * 2:
+                self._pending.append(
+                    self._readers.submit(
+                        _read_partition, self._rings, next_part, self._reads, RING_RETRY
+                    )
+                )
+                next_part += 1
+            yield self._pending.popleft().result()
+
+    def __exit__(self, *exc: object) -> None:
+        for fut in self._pending:  # read ahead and not taken: let go of their spools
+            fut.cancel()
+            fut.add_done_callback(_close_partition)
+        self._pending.clear()
+        self._readers.shutdown(wait=True)
+        self._reads.conns.close()
+
+
 def create(
     seeds: list[str],
     token: str,
@@ -670,28 +750,29 @@ def create(
     change is committing, waiting at most `ring_wait_s` for that."""
     backup_id = check_backup_id(backup_id or new_backup_id(_now_ms()))
     check_text("the cluster name", cluster)  # a manifest that would not load
-    with Client(seeds, token=token, timeout=timeout) as kv:
-        ring = kv.ring()  # the ring it starts with (a partition may be read at a newer one)
-    _needed(consistency, ring.replication_factor)
-    rings = _RingView(ring, seeds, token, timeout)
-    reads = _Reads(token, consistency, _Connections(timeout), spool_bytes=spool_bytes)
+    _needed(consistency, 1)  # a level it knows, before anything is asked or written
     existing = store.names(backup_id)
     if f"{backup_id}/{MANIFEST}" in existing:
         raise ValueError(f"{store.location}/{backup_id} exists already: choose another id")
-    if existing:  # parts of an attempt that never finished (no manifest): not a backup
-        store.delete(list(existing))
     writer = PartWriter(part_size, zstd_level)
     parts = []
     uploads: deque[cf.Future[None]] = deque()
     with (
-        reads.conns,
-        cf.ThreadPoolExecutor(workers, thread_name_prefix="ringkv-backup-read") as readers,
+        _ClusterRead(
+            seeds,
+            token,
+            consistency=consistency,
+            timeout=timeout,
+            workers=workers,
+            ring_wait_s=ring_wait_s,
+            spool_bytes=spool_bytes,
+        ) as read,
         cf.ThreadPoolExecutor(2, thread_name_prefix="ringkv-backup-write") as writers,
     ):
-        ring = _settled(rings, reads.conns, token, ring_wait_s, readers)
-        started = _now_ms()  # what was acknowledged before now is in the backup
+        if existing:  # parts of an attempt that never finished (no manifest): not a backup
+            store.delete(list(existing))
+        ring = read.ring
         counts = [0] * ring.partitions
-        reads.learn(ring, workers)
 
         def upload(data: bytes, name: str) -> None:
             store.put(f"{backup_id}/{name}", data)
@@ -705,28 +786,15 @@ def create(
             while len(uploads) > 2:  # at most a few parts in memory
                 uploads.popleft().result()
 
-        pending: deque[cf.Future[_Partition]] = deque()
-        next_part = 0
-        try:
-            while next_part < ring.partitions or pending:
-                while next_part < ring.partitions and len(pending) < workers * 2:
-                    pending.append(
-                        readers.submit(_read_partition, rings, next_part, reads, RING_RETRY)
-                    )
-                    next_part += 1
-                result = pending.popleft().result()
-                counts[result.part] = result.records
-                try:
-                    for block, count in result.blocks():
-                        finished(writer.add(result.part, block, count))
-                finally:
-                    result.close()
-                if progress is not None:
-                    progress(result.records, result.raw)
-        finally:  # a backup that failed: the partitions read ahead let go of their spools
-            for fut in pending:
-                fut.cancel()
-                fut.add_done_callback(_close_partition)
+        for result in read.partitions():
+            counts[result.part] = result.records
+            try:
+                for block, count in result.blocks():
+                    finished(writer.add(result.part, block, count))
+            finally:
+                result.close()
+            if progress is not None:
+                progress(result.records, result.raw)
         if not writer.empty or not parts:
             finished(writer.finish())
         while uploads:
@@ -734,7 +802,7 @@ def create(
     manifest = Manifest(
         cluster=cluster,
         backup_id=backup_id,
-        created_ms=started,
+        created_ms=read.started,
         completed_ms=_now_ms(),
         ringkv_version=__version__,
         ring_epoch=ring.epoch,
@@ -746,6 +814,65 @@ def create(
     )
     store.put(f"{backup_id}/{MANIFEST}", manifest.to_json())
     return manifest
+
+
+def dump_records(
+    seeds: list[str],
+    token: str,
+    *,
+    prefix: str = "",
+    deleted: bool = False,
+    timeout: float = 30.0,
+    workers: int = 4,
+    now_ms: Callable[[], int] = _now_ms,
+    progress: Progress | None = None,
+) -> Iterator[DumpRecord]:
+    """Every live key of the cluster that starts with `prefix`, as `ringkv dump`
+    writes it, read as a backup reads (`_ClusterRead`: each partition from a
+    read quorum of its owners, partition by partition, in key order within
+    one); with `deleted`, then the keys deleted or expired that the cluster
+    still keeps, as deleted records. Every write acknowledged before it
+    started is in it. Needs the cluster token (the snapshot route is admin)."""
+    want = prefix.encode("utf-8")
+    gone: list[DumpRecord] = []
+    with _ClusterRead(
+        seeds,
+        token,
+        consistency="quorum",
+        timeout=timeout,
+        workers=workers,
+        ring_wait_s=600.0,
+        spool_bytes=SPOOL_BYTES,
+    ) as read:
+        now = now_ms()
+        for part in read.partitions():
+            try:
+                for block, _ in part.blocks():
+                    for key, raw in msgpack.unpackb(block, raw=True):
+                        if want and not key.startswith(want):
+                            continue
+                        rec = _dump_record(key, raw, now)
+                        if not rec.deleted:
+                            yield rec
+                        elif deleted:
+                            gone.append(rec)
+            finally:
+                part.close()
+            if progress is not None:
+                progress(part.records, part.raw)
+    yield from gone
+
+
+def _dump_record(key: bytes, raw: bytes, now_ms: int) -> DumpRecord:
+    """A stored record as a dump line's record: deleted when it is a tombstone
+    or has expired by `now_ms`."""
+    ts, expires_ms, tombstone, node = fields(raw)
+    version = f"{ts}@{node.decode()}"
+    text = key.decode("utf-8")
+    if tombstone or (expires_ms and expires_ms <= now_ms):
+        return DumpRecord(text, version=version, deleted=True)
+    value = raw[HEADER.size + len(node) :]
+    return DumpRecord(text, value, version, expires_ms or None)
 
 
 # -- finding, verifying, deleting ------------------------------------------------------

@@ -176,6 +176,42 @@ def cmd_ring(args: argparse.Namespace) -> int:
     return OK
 
 
+def cmd_dump(args: argparse.Namespace) -> int:
+    """With the cluster token and direct routing, read as a backup reads
+    (`backup.dump_records`: a partition a request from a read quorum of its
+    owners, many times as fast as a GET a key); else key by key (`_dump`:
+    through one forwarded address the owners cannot be reached)."""
+    from ringkv.backup import dump_records
+    from ringkv.dumpfile import to_line
+
+    cluster_token = token(args)
+    if cluster_token is None or not direct(args):
+        return asyncio.run(_dump(args, sys.stdout))
+    out = sys.stdout
+    bar = progress(None, "dump", not args.quiet)
+    count = deleted = 0
+    try:
+        for rec in dump_records(
+            seeds(args.url),
+            cluster_token,
+            prefix=args.prefix or "",
+            deleted=args.deleted,
+            timeout=args.timeout,
+            progress=lambda records, raw: bar.update(records),
+        ):
+            out.write(to_line(rec))
+            if rec.deleted:
+                deleted += 1
+            else:
+                count += 1
+    finally:
+        bar.close()
+    out.flush()
+    extra = f" and {deleted} deleted" if args.deleted else ""
+    print(f"dumped {count} keys{extra}", file=sys.stderr)
+    return OK
+
+
 async def _dump(args: argparse.Namespace, out: IO[str]) -> int:
     from ringkv.aio import AsyncClient
     from ringkv.dumpfile import DumpRecord, to_line
@@ -213,6 +249,9 @@ async def _dump(args: argparse.Namespace, out: IO[str]) -> int:
     return OK
 
 
+LOAD_BATCH = 5000  # records a load writes a call (was 500: 200k keys 4.9 s, now 3.3)
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from ringkv.client import Batch
     from ringkv.dumpfile import parse
@@ -236,7 +275,7 @@ def cmd_load(args: argparse.Namespace) -> int:
                     else:
                         batch.put(rec.key, rec.value, expires_ms=rec.expires_ms)
                         loaded += 1
-                    if len(batch.ops) >= 500:
+                    if len(batch.ops) >= LOAD_BATCH:
                         written += len(batch.execute())
                         bar.update(len(batch.ops))
                         batch = kv.batch()
@@ -301,9 +340,7 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, q
     p.add_argument("--limit", type=positive_int, default=None, help="at most this many keys")
     command("status", cmd_status, "every node's state; exits 3 when a member is down or not ready")
     command("ring", cmd_ring, "members and partition ownership")
-    p = command(
-        "dump", lambda a: asyncio.run(_dump(a, sys.stdout)), "write every key as JSON lines", quiet
-    )
+    p = command("dump", cmd_dump, "write every key as JSON lines", quiet)
     p.add_argument("--prefix", default=None, help="only keys that start with this")
     p.add_argument(
         "--deleted",
