@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -439,3 +440,49 @@ async def test_a_ring_member_url_nodes_cannot_call_is_refused(
             body = await r.json()
             assert r.status == 400, body
             assert "member 'n9': url" in body["message"], body
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        # a body that stops part way
+        b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"ops": [',
+        # a chunked body that stops part way
+        b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"ops\r\n',
+        # a chunk size aiohttp refuses, after a pause: it never ended the body
+        None,
+    ],
+)
+async def test_a_body_that_stops_arriving_is_a_408_and_the_node_serves_on(
+    tmp_path: Path, request_head: bytes | None
+) -> None:
+    """Before `--body-timeout` the handler waited for the body until the
+    client went away (design §7.9), holding a task and a connection."""
+    proc = NodeProcess("n1", tmp_path, extra=["--body-timeout", "1s"])
+    proc.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proc.port)
+        if request_head is None:
+            writer.write(
+                b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Transfer-Encoding: chunked\r\n\r\n3\r\n{"o\r\n'
+            )
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            request_head = b"zz\r\nnot a chunk\r\n"
+        writer.write(request_head)
+        await writer.drain()
+        started = asyncio.get_running_loop().time()
+        answer = await asyncio.wait_for(reader.read(4096), 15)
+        waited = asyncio.get_running_loop().time() - started
+        writer.close()
+        assert answer.startswith((b"HTTP/1.1 408", b"HTTP/1.1 400")), answer
+        if answer.startswith(b"HTTP/1.1 408"):
+            assert b'"request_timeout"' in answer and 0.5 < waited < 10, (answer, waited)
+        async with aiohttp.ClientSession() as http, http.get(proc.url + "/healthz") as resp:
+            assert resp.status == 200
+        assert "Traceback" not in proc.log()
+    finally:
+        proc.kill()

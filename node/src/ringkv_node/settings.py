@@ -67,6 +67,7 @@ class Settings:
     hint_interval_s: float = 1.0
     replica_timeout_s: float = 2.0
     drop_delay_s: float = 60.0
+    body_timeout_s: float = 60.0
 
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -127,6 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--hint-interval", help="retry hinted handoff this often (default 1s)")
     add("--replica-timeout", help="give up on a peer request after this (default 2s)")
     add("--drop-delay", help="after a ring commit, keep partitions no longer owned this long")
+    add("--body-timeout", help="a request body not received within this is a 408 (default 60s)")
     return p
 
 
@@ -158,6 +160,7 @@ _ENV = {
     "hint_interval": "RINGKV_HINT_INTERVAL",
     "replica_timeout": "RINGKV_REPLICA_TIMEOUT",
     "drop_delay": "RINGKV_DROP_DELAY",
+    "body_timeout": "RINGKV_BODY_TIMEOUT",
 }
 
 
@@ -310,4 +313,5 @@ def parse_settings(
         hint_interval_s=max(0.05, duration("hint_interval", "1s")),
         replica_timeout_s=max(0.05, duration("replica_timeout", "2s")),
         drop_delay_s=duration("drop_delay", "60s"),
+        body_timeout_s=max(0.1, duration("body_timeout", "60s")),
     )

@@ -24,7 +24,7 @@ from ringkv_node.http.backup_api import BACKUP_ROUTES
 from ringkv_node.http.dataplane import api_error, check_auth
 from ringkv_node.http.internal_api import INTERNAL_ROUTES
 from ringkv_node.http.parsing import key_or_error
-from ringkv_node.http.responses import Handler, error_response, json_response
+from ringkv_node.http.responses import Handler, error_response, json_response, read_body
 from ringkv_node.model import records, wire
 from ringkv_node.model.pending import settle
 from ringkv_node.model.records import is_live_raw
@@ -159,7 +159,7 @@ async def put_key(request: web.Request) -> web.StreamResponse:
     too_large = None if length is None else dataplane.value_too_large(length, node)
     if too_large is not None:
         raise too_large
-    body = await request.read()
+    body = await read_body(request)
     answer = dataplane.put_key(node, _path(request), _query(request), body)
     return _response(await settle(answer))
 
@@ -200,7 +200,7 @@ async def batch(request: web.Request) -> web.StreamResponse:
         raise ApiError.too_large(
             f"batch body is {length} bytes; the limit is {limits.max_batch_bytes}"
         )
-    body = await request.read()
+    body = await read_body(request)
     binary = request.content_type == parsing.MSGPACK
     req = parsing.parse_batch(
         body, request.content_type, limits, request.query, now_ms=kv.clock_ms()

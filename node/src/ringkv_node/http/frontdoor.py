@@ -66,6 +66,7 @@ class FrontDoor:
         self.rings = node.rings
         self.metrics = app[METRICS_KEY]
         self.max_body = settings.limits.max_value_bytes
+        self.body_timeout_s = settings.body_timeout_s
         self.fields: http1.FieldCache = {}  # header blocks clients repeat, parsed once
         self.token = settings.token
         self.open = settings.token is None or not settings.data_auth
@@ -128,13 +129,23 @@ class FrontDoor:
         return self.render(req, Reply(err.status, body, "application/json"), started, route)
 
     async def sweep(self, interval_s: float = 10.0) -> None:
-        """Close connections idle for longer than the keep-alive timeout."""
+        """Close connections idle for longer than the keep-alive timeout, and
+        answer a request not received whole within `--body-timeout` with a 408
+        (a request waits here whole before it is answered or handed to aiohttp,
+        so a client that stops part way held its connection for good)."""
         loop = asyncio.get_running_loop()
+        interval_s = min(interval_s, self.body_timeout_s / 2)
         while True:
             await asyncio.sleep(interval_s)
-            idle_since = loop.time() - KEEPALIVE_S
+            now = loop.time()
+            idle_since = now - KEEPALIVE_S
+            stalled_since = now - self.body_timeout_s
             for conn in list(self.conns):
-                if conn.task is None and conn.last_active < idle_since:
+                if conn.task is not None:
+                    continue
+                if conn.partial_since is not None and conn.partial_since < stalled_since:
+                    conn.time_out(self.body_timeout_s)
+                elif conn.last_active < idle_since:
                     conn.close()
 
     async def stop(self, timeout_s: float) -> None:
@@ -153,7 +164,16 @@ class FrontDoor:
 
 
 class _Conn(asyncio.Protocol):
-    __slots__ = ("buf", "door", "last_active", "loop", "paused", "task", "transport")
+    __slots__ = (
+        "buf",
+        "door",
+        "last_active",
+        "loop",
+        "partial_since",
+        "paused",
+        "task",
+        "transport",
+    )
 
     def __init__(self, door: FrontDoor) -> None:
         self.door = door
@@ -163,6 +183,7 @@ class _Conn(asyncio.Protocol):
         self.paused = False
         self.loop = asyncio.get_running_loop()
         self.last_active = self.loop.time()
+        self.partial_since: float | None = None  # since when `buf` holds part of a request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
@@ -212,6 +233,7 @@ class _Conn(asyncio.Protocol):
                 self._hand_over()
                 return
             del self.buf[: req.end]
+            self.partial_since = None
             if isinstance(answer, bytes):
                 out.append(answer)
             elif isinstance(answer, Reply):
@@ -229,6 +251,10 @@ class _Conn(asyncio.Protocol):
                 return
         self._flush(out)
         self.last_active = self.loop.time()
+        if not self.buf or self.task is not None:
+            self.partial_since = None
+        elif self.partial_since is None:  # part of a request: it has --body-timeout to come
+            self.partial_since = self.last_active
 
     def _done(
         self,
@@ -314,6 +340,20 @@ class _Conn(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def time_out(self, timeout_s: float) -> None:
+        """Answer the request not received whole with a 408, and close."""
+        if self.transport is None:
+            return
+        body = json_bytes(
+            {
+                "error": "request_timeout",
+                "message": f"the request did not arrive whole within {timeout_s:g} s",
+            }
+        )
+        head = http1.response_head(408, "application/json", len(body), "", self.door.date(), False)
+        self.transport.write(head + body)
+        self.close()
 
     def abort(self) -> None:
         if self.transport is not None:
