@@ -14,6 +14,7 @@ import time
 from kubernetes import client, config
 
 from ringkv import Client
+from ringkv.errors import NoRingError, TransportError
 
 GROUP, VERSION, PLURAL = "ringkv.io", "v1alpha1", "kvclusters"
 
@@ -44,9 +45,20 @@ def main() -> int:
             return 1
         secret = core.read_namespaced_secret(f"{name}-auth", ns)
         token = base64.b64decode(secret.data["token"]).decode()
-        with Client(f"http://{name}.{ns}.svc.cluster.local:8080", token=token) as kv:
-            kv.put("helm-test", b"hello from helm test")
-            value = kv.get("helm-test")
+        url = f"http://{name}.{ns}.svc.cluster.local:8080"
+        while True:
+            # Ready says the pods are; the Service's endpoints reach kube-proxy
+            # a moment later (a first try was refused once), so try again
+            try:
+                with Client(url, token=token) as kv:
+                    kv.put("helm-test", b"hello from helm test")
+                    value = kv.get("helm-test")
+                break
+            except (NoRingError, TransportError) as exc:
+                if time.monotonic() >= deadline:
+                    print(f"Service {name} did not answer within {timeout:.0f} s: {exc}")
+                    return 1
+                time.sleep(1)
         if value != b"hello from helm test":
             print(f"read back {value!r}")
             return 1
