@@ -461,7 +461,7 @@ def test_only_a_refusal_of_too_many_ops_is_sent_again_in_calls_of_the_old_limit(
 ) -> None:
     ops = put_ops({f"k{i}": b"v" for i in range(n)}, None)
     exc = ResponseError(status, code, message, {})
-    got = legacy_calls(exc, ops, DEFAULT_LIMITS, None)
+    got = legacy_calls(exc, ops, False, DEFAULT_LIMITS, None)
     assert (None if got is None else len(got)) == calls
     if got is not None:
         assert [op for chunk, _ in got for op in chunk] == ops

@@ -297,13 +297,18 @@ LEGACY_BATCH_OPS = 1000
 
 
 def legacy_calls(
-    exc: ResponseError, ops: Sequence[BatchOp], limits: Limits, consistency: str | None
+    exc: ResponseError,
+    ops: Sequence[BatchOp],
+    atomic: bool,
+    limits: Limits,
+    consistency: str | None,
 ) -> list[tuple[Sequence[BatchOp], Call]] | None:
     """The calls to send instead of a non-atomic one of `ops` that a node
     refused as too many ops (413 `too_large`, which it says before writing
     any): chunks of `LEGACY_BATCH_OPS`, when the call held more (a node of
-    an earlier version); None: not that refusal, let it raise."""
-    if exc.status != 413 or exc.code != "too_large" or len(ops) <= LEGACY_BATCH_OPS:
+    an earlier version); None: not that refusal, or an atomic batch (never
+    cut), let it raise."""
+    if atomic or exc.status != 413 or exc.code != "too_large" or len(ops) <= LEGACY_BATCH_OPS:
         return None
     if "ops; the limit is" not in exc.message:  # a body too large is cut already
         return None

@@ -169,9 +169,7 @@ class Client(ClientBase):
             try:
                 out += _core.batch_results(self._call(call))
             except ResponseError as exc:
-                smaller = (
-                    None if atomic else _core.legacy_calls(exc, chunk, self._limits, consistency)
-                )
+                smaller = _core.legacy_calls(exc, chunk, atomic, self._limits, consistency)
                 if smaller is None:
                     raise
                 for _, again in smaller:  # a node of an earlier version: 1,000 ops a call

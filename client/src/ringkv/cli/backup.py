@@ -443,7 +443,7 @@ def add_commands(sub: Any, formatter: type[argparse.HelpFormatter], conn: Any, q
     p.add_argument(
         "--ring-wait",
         type=positive_float,
-        default=600.0,
+        default=600.0,  # ringkv.backup.RING_WAIT_S
         metavar="SECONDS",
         help="how long to wait for a ring change that is committing before the backup begins",
     )

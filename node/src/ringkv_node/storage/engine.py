@@ -478,9 +478,8 @@ def _partition_batches(
 ) -> Generator[list[tuple[bytes, bytes]], None, None]:
     """Every (key, raw record) of one partition, in key order, in lists of
     about `batch_bytes`, a row counting its key, its record and 8 bytes:
-    every list but the last holds at least `batch_bytes` and every list
-    less than twice that before its last row (the last list less than
-    `batch_bytes`).
+    every list but the last holds at least `batch_bytes` (the last may hold
+    less), and every list less than twice that before its last row.
 
     No Python step a row: a backup's node spent most of its CPU here. One
     cursor gives keys and another values, in runs of up to `_RUN` rows
